@@ -1,0 +1,135 @@
+"""The app factory: one StateStore per app, owned by the lifespan."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Security
+from fastapi.openapi.utils import get_openapi
+
+from statestore import Config, StateStore, __version__
+
+from .auth import Authenticator, authenticate, check_bind
+from .errors import (
+    MAX_BODY_BYTES,
+    BodyLimitMiddleware,
+    CatchAllMiddleware,
+    error_responses,
+    install_error_handlers,
+)
+from .metrics import metrics_router
+from .models import JSONBytesResponse
+from .routes import open_router, router
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTION = """\
+Compacted Kafka topics served as local, queryable views.
+
+Keys are arbitrary text: percent-encode them in paths (`/` as `%2F`, `%` as `%25`,
+`?` as `%3F`, `#` as `%23`, and `.` as `%2E` in the keys `.` and `..`, which clients
+would otherwise resolve as path segments). Every view response carries `X-Statestore-Position`;
+send it back as `min_position` to read at least what you have seen. Errors are
+`{"error": {"code", "message"}}`.
+"""
+
+
+def create_app(
+    config: Config,
+    *,
+    store: StateStore | None = None,
+    start: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> FastAPI:
+    """Build the REST app for *config*.
+
+    Without *store*, the app's lifespan opens a StateStore, starts it when *start*
+    is true (bootstrap, then follow, in background threads) and closes it on
+    shutdown. A *store* passed in is used as it is: the caller starts and closes
+    it. Bearer tokens are read from *environ* (default: ``os.environ``) now, so a
+    missing token fails here rather than on the first request.
+    """
+    check_bind(config)
+    auth = Authenticator.from_config(config, os.environ if environ is None else environ)
+    owned = store is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not owned:
+            yield
+            return
+        opened = await anyio.to_thread.run_sync(StateStore, config)
+        log.info("api.store_open path=%s views=%d", config.store.path, len(config.views))
+        try:
+            if start:
+                opened.start()
+            app.state.store = opened
+            yield
+        finally:
+            app.state.store = None
+            await anyio.to_thread.run_sync(opened.close)
+            log.info("api.store_closed path=%s", config.store.path)
+
+    app = FastAPI(
+        title="statestore",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JSONBytesResponse,
+    )
+    app.state.config = config
+    app.state.auth = auth
+    app.state.store = store
+    install_error_handlers(app)
+    # Added last = outermost: the catch-all also covers the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(CatchAllMiddleware)
+    app.include_router(open_router)
+    if auth.enabled and config.api.metrics_require_token:
+        app.include_router(
+            metrics_router, dependencies=[Security(authenticate)], responses=error_responses(401)
+        )
+    else:
+        app.include_router(metrics_router)
+    if auth.enabled:
+        app.include_router(
+            router, dependencies=[Security(authenticate)], responses=error_responses(401, 403)
+        )
+    else:
+        app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _with_limits(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                ),
+                config,
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _with_limits(schema: dict[str, Any], config: Config) -> dict[str, Any]:
+    """Write the configured maxima into the schema, so it states what the server enforces."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            for param in operation.get("parameters", []):
+                if param.get("name") == "limit" and param.get("in") == "query":
+                    param["schema"]["maximum"] = config.api.max_page_size
+    lookup = schema.get("components", {}).get("schemas", {}).get("LookupRequest")
+    if lookup is not None:
+        lookup["properties"]["keys"]["maxItems"] = config.api.max_lookup_keys
+    return schema

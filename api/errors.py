@@ -1,0 +1,268 @@
+"""Every error the API answers with, mapped to HTTP in one place.
+
+All errors are ``{"error": {"code", "message", ...}}``. Library errors keep their
+message (it names the view and what to do) except for internal failures, which
+are logged with their traceback and answered with a generic message.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from statestore import (
+    CodecError,
+    ConfigError,
+    CursorError,
+    KafkaError,
+    NotReadyError,
+    PositionTimeoutError,
+    StateStoreError,
+    StorageError,
+    StoreLockedError,
+    UnknownViewError,
+    ViewFailedError,
+    format_position,
+)
+
+from .models import ErrorBody, dumps
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "ApiError",
+    "BodyLimitMiddleware",
+    "CatchAllMiddleware",
+    "error_responses",
+    "install_error_handlers",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+POSITION_HEADER = "X-Statestore-Position"
+_INTERNAL_MESSAGE = "internal server error; the server log has the details"
+
+# Most specific first: the first isinstance match wins.
+_LIBRARY_ERRORS: tuple[tuple[type[StateStoreError], int, str], ...] = (
+    (UnknownViewError, 404, "unknown_view"),
+    (CursorError, 422, "invalid_cursor"),
+    (PositionTimeoutError, 504, "position_not_reached"),
+    (NotReadyError, 503, "not_ready"),
+    (ViewFailedError, 503, "view_failed"),
+    (CodecError, 422, "codec_error"),
+    (StoreLockedError, 503, "store_locked"),
+    (KafkaError, 503, "kafka_unavailable"),
+    (StorageError, 500, "storage_error"),
+    (ConfigError, 500, "config_error"),
+)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {...}}`` with *status* (raised by routes and auth)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: str | None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return Response(dumps({"error": body}), status, headers, media_type="application/json")
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting *statuses* with the error model."""
+    descriptions = {
+        400: "The request body could not be read as UTF-8 JSON (`bad_request`).",
+        401: "No bearer token, or an unknown one (`unauthorized`).",
+        403: "The token is not scoped to this view (`forbidden`).",
+        404: "Unknown view (`unknown_view`), or as documented for the route.",
+        413: "Request body larger than 1 MiB (`body_too_large`).",
+        422: "Invalid parameter or body (`invalid_request`), cursor (`invalid_cursor`), key "
+        "(`invalid_key`, `codec_error`) or more keys than `api.max_lookup_keys` (`too_many_keys`).",
+        503: "The view has not caught up yet (`not_ready`), has failed (`view_failed`), "
+        "or the store is not open (`not_ready`).",
+        504: "`min_position` was not reached within `wait_ms` (`position_not_reached`); "
+        "`error.position` and `X-Statestore-Position` give the position reached.",
+    }
+    return {
+        s: {"model": ErrorBody, "description": descriptions.get(s, http.HTTPStatus(s).phrase)}
+        for s in statuses
+    }
+
+
+def _position_headers(request: Request) -> dict[str, str]:
+    # Set by the view dependency once the view is known: errors about a known view
+    # still say how far it had got.
+    view = getattr(request.state, "view", None)
+    if view is None:
+        return {}
+    return {POSITION_HEADER: format_position(view.applied_position())}
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, ApiError):  # registered for this type only
+        raise exc
+    headers = {**_position_headers(request), **exc.headers}
+    return error_response(exc.status, exc.code, exc.message, headers, **exc.extra)
+
+
+async def _library_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, StateStoreError):  # registered for this type only
+        raise exc
+    status, code = 500, "internal_error"
+    for cls, cls_status, cls_code in _LIBRARY_ERRORS:
+        if isinstance(exc, cls):
+            status, code = cls_status, cls_code
+            break
+    headers = _position_headers(request)
+    if status >= 500 and status not in (503, 504):
+        log.error("api.error code=%s path=%s", code, request.url.path, exc_info=exc)
+        return error_response(status, code, _INTERNAL_MESSAGE, headers)
+    extra: dict[str, str] = {}
+    if isinstance(exc, PositionTimeoutError):
+        reached = format_position(exc.reached)
+        headers[POSITION_HEADER] = reached
+        extra["position"] = reached
+    return error_response(status, code, str(exc), headers, **extra)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, RequestValidationError):  # registered for this type only
+        raise exc
+    # Locations and messages only: never echo input values back.
+    parts = []
+    for err in exc.errors()[:10]:
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(
+            f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid"))
+        )
+    return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, StarletteHTTPException):  # registered for this type only
+        raise exc
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, f"http_{status}")
+    if status == 404:
+        message = f"no route for {request.method} {request.url.path}"
+    elif isinstance(exc.detail, str) and exc.detail:
+        message = exc.detail
+    else:
+        message = http.HTTPStatus(status).phrase
+    return error_response(status, code, message, exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn exceptions into error bodies."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StateStoreError, _library_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+class CatchAllMiddleware:
+    """Answer any unhandled exception with a generic 500 and log its traceback.
+
+    It sits outside the exception handlers so nothing escapes to the server's
+    default error page, and it does not re-raise: the traceback is logged once.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("api.unhandled method=%s path=%s", scope.get("method"), scope.get("path"))
+            if not started:
+                response = error_response(500, "internal_error", _INTERNAL_MESSAGE)
+                await response(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over *max_bytes* with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body is larger than {self.max_bytes} bytes; send fewer keys per request"
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await error_response(413, "body_too_large", message)(scope, receive, send)
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException passes through FastAPI's body parsing unchanged.
+                    raise StarletteHTTPException(413, message)
+            return msg
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,234 @@
+"""The wire shapes of the REST API and their JSON encoding.
+
+The pydantic models document the API (OpenAPI) and validate request bodies.
+Responses are not validated against them at run time: the routes render plain
+dicts with orjson, which keeps the read path cheap; the tests check that what
+is rendered conforms to these models.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse, Response
+
+from statestore import ViewState
+
+__all__ = [
+    "EntityBody",
+    "EntityPage",
+    "ErrorBody",
+    "ErrorInfo",
+    "Health",
+    "JSONBytesResponse",
+    "LookupRequest",
+    "LookupResult",
+    "PartitionInfo",
+    "QuarantinePage",
+    "QuarantinedRecord",
+    "Readiness",
+    "ViewInfo",
+    "ViewList",
+    "ViewReadiness",
+    "dumps",
+    "json_response",
+]
+
+
+def _default(obj: Any) -> Any:
+    # Values of `bytes` views (and Avro bytes/fixed fields) have no JSON form: serve base64 text.
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return base64.b64encode(obj).decode("ascii")
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def dumps(data: Any) -> bytes:
+    """JSON bytes of *data*; bytes become base64 text, decimals strings."""
+    return orjson.dumps(data, default=_default)
+
+
+class JSONBytesResponse(JSONResponse):
+    """A JSON response rendered by orjson, with the same encoding rules as :func:`dumps`."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+def json_response(
+    data: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """Render *data* straight to a response, skipping response-model validation."""
+    return Response(dumps(data), status_code, headers, media_type="application/json")
+
+
+# -- entities -------------------------------------------------------------------------
+
+
+class EntityBody(BaseModel):
+    """One entity: the latest value of a key and the record it came from."""
+
+    key: str = Field(
+        description="The key, as text (hex for `bytes` keys, canonical JSON for `json` keys)."
+    )
+    value: Any = Field(
+        description="The decoded value: JSON for `json`/`avro` views, text for `string` views, "
+        "base64 text for `bytes` views."
+    )
+    partition: int = Field(description="Kafka partition of the record the value came from.")
+    offset: int = Field(description="Kafka offset of that record.")
+    timestamp: int | None = Field(
+        description="Record timestamp in milliseconds since the epoch, if any."
+    )
+
+
+class EntityPage(BaseModel):
+    """A page of entities in key order."""
+
+    items: list[EntityBody]
+    next: str | None = Field(
+        description="Cursor for the next page (pass it back as `after` unchanged); null on the last page."
+    )
+
+
+class LookupRequest(BaseModel):
+    """Keys to fetch in one call."""
+
+    keys: list[str] = Field(
+        description="Keys to fetch; at most `api.max_lookup_keys` (1000 by default)."
+    )
+
+
+class LookupResult(BaseModel):
+    """The entities asked for, in the order asked; null where a key is absent or deleted."""
+
+    items: list[EntityBody | None]
+
+
+# -- quarantine -----------------------------------------------------------------------
+
+
+class QuarantinedRecord(BaseModel):
+    """A record the view could not apply, kept for inspection."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: str | None = Field(description="The raw key, base64; null for a null key.")
+    value: str | None = Field(description="The raw value, base64; null for a tombstone.")
+    reason: str = Field(description="Why the record was not applied.")
+
+
+class QuarantinePage(BaseModel):
+    """A page of quarantined records in partition/offset order."""
+
+    items: list[QuarantinedRecord]
+    next: str | None
+
+
+# -- views ----------------------------------------------------------------------------
+
+
+class PartitionInfo(BaseModel):
+    """One partition of a view's topic."""
+
+    partition: int
+    position: int = Field(
+        description="Next offset the view will read; every offset below it is applied."
+    )
+    end_offset: int | None = Field(description="The partition's high watermark when last seen.")
+    lag: int | None = Field(description="end_offset - position.")
+
+
+class ViewInfo(BaseModel):
+    """A view's status at one moment."""
+
+    name: str
+    topic: str
+    state: ViewState
+    reason: str | None = Field(
+        description="Why the view is in its state (failures, rebuilds, Kafka trouble)."
+    )
+    keys: int = Field(description="Number of live keys.")
+    records_applied: int
+    bytes_applied: int
+    quarantined: int = Field(description="Records that could not be applied and were quarantined.")
+    lag: int | None = Field(
+        description="Records not yet applied, summed over partitions; null before the first look."
+    )
+    partitions: list[PartitionInfo]
+    bootstrap_seconds: float | None
+    last_applied_at_ms: int | None
+    generation: int
+    rebuilds: int
+    position: str = Field(
+        description="Applied position `<partition>:<offset>,...` (offset of the last applied record, -1: none)."
+    )
+
+
+class ViewList(BaseModel):
+    """Every view the caller may read."""
+
+    views: list[ViewInfo]
+
+
+# -- health ---------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"]
+
+
+class ViewReadiness(BaseModel):
+    """Whether one view has caught up."""
+
+    name: str
+    state: ViewState
+    reason: str | None
+
+
+class Readiness(BaseModel):
+    """Readiness: every view caught up (and none failed)."""
+
+    status: Literal["ready", "not_ready"]
+    views: list[ViewReadiness]
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong, for programs (`code`) and for people (`message`)."""
+
+    code: str = Field(
+        description="Stable error code: unauthorized, forbidden, unknown_view, not_found, unknown_index, "
+        "invalid_request, invalid_cursor, invalid_key, codec_error, too_many_keys, body_too_large, "
+        "not_ready, view_failed, position_not_reached, internal_error, ..."
+    )
+    message: str
+    state: ViewState | None = Field(
+        default=None, description="The view's state (not_ready, view_failed)."
+    )
+    reason: str | None = Field(default=None, description="Why the view is in that state.")
+    position: str | None = Field(
+        default=None, description="The position the view did reach (position_not_reached)."
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    error: ErrorInfo

@@ -1,0 +1,438 @@
+"""The REST routes: thin translations of HTTP requests into StateStore reads.
+
+Every view-scoped response carries ``X-Statestore-Position``, the view's applied
+position taken *before* the read, so the data served reflects at least that
+position and a client can send it back as ``min_position`` for monotonic reads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+from urllib.parse import unquote_to_bytes
+
+import anyio
+import orjson
+from fastapi import APIRouter, Depends, Path, Query
+from starlette.requests import Request
+from starlette.responses import Response
+
+from statestore import (
+    NotReadyError,
+    StateStore,
+    ViewConfig,
+    ViewState,
+    ViewStatus,
+    format_position,
+    parse_position,
+)
+
+from .auth import principal_of, require_view
+from .errors import POSITION_HEADER, ApiError, error_responses
+from .models import (
+    EntityBody,
+    EntityPage,
+    ErrorBody,
+    Health,
+    LookupRequest,
+    LookupResult,
+    QuarantinePage,
+    Readiness,
+    ViewInfo,
+    ViewList,
+    json_response,
+)
+
+__all__ = ["DEFAULT_WAIT_MS", "open_router", "router"]
+
+DEFAULT_WAIT_MS = 1000
+_SERVING: frozenset[ViewState] = frozenset({"ready", "degraded"})
+
+open_router = APIRouter(tags=["health"])
+router = APIRouter(tags=["views"])
+
+
+class ViewHandle(Protocol):
+    """What the routes use of a view returned by ``StateStore.view``."""
+
+    config: ViewConfig
+    state: ViewState
+
+    def status(self) -> ViewStatus: ...
+
+    def applied_position(self) -> dict[int, int]: ...
+
+    def quarantine(
+        self, after: str | None = ..., limit: int = ...
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ViewContext:
+    """A resolved, authorised view and the position header for its response."""
+
+    store: StateStore
+    name: str
+    view: ViewHandle
+    headers: dict[str, str]
+
+
+def get_store(request: Request) -> StateStore:
+    store: StateStore | None = request.app.state.store
+    if store is None:
+        raise NotReadyError("the store is not open yet; the server is starting or stopping")
+    return store
+
+
+def _max_wait_ms(request: Request) -> int:
+    return int(request.app.state.config.api.max_wait_ms)
+
+
+def _reached(applied: dict[int, int], wanted: dict[int, int]) -> bool:
+    return all(applied.get(p, -1) >= o for p, o in wanted.items())
+
+
+def _check_servable(name: str, view: ViewHandle) -> None:
+    """503 unless the view can answer reads: caught up, or caught up before and catching up again."""
+    if view.state in _SERVING:
+        return
+    status = view.status()
+    if status.state == "failed":
+        raise ApiError(
+            503,
+            "view_failed",
+            f"view {name!r} has failed: {status.reason or 'no reason recorded'}; see the server log",
+            state=status.state,
+            reason=status.reason,
+        )
+    if status.state != "rebuilding" and status.bootstrap_seconds is not None:
+        return
+    raise ApiError(
+        503,
+        "not_ready",
+        f"view {name!r} has not caught up with its topic yet (state {status.state}); retry shortly",
+        headers={"Retry-After": "1"},
+        state=status.state,
+        reason=status.reason,
+    )
+
+
+async def _resolve(
+    request: Request, name: str, min_position: str | None, wait_ms: int, *, readable: bool
+) -> ViewContext:
+    store = get_store(request)
+    require_view(request, name)
+    view: ViewHandle = store.view(name)
+    request.state.view = view
+    if readable and view.state == "failed":
+        _check_servable(name, view)
+    if min_position is not None:
+        try:
+            wanted = parse_position(min_position)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", f"query.min_position: {exc}") from None
+        if not _reached(view.applied_position(), wanted):
+            timeout = min(wait_ms, _max_wait_ms(request)) / 1000
+            await anyio.to_thread.run_sync(store.wait_for, name, wanted, timeout)
+    if readable:
+        _check_servable(name, view)
+    return ViewContext(
+        store, name, view, {POSITION_HEADER: format_position(view.applied_position())}
+    )
+
+
+ViewName = Annotated[str, Path(description="The view's name, as configured.")]
+MinPosition = Annotated[
+    str | None,
+    Query(
+        description="Wait until the view has applied these offsets (`<partition>:<offset>,...`, "
+        "as returned in `X-Statestore-Position`) before answering; 504 if it does not within `wait_ms`.",
+        pattern=r"^[0-9]+:(-1|[0-9]+)(,[0-9]+:(-1|[0-9]+))*$",
+        examples=["0:41,1:17"],
+    ),
+]
+WaitMs = Annotated[
+    int,
+    Query(
+        ge=0,
+        description="How long to wait for `min_position`, in milliseconds; capped at `api.max_wait_ms`.",
+    ),
+]
+
+
+async def any_view(
+    request: Request,
+    view: ViewName,
+    min_position: MinPosition = None,
+    wait_ms: WaitMs = DEFAULT_WAIT_MS,
+) -> ViewContext:
+    """A view in any state (status, quarantine)."""
+    return await _resolve(request, view, min_position, wait_ms, readable=False)
+
+
+async def readable_view(
+    request: Request,
+    view: ViewName,
+    min_position: MinPosition = None,
+    wait_ms: WaitMs = DEFAULT_WAIT_MS,
+) -> ViewContext:
+    """A view that can serve entities: 503 while it has never caught up, or has failed."""
+    return await _resolve(request, view, min_position, wait_ms, readable=True)
+
+
+async def page_limit(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, description="Page size, 1 to `api.max_page_size`.")] = 100,
+) -> int:
+    """The page size asked for, checked against ``api.max_page_size``."""
+    most = int(request.app.state.config.api.max_page_size)
+    if limit > most:
+        raise ApiError(422, "invalid_request", f"query.limit: must be between 1 and {most}")
+    return limit
+
+
+AnyView = Annotated[ViewContext, Depends(any_view)]
+ReadableView = Annotated[ViewContext, Depends(readable_view)]
+Limit = Annotated[int, Depends(page_limit)]
+After = Annotated[
+    str | None, Query(description="The `next` cursor of the previous page, unchanged.")
+]
+
+
+def _exact_tail(request: Request, marker: str, decoded: str) -> str:
+    """The path after *marker*, percent-decoded exactly once from the raw request path.
+
+    Servers already decode the path once; decoding the raw bytes ourselves also
+    rejects percent-escapes that are not UTF-8 instead of turning them into U+FFFD.
+    """
+    raw = request.scope.get("raw_path")
+    if not isinstance(raw, bytes):
+        return decoded
+    raw = raw.split(b"?", 1)[0]
+    at = raw.find(marker.encode("ascii"))
+    if at < 0:
+        return decoded
+    try:
+        return unquote_to_bytes(raw[at + len(marker) :]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(422, "invalid_key", "the path is not UTF-8 once percent-decoded") from None
+
+
+def _index_value(text: str) -> str | int | float | bool:
+    """A JSON number, boolean or quoted string as that value; any other text as itself."""
+    if text[:1] in ('"', "-", "t", "f") or text[:1].isdigit():
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+        if isinstance(value, float) and not math.isfinite(value):
+            return text
+        if isinstance(value, (bool, int, float, str)):
+            return value
+    return text
+
+
+_POSITION_DOC = {
+    POSITION_HEADER: {
+        "description": "The view's applied position when the read began (`<partition>:<offset>,...`).",
+        "schema": {"type": "string"},
+        "required": True,
+    }
+}
+
+
+def _ok(model: type[Any], description: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model, "description": description, "headers": _POSITION_DOC}}
+
+
+# -- health ---------------------------------------------------------------------------
+
+
+@open_router.get("/healthz", response_model=Health, summary="Liveness")
+async def healthz() -> Response:
+    """200 while the process serves requests."""
+    return json_response({"status": "ok"})
+
+
+@open_router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="Readiness",
+    responses={
+        503: {"model": Readiness, "description": "A view has not caught up, or has failed."}
+    },
+)
+async def readyz(request: Request) -> Response:
+    """200 when every view has caught up with its topic (and none has failed), else 503."""
+    store: StateStore | None = request.app.state.store
+    if store is None:
+        return json_response({"status": "not_ready", "views": []}, 503)
+    views = [{"name": s.name, "state": s.state, "reason": s.reason} for s in store.status()]
+    ready = store.ready()
+    return json_response(
+        {"status": "ready" if ready else "not_ready", "views": views}, 200 if ready else 503
+    )
+
+
+# -- views ----------------------------------------------------------------------------
+
+
+def _view_info(store: StateStore, status: ViewStatus) -> dict[str, Any]:
+    data = status.to_dict()
+    data["position"] = format_position(store.position(status.name))
+    return data
+
+
+@router.get(
+    "/views",
+    response_model=None,
+    summary="List views",
+    responses={200: {"model": ViewList}, **error_responses(503)},
+)
+async def list_views(request: Request) -> Response:
+    """Every view the caller may read, with its state, keys, lag and position."""
+    store = get_store(request)
+    principal = principal_of(request)
+    views = [
+        _view_info(store, s)
+        for s in store.status()
+        if principal is None or principal.may_read(s.name)
+    ]
+    return json_response({"views": views})
+
+
+@router.get(
+    "/views/{view}",
+    response_model=None,
+    summary="View status",
+    responses={**_ok(ViewInfo, "The view's status."), **error_responses(404, 422, 503, 504)},
+)
+async def view_status(ctx: AnyView) -> Response:
+    """The full status of one view, whatever its state."""
+    return json_response(_view_info(ctx.store, ctx.view.status()), headers=ctx.headers)
+
+
+@router.get(
+    "/views/{view}/entities",
+    response_model=None,
+    summary="Scan entities",
+    responses={
+        **_ok(EntityPage, "A page of entities in key order."),
+        **error_responses(404, 422, 503, 504),
+    },
+)
+def scan_entities(
+    ctx: ReadableView,
+    limit: Limit,
+    prefix: Annotated[str, Query(description="Only keys starting with this text.")] = "",
+    after: After = None,
+) -> Response:
+    """Entities whose key starts with `prefix`, in key order, `limit` at a time."""
+    page = ctx.store.scan(ctx.name, prefix, after=after, limit=limit)
+    items = [e.to_dict() for e in page.items]
+    return json_response({"items": items, "next": page.next}, headers=ctx.headers)
+
+
+@router.get(
+    "/views/{view}/entities/{key:path}",
+    response_model=None,
+    summary="Get one entity",
+    responses={
+        **_ok(EntityBody, "The entity."),
+        **error_responses(422, 503, 504),
+        404: {
+            "model": ErrorBody,
+            "description": "Unknown view (`unknown_view`), or no entity under the key (`not_found`).",
+        },
+    },
+)
+async def get_entity(request: Request, ctx: ReadableView, key: str) -> Response:
+    """The entity under `key`; percent-encode the key (`/` as `%2F`, `%` as `%25`, ...)."""
+    exact = _exact_tail(request, f"/views/{ctx.name}/entities/", key)
+    entity = ctx.store.get(ctx.name, exact)
+    if entity is None:
+        raise ApiError(404, "not_found", f"no entity under key {exact!r} in view {ctx.name!r}")
+    return json_response(entity.to_dict(), headers=ctx.headers)
+
+
+@router.post(
+    "/views/{view}/lookup",
+    response_model=None,
+    summary="Get many entities",
+    responses={
+        **_ok(LookupResult, "The entities, in the order asked; null where absent."),
+        **error_responses(400, 404, 413, 422, 503, 504),
+    },
+)
+def lookup(request: Request, ctx: ReadableView, body: LookupRequest) -> Response:
+    """Many keys in one call; absent or deleted keys come back as null, in the order asked."""
+    most = int(request.app.state.config.api.max_lookup_keys)
+    if len(body.keys) > most:
+        raise ApiError(
+            422,
+            "too_many_keys",
+            f"{len(body.keys)} keys asked; at most {most} per lookup, split the request",
+        )
+    found = ctx.store.lookup(ctx.name, body.keys)
+    items = [None if e is None else e.to_dict() for e in found]
+    return json_response({"items": items}, headers=ctx.headers)
+
+
+@router.get(
+    "/views/{view}/by/{field}/{value:path}",
+    response_model=None,
+    summary="Find entities by an indexed field",
+    responses={
+        **_ok(EntityPage, "A page of matching entities in key order."),
+        **error_responses(422, 503, 504),
+        404: {
+            "model": ErrorBody,
+            "description": "Unknown view (`unknown_view`) or a field without an index (`unknown_index`).",
+        },
+    },
+)
+def find_by(
+    request: Request,
+    ctx: ReadableView,
+    limit: Limit,
+    field: Annotated[
+        str, Path(description="An indexed field path, e.g. `status` or `address.city`.")
+    ],
+    value: Annotated[
+        str,
+        Path(
+            description="The value to match, percent-encoded. A JSON number or boolean (`42`, `1.5`, "
+            '`true`) matches that number or boolean; a JSON string in double quotes (`"42"`) matches '
+            "that string; anything else matches as plain text."
+        ),
+    ],
+    after: After = None,
+) -> Response:
+    """Entities whose indexed `field` equals `value`, in key order, `limit` at a time."""
+    if field not in ctx.view.config.indexes:
+        indexed = ", ".join(ctx.view.config.indexes) or "none"
+        raise ApiError(
+            404,
+            "unknown_index",
+            f"view {ctx.name!r} has no index on {field!r} (indexed fields: {indexed})",
+        )
+    text = _exact_tail(request, f"/views/{ctx.name}/by/{field}/", value)
+    page = ctx.store.by(ctx.name, field, _index_value(text), after=after, limit=limit)
+    items = [e.to_dict() for e in page.items]
+    return json_response({"items": items, "next": page.next}, headers=ctx.headers)
+
+
+@router.get(
+    "/views/{view}/quarantine",
+    response_model=None,
+    summary="Quarantined records",
+    responses={
+        **_ok(QuarantinePage, "A page of records the view could not apply."),
+        **error_responses(404, 422, 503, 504),
+    },
+)
+def quarantine(ctx: AnyView, limit: Limit, after: After = None) -> Response:
+    """Records the view could not apply (malformed values, null keys), oldest first per partition."""
+    items, cursor = ctx.view.quarantine(after, limit)
+    return json_response({"items": items, "next": cursor}, headers=ctx.headers)

@@ -1,0 +1,268 @@
+"""Demo data for statestore: delivery status and patient records on compacted topics.
+
+Run through ``scripts/seed-demo``. The records are a function of ``--seed`` alone,
+so two runs with the same options produce the same topics' content (re-producing
+is harmless: the topics are compacted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+DELIVERIES_TOPIC = "delivery.status"
+PATIENTS_TOPIC = "patient.records"
+DELIVERY_PARTITIONS = 12
+PATIENT_PARTITIONS = 3
+
+# A fixed clock keeps the values a function of the seed alone.
+EPOCH = datetime(2025, 3, 3, 7, 0, tzinfo=UTC)
+
+DELIVERY_STEPS = ("created", "picked_up", "in_transit", "out_for_delivery")
+COURIERS = ("Amira Haddad", "Ben Okafor", "Chloe Martin", "Dev Patel", "Elena Rossi", "Finn Murphy")
+CITIES = (
+    ("London", "EC1A"), ("Manchester", "M1"), ("Leeds", "LS1"), ("Bristol", "BS1"),
+    ("Glasgow", "G1"), ("Birmingham", "B1"), ("Edinburgh", "EH1"), ("Cardiff", "CF10"),
+)  # fmt: skip
+PATIENT_STEPS = ("admitted", "under_observation", "in_treatment", "recovering")
+WARDS = ("Cardiology", "Oncology", "Maternity", "Orthopaedics", "Respiratory", "Acute Medicine")
+FIRST_NAMES = (
+    "Ada",
+    "Bilal",
+    "Carmen",
+    "Dmitri",
+    "Esther",
+    "Farah",
+    "Gustav",
+    "Hana",
+    "Idris",
+    "Jun",
+)
+LAST_NAMES = ("Abbott", "Bello", "Castillo", "Dubois", "Eriksen", "Fischer", "Gomez", "Hughes")
+ALLERGIES = ("penicillin", "latex", "peanuts", "aspirin", "ibuprofen", "shellfish", "codeine")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One record to produce: ``value`` None is a tombstone."""
+
+    at: datetime
+    key: str
+    value: dict[str, Any] | None
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(prefix: str, i: int, n: int) -> str:
+    return f"{prefix}-{i:0{max(4, len(str(n)))}d}"
+
+
+def deliveries(n: int, rng: random.Random) -> Iterator[Event]:
+    """Each delivery moves through its statuses; some fail, some are cancelled (deleted)."""
+    for i in range(1, n + 1):
+        key = _key("d", i, n)
+        city, area = rng.choice(CITIES)
+        postcode = f"{area} {rng.randint(1, 9)}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}"
+        t = EPOCH + timedelta(minutes=rng.randint(0, 8 * 60))
+        eta = t + timedelta(hours=rng.randint(4, 48))
+        courier = rng.choice(COURIERS)
+        steps = list(DELIVERY_STEPS[: rng.randint(1, len(DELIVERY_STEPS))])
+        roll = rng.random()
+        if len(steps) == len(DELIVERY_STEPS):
+            steps.append("failed" if roll < 0.1 else "delivered")
+        for step in steps:
+            if step == "failed":
+                eta = t + timedelta(days=1)
+            yield Event(t, key, {
+                "status": step,
+                "courier": courier,
+                "address": {"city": city, "postcode": postcode},
+                "eta": _iso(eta),
+                "updated_at": _iso(t),
+            })  # fmt: skip
+            t += timedelta(minutes=rng.randint(5, 180))
+        if steps[-1] in ("created", "picked_up") and roll < 0.25:
+            yield Event(t, key, None)  # cancelled: the delivery is deleted
+
+
+def patients(n: int, rng: random.Random) -> Iterator[Event]:
+    """Each patient is updated as treatment goes on; some are discharged and erased."""
+    for i in range(1, n + 1):
+        key = _key("p", i, n)
+        name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+        admitted = EPOCH - timedelta(hours=rng.randint(0, 14 * 24))
+        t = admitted
+        ward = rng.choice(WARDS)
+        allergies = sorted(rng.sample(ALLERGIES, rng.choice((0, 0, 1, 1, 2, 3))))
+        steps = list(PATIENT_STEPS[: rng.randint(1, len(PATIENT_STEPS))])
+        if len(steps) == len(PATIENT_STEPS):
+            steps.append("discharged")
+        for step in steps:
+            if step == "in_treatment" and rng.random() < 0.3:
+                ward = rng.choice(WARDS)  # moved to another ward
+            if rng.random() < 0.1:
+                allergies = sorted({*allergies, rng.choice(ALLERGIES)})  # newly recorded
+            yield Event(t, key, {
+                "name": name,
+                "ward": ward,
+                "admitted_at": _iso(admitted),
+                "status": step,
+                "allergies": allergies,
+                "updated_at": _iso(t),
+            })  # fmt: skip
+            t += timedelta(hours=rng.randint(1, 48))
+        if steps[-1] == "discharged" and rng.random() < 0.5:
+            yield Event(t, key, None)  # discharged and erased
+
+
+def in_time_order(events: Iterator[Event]) -> list[Event]:
+    """Interleave the keys as they would happen; each key keeps its own order (stable sort)."""
+    return sorted(events, key=lambda e: e.at)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    topic: str
+    records: int
+    keys: int
+    tombstones: int
+    live: int
+
+    def line(self) -> str:
+        return (
+            f"{self.topic}: produced {self.records} records for {self.keys} keys "
+            f"({self.tombstones} tombstones) -> {self.live} live keys"
+        )
+
+
+def summarise(topic: str, events: list[Event]) -> Summary:
+    last: dict[str, bool] = {}
+    for e in events:
+        last[e.key] = e.value is not None
+    tombstones = sum(1 for e in events if e.value is None)
+    return Summary(topic, len(events), len(last), tombstones, sum(last.values()))
+
+
+# -- Kafka ----------------------------------------------------------------------------------
+
+
+def ensure_topics(admin: Any, wanted: dict[str, int], timeout: float) -> None:
+    """Create the compacted topics that are missing; leave existing ones as they are."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [t for t in wanted if t not in existing]
+    for topic in wanted:
+        if topic in existing:
+            have = len(existing[topic].partitions)
+            note = "" if have == wanted[topic] else f" (wanted {wanted[topic]}; left as is)"
+            print(f"{topic}: exists with {have} partitions{note}")
+    if not missing:
+        return
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                t,
+                num_partitions=wanted[t],
+                replication_factor=-1,
+                config={"cleanup.policy": "compact"},
+            )
+            for t in missing
+        ],
+        request_timeout=timeout,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            print(f"{topic}: created with {wanted[topic]} partitions (cleanup.policy=compact)")
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+            print(f"{topic}: exists (created concurrently)")
+
+
+def produce(producer: Any, topic: str, events: list[Event]) -> None:
+    errors: list[str] = []
+
+    def report(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(f"{msg.key()!r}: {err}")
+
+    for e in events:
+        value = None if e.value is None else json.dumps(e.value, separators=(",", ":")).encode()
+        while True:
+            try:
+                producer.produce(topic, key=e.key.encode(), value=value, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.5)  # the local queue is full: let deliveries drain
+        producer.poll(0)
+    left = producer.flush(60)
+    if left or errors:
+        raise SystemExit(f"{topic}: {left} records not delivered; first errors: {errors[:3]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="seed-demo", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--deliveries", type=int, default=1000, help="delivery keys (default 1000)")
+    parser.add_argument("--patients", type=int, default=200, help="patient keys (default 200)")
+    parser.add_argument(
+        "--bootstrap-servers", default="127.0.0.1:9092", help="Kafka (default 127.0.0.1:9092)"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    parser.add_argument(
+        "--topic-prefix", default="", help="prepended to both topic names (for tests)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for Kafka (default 30)"
+    )
+    args = parser.parse_args(argv)
+    if args.deliveries < 0 or args.patients < 0:
+        parser.error("--deliveries and --patients must be 0 or more")
+
+    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka.admin import AdminClient
+
+    rng = random.Random(args.seed)
+    topics = {
+        args.topic_prefix + DELIVERIES_TOPIC: (
+            DELIVERY_PARTITIONS,
+            in_time_order(deliveries(args.deliveries, rng)),
+        ),
+        args.topic_prefix + PATIENTS_TOPIC: (
+            PATIENT_PARTITIONS,
+            in_time_order(patients(args.patients, rng)),
+        ),
+    }
+    conf = {"bootstrap.servers": args.bootstrap_servers}
+    try:
+        ensure_topics(AdminClient(conf), {t: n for t, (n, _) in topics.items()}, args.timeout)
+        producer = Producer({
+            **conf,
+            "enable.idempotence": True,  # keeps each key's updates in order across retries
+            "partitioner": "murmur2_random",  # the Java client's partitioning of keys
+            "linger.ms": 20,
+            "message.timeout.ms": int(args.timeout * 1000),
+        })  # fmt: skip
+        for topic, (_, events) in topics.items():
+            produce(producer, topic, events)
+            print(summarise(topic, events).line())
+    except KafkaException as exc:
+        print(f"seed-demo: Kafka at {args.bootstrap_servers} failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""statestore: compacted Kafka topics as a local, queryable RocksDB view."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .config import (
+    ApiConfig,
+    Config,
+    SchemaRegistryConfig,
+    StoreConfig,
+    TokenConfig,
+    ViewConfig,
+    load_config,
+)
+from .errors import (
+    CodecError,
+    ConfigError,
+    CursorError,
+    InvalidKeyError,
+    KafkaError,
+    NotReadyError,
+    PositionTimeoutError,
+    RegistryUnavailableError,
+    StateStoreError,
+    StorageError,
+    StoreLockedError,
+    UnknownIndexError,
+    UnknownViewError,
+    ViewFailedError,
+)
+from .ingest import Progress
+from .position import format_position, parse_position
+from .records import Entity
+from .status import PartitionStatus, ViewState, ViewStatus
+from .store import StateStore
+from .view import Page
+
+try:
+    __version__ = version("statestore")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ApiConfig",
+    "CodecError",
+    "Config",
+    "ConfigError",
+    "CursorError",
+    "Entity",
+    "InvalidKeyError",
+    "KafkaError",
+    "NotReadyError",
+    "Page",
+    "PartitionStatus",
+    "PositionTimeoutError",
+    "Progress",
+    "RegistryUnavailableError",
+    "SchemaRegistryConfig",
+    "StateStore",
+    "StateStoreError",
+    "StorageError",
+    "StoreConfig",
+    "StoreLockedError",
+    "TokenConfig",
+    "UnknownIndexError",
+    "UnknownViewError",
+    "ViewConfig",
+    "ViewFailedError",
+    "ViewState",
+    "ViewStatus",
+    "__version__",
+    "format_position",
+    "load_config",
+    "parse_position",
+]

@@ -1,0 +1,213 @@
+"""The hot path: turn one consumed batch into ONE atomic RocksDB write.
+
+The write holds the entity puts and deletes, the index entries, the quarantined
+records, the new positions and the counters, so the stored position is never
+ahead of the data and never behind it.
+
+Per-record Python work is what limits bootstrap speed, so the loop below is
+written for it: locals instead of attribute lookups, one dict entry per key
+(the last record of a key in a batch wins), one read of the stored record per
+distinct key (needed for the exact key count, the cross-partition rule and
+index maintenance).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import orjson
+
+from .codecs import b64
+from .errors import CodecError
+from .records import (
+    NO_SCHEMA,
+    applied_at_key,
+    counter_key,
+    pack_int,
+    position_key,
+    quarantine_key,
+    schema_count_key,
+)
+
+if TYPE_CHECKING:
+    from .view import View
+
+__all__ = ["Applied", "HeaderHook", "Record", "apply_records"]
+
+# (partition, offset, timestamp_ms, key, value) as read from Kafka; value None = tombstone.
+Record = tuple[int, int, int, bytes | None, bytes | None]
+
+# Rewrites (headers, key, value) into (key, value) for views whose framing may live in
+# record headers (schema ids written as headers instead of a value prefix).
+HeaderHook = Callable[
+    [list[tuple[str, bytes]] | None, bytes | None, bytes | None], tuple[bytes | None, bytes | None]
+]
+
+_HEADER = struct.Struct(">Biqqi")
+_pack_header = _HEADER.pack
+_unpack_header = _HEADER.unpack_from
+
+
+@dataclass(slots=True)
+class Applied:
+    """What one batch changed, for counters, progress and change listeners."""
+
+    records: int = 0
+    nbytes: int = 0
+    puts: int = 0
+    deletes: int = 0
+    quarantined: int = 0
+    keys_delta: int = 0
+    positions: dict[int, int] = field(default_factory=dict)
+    changes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    schema_delta: dict[int, int] = field(default_factory=dict)
+    failure: str | None = None
+
+
+def apply_records(
+    view: View, records: Sequence[Record], *, end_positions: dict[int, int] | None = None
+) -> Applied:
+    """Apply *records* (in consume order) to *view* in one write; return what changed.
+
+    *end_positions* may carry positions the consumer reached beyond the last
+    record (compaction holes, transaction markers) so the view records them.
+    A key that moved partitions (the topic grew) resolves to its newest record
+    by timestamp, whichever partition was read last.
+    """
+    out = Applied()
+    latest: dict[bytes, tuple[int, int, int, int, bytes | None]] = {}
+    latest_get = latest.get
+    quarantined: list[tuple[int, int, int, bytes | None, bytes | None, str]] = []
+    positions = out.positions
+    utf8_keys = view.key_codec.name == "string"
+    key_from_kafka = view.key_codec.from_kafka
+    check = view.value_codec.check
+    check_value = view.checks_values
+    fail_fast = view.config.on_error == "fail"
+    count = 0
+    nbytes = 0
+
+    for partition, offset, timestamp, key, value in records:
+        positions[partition] = offset + 1
+        count += 1
+        if key is None:
+            reason = "record has no key (null key); a view needs a key per entity"
+        else:
+            try:
+                if utf8_keys:
+                    key.decode("utf-8")
+                    stored_key = key
+                else:
+                    stored_key = key_from_kafka(key)
+                if value is None:
+                    schema_id = NO_SCHEMA
+                else:
+                    schema_id = check(value) if check_value else NO_SCHEMA
+                    nbytes += len(value)
+            except UnicodeDecodeError as exc:
+                reason = f"key is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            except CodecError as exc:
+                reason = str(exc)
+            else:
+                prev = latest_get(stored_key)
+                if prev is None or prev[0] == partition or prev[2] <= timestamp:
+                    latest[stored_key] = (partition, offset, timestamp, schema_id, value)
+                continue
+        if fail_fast:
+            out.failure = f"partition {partition} offset {offset}: {reason}"
+            # The bad record is not applied: the position stays on it.
+            positions[partition] = offset
+            count -= 1
+            break
+        quarantined.append((partition, offset, timestamp, key, value, reason))
+
+    if end_positions and out.failure is None:
+        for partition, pos in end_positions.items():
+            if pos > positions.get(partition, view.positions.get(partition, -1)):
+                positions[partition] = pos
+
+    storage = view.storage
+    batch = storage.batch()
+    cf = view.entity_cf
+    put, handle = batch.fast_put(cf)
+    olds = storage.get_many(cf, list(latest))
+    delta = 0
+    puts = 0
+    changes = out.changes
+    track = bool(view.listeners)
+    indexed = view.has_indexes
+    schemas = view.tracks_schemas
+    schema_delta = out.schema_delta
+    for (stored_key, (partition, offset, timestamp, schema_id, value)), old in zip(
+        latest.items(), olds, strict=True
+    ):
+        if old is not None:
+            _, old_partition, _, old_ts, old_schema = _unpack_header(old)
+            if old_partition != partition and old_ts > timestamp:
+                continue
+            if schemas:
+                schema_delta[old_schema] = schema_delta.get(old_schema, 0) - 1
+        if value is None:
+            if old is not None:
+                batch.delete(cf, stored_key)
+                delta -= 1
+                out.deletes += 1
+                if track:
+                    changes.append((stored_key, None))
+        else:
+            data = _pack_header(1, partition, offset, timestamp, schema_id) + value
+            put(stored_key, data, handle)
+            if old is None:
+                delta += 1
+            puts += 1
+            if schemas:
+                schema_delta[schema_id] = schema_delta.get(schema_id, 0) + 1
+            if track:
+                changes.append((stored_key, data))
+        if indexed:
+            view.index_changes(batch, stored_key, old, value)
+    out.puts = puts
+
+    if quarantined:
+        qcf = view.quarantine_cf
+        topic = view.config.topic
+        for partition, offset, timestamp, key, value, reason in quarantined:
+            report = {
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "timestamp": timestamp,
+                "key": b64(key),
+                "value": b64(value),
+                "reason": reason,
+            }
+            batch.put(qcf, quarantine_key(partition, offset), orjson.dumps(report))
+        out.quarantined = len(quarantined)
+
+    slot = view.slot
+    for partition, pos in positions.items():
+        batch.put("meta", position_key(slot, partition), pack_int(pos))
+    out.records = count
+    out.nbytes = nbytes
+    out.keys_delta = delta
+    counters = view.counters
+    batch.put("meta", counter_key(slot, "keys"), pack_int(counters["keys"] + delta))
+    batch.put("meta", counter_key(slot, "records"), pack_int(counters["records"] + count))
+    batch.put("meta", counter_key(slot, "bytes"), pack_int(counters["bytes"] + nbytes))
+    if out.quarantined:
+        batch.put(
+            "meta",
+            counter_key(slot, "quarantined"),
+            pack_int(counters["quarantined"] + out.quarantined),
+        )
+    for schema_id, change in schema_delta.items():
+        if change:
+            total = view.schema_counts.get(schema_id, 0) + change
+            batch.put("meta", schema_count_key(slot, schema_id), pack_int(total))
+    batch.put("meta", applied_at_key(slot), pack_int(int(time.time() * 1000)))
+    storage.write(batch)
+    return out

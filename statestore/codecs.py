@@ -1,0 +1,204 @@
+"""Key and value codecs: how raw Kafka bytes become stored keys and served values.
+
+Keys are stored in a canonical byte form so that one logical key is one entity
+and key order is byte order. Values are stored raw; :meth:`ValueCodec.check`
+runs at ingest (only what must be known then) and :meth:`ValueCodec.decode` on
+read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Protocol
+
+import orjson
+
+from .errors import CodecError, InvalidKeyError
+
+__all__ = [
+    "BytesKey",
+    "BytesValue",
+    "JsonKey",
+    "JsonValue",
+    "KeyCodec",
+    "StringKey",
+    "StringValue",
+    "ValueCodec",
+    "key_codec",
+    "value_codec",
+]
+
+
+class KeyCodec(Protocol):
+    """Turns Kafka key bytes into the stored key and back into the text users address."""
+
+    name: str
+
+    def from_kafka(self, raw: bytes) -> bytes:
+        """Canonical stored key for a Kafka key; raise CodecError if it is not valid."""
+        ...
+
+    def from_text(self, text: str) -> bytes:
+        """Stored key for the text form a user types (URL, CLI, embedded API)."""
+        ...
+
+    def to_text(self, stored: bytes) -> str:
+        """The text form of a stored key."""
+        ...
+
+
+class ValueCodec(Protocol):
+    """Checks values at ingest and decodes them on read."""
+
+    name: str
+
+    def check(self, raw: bytes) -> int:
+        """Validate at ingest; return the writer schema id (``-1`` when there is none)."""
+        ...
+
+    def decode(self, raw: bytes) -> Any:
+        """The value served to users."""
+        ...
+
+
+class StringKey:
+    """UTF-8 text keys, stored as their UTF-8 bytes."""
+
+    name = "string"
+
+    def from_kafka(self, raw: bytes) -> bytes:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CodecError(f"key is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        return raw
+
+    def from_text(self, text: str) -> bytes:
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidKeyError(f"key is not encodable as UTF-8: {exc.reason}") from None
+
+    def to_text(self, stored: bytes) -> str:
+        return stored.decode("utf-8")
+
+
+class BytesKey:
+    """Opaque binary keys, addressed by their lowercase hex form."""
+
+    name = "bytes"
+
+    def from_kafka(self, raw: bytes) -> bytes:
+        return raw
+
+    def from_text(self, text: str) -> bytes:
+        try:
+            return binascii.unhexlify(text)
+        except (binascii.Error, ValueError):
+            raise InvalidKeyError(f"bytes keys are addressed in hex; {text!r} is not hex") from None
+
+    def to_text(self, stored: bytes) -> str:
+        return stored.hex()
+
+
+class JsonKey:
+    """JSON keys, stored as canonical JSON (sorted object keys, no spaces)."""
+
+    name = "json"
+
+    def _canonical(self, data: bytes | str) -> bytes:
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise CodecError(f"key is not valid JSON: {exc}") from None
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+    def from_kafka(self, raw: bytes) -> bytes:
+        return self._canonical(raw)
+
+    def from_text(self, text: str) -> bytes:
+        try:
+            return self._canonical(text)
+        except CodecError as exc:
+            raise InvalidKeyError(str(exc)) from None
+
+    def to_text(self, stored: bytes) -> str:
+        return stored.decode("utf-8")
+
+
+class JsonValue:
+    """JSON values; parsed at ingest so malformed JSON is quarantined, not served."""
+
+    name = "json"
+
+    def check(self, raw: bytes) -> int:
+        try:
+            orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            if not raw:
+                raise CodecError(
+                    "value is empty, which is not JSON (a tombstone is a null value, not an empty one)"
+                ) from None
+            raise CodecError(f"value is not valid JSON: {exc}") from None
+        return -1
+
+    def decode(self, raw: bytes) -> Any:
+        return orjson.loads(raw)
+
+
+class StringValue:
+    """UTF-8 text values."""
+
+    name = "string"
+
+    def check(self, raw: bytes) -> int:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CodecError(
+                f"value is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
+        return -1
+
+    def decode(self, raw: bytes) -> Any:
+        return raw.decode("utf-8")
+
+
+class BytesValue:
+    """Opaque values, served as base64 text in JSON responses and as bytes when embedded."""
+
+    name = "bytes"
+
+    def check(self, raw: bytes) -> int:
+        return -1
+
+    def decode(self, raw: bytes) -> Any:
+        return raw
+
+
+def key_codec(name: str) -> KeyCodec:
+    """The key codec called *name* (Avro keys come from :mod:`statestore.avro`)."""
+    codecs: dict[str, KeyCodec] = {"string": StringKey(), "bytes": BytesKey(), "json": JsonKey()}
+    try:
+        return codecs[name]
+    except KeyError:
+        raise CodecError(f"unknown key codec {name!r}") from None
+
+
+def value_codec(name: str) -> ValueCodec:
+    """The value codec called *name* (Avro values come from :mod:`statestore.avro`)."""
+    codecs: dict[str, ValueCodec] = {
+        "json": JsonValue(),
+        "string": StringValue(),
+        "bytes": BytesValue(),
+    }
+    try:
+        return codecs[name]
+    except KeyError:
+        raise CodecError(f"unknown value codec {name!r}") from None
+
+
+def b64(data: bytes | None) -> str | None:
+    """Base64 text of *data* (None stays None), for JSON output of raw bytes."""
+    return None if data is None else base64.b64encode(data).decode("ascii")

@@ -1,0 +1,328 @@
+"""Configuration: one TOML file, ``STATESTORE_*`` environment overrides, secrets from env only.
+
+Only :func:`load_config` reads files and the environment; everything else takes
+the frozen :class:`Config` it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+__all__ = [
+    "ApiConfig",
+    "Config",
+    "KeyCodecName",
+    "SchemaRegistryConfig",
+    "StoreConfig",
+    "TokenConfig",
+    "ValueCodecName",
+    "ViewConfig",
+    "load_config",
+]
+
+KeyCodecName = Literal["string", "bytes", "json", "avro"]
+ValueCodecName = Literal["json", "avro", "string", "bytes"]
+
+ENV_PREFIX = "STATESTORE_"
+DEFAULT_CONFIG_PATH = Path("statestore.toml")
+
+# librdkafka / registry properties that hold secrets: accepted from the environment only,
+# so they never sit in a file that gets committed or printed.
+_SECRET_SUFFIXES = ("password", "secret", "user.info", "token", "private.key", "key.pem")
+
+_VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+_Scalar = str | int | float | bool
+
+
+def _is_secret(name: str) -> bool:
+    return name.lower().endswith(_SECRET_SUFFIXES)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SchemaRegistryConfig(_Frozen):
+    """Where Avro writer schemas are fetched from (Confluent-compatible API)."""
+
+    url: str | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+    secrets: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
+
+    def client_config(self) -> dict[str, str]:
+        """The dict confluent-kafka's SchemaRegistryClient takes, secrets included."""
+        if not self.url:
+            raise ConfigError(
+                "[schema_registry] url is not set; Avro views need it "
+                '(e.g. url = "http://127.0.0.1:8081/apis/ccompat/v7")'
+            )
+        conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
+        conf.update({k: v.get_secret_value() for k, v in self.secrets.items()})
+        return conf
+
+
+class StoreConfig(_Frozen):
+    """Where the RocksDB view lives and how it is tuned."""
+
+    path: Path = Path("var/statestore")
+    block_cache_mb: int = Field(default=64, ge=8)
+    write_buffer_mb: int = Field(default=64, ge=4)
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+
+
+class TokenConfig(_Frozen):
+    """A bearer token read from an environment variable, scoped to some views (``*``: all)."""
+
+    env: str
+    views: tuple[str, ...] = ("*",)
+    name: str | None = None
+
+
+class ApiConfig(_Frozen):
+    """The REST server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    allow_anonymous: bool = False
+    metrics_require_token: bool = False
+    tokens: tuple[TokenConfig, ...] = ()
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    max_lookup_keys: int = Field(default=1000, ge=1)
+    max_page_size: int = Field(default=1000, ge=1)
+    max_wait_ms: int = Field(default=30_000, ge=0)
+
+
+class ViewConfig(_Frozen):
+    """One view: a compacted topic materialised under a name."""
+
+    name: str
+    topic: str
+    key: KeyCodecName = "string"
+    value: ValueCodecName = "json"
+    indexes: tuple[str, ...] = ()
+    reader_schema: Path | None = None
+    on_error: Literal["quarantine", "fail"] = "quarantine"
+    missing_topic: Literal["fail", "wait"] = "fail"
+    on_stale: Literal["rebuild", "fail", "ignore"] = "rebuild"
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not _VIEW_NAME.match(v):
+            raise ValueError(
+                "view names are 1-64 characters of letters, digits, '_', '.', '-' "
+                "and start with a letter or digit"
+            )
+        return v
+
+    @field_validator("topic")
+    @classmethod
+    def _valid_topic(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9._-]{1,249}$", v):
+            raise ValueError("not a valid Kafka topic name")
+        return v
+
+    @field_validator("indexes")
+    @classmethod
+    def _valid_indexes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for field in v:
+            if not _FIELD_PATH.match(field):
+                raise ValueError(f"index {field!r} is not a dotted field path like 'address.city'")
+        if len(set(v)) != len(v):
+            raise ValueError("an index is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _codecs_fit(self) -> ViewConfig:
+        if self.indexes and self.value in ("string", "bytes"):
+            raise ValueError(f"indexes need structured values (json or avro), not {self.value!r}")
+        if self.reader_schema is not None and self.value != "avro":
+            raise ValueError("reader_schema only applies to value = 'avro'")
+        return self
+
+    def fingerprint(self) -> str:
+        """A digest of what decides the stored bytes: a change means the view must be rebuilt."""
+        data = {"topic": self.topic, "key": self.key, "value": self.value}
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _default_kafka() -> dict[str, _Scalar]:
+    return {"bootstrap.servers": "127.0.0.1:9092"}
+
+
+class Config(_Frozen):
+    """The whole configuration."""
+
+    kafka: dict[str, _Scalar] = Field(default_factory=_default_kafka)
+    kafka_secrets: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
+    schema_registry: SchemaRegistryConfig = SchemaRegistryConfig()
+    store: StoreConfig = StoreConfig()
+    api: ApiConfig = ApiConfig()
+    views: tuple[ViewConfig, ...]
+
+    @field_validator("views")
+    @classmethod
+    def _unique_views(cls, v: tuple[ViewConfig, ...]) -> tuple[ViewConfig, ...]:
+        if not v:
+            raise ValueError("at least one [[views]] table is required")
+        seen: set[str] = set()
+        for view in v:
+            if view.name in seen:
+                raise ValueError(f"duplicate view name {view.name!r}")
+            seen.add(view.name)
+        return v
+
+    @field_validator("kafka")
+    @classmethod
+    def _no_file_secrets(cls, v: dict[str, _Scalar]) -> dict[str, _Scalar]:
+        for name in v:
+            if _is_secret(name):
+                raise ValueError(
+                    f"{name!r} is a secret: set it through the environment "
+                    f"({ENV_PREFIX}KAFKA__{name.upper().replace('.', '_')}), not in the file"
+                )
+        return v
+
+    def view(self, name: str) -> ViewConfig:
+        for view in self.views:
+            if view.name == name:
+                return view
+        from .errors import UnknownViewError
+
+        raise UnknownViewError(name, [v.name for v in self.views])
+
+    def kafka_config(self) -> dict[str, Any]:
+        """librdkafka properties, secrets included (never log the result)."""
+        conf: dict[str, Any] = dict(self.kafka)
+        conf.update({k: s.get_secret_value() for k, s in self.kafka_secrets.items()})
+        return conf
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the TOML file at *path*, apply ``STATESTORE_*`` overrides from *environ*.
+
+    Environment overrides use ``__`` between levels: ``STATESTORE_STORE__PATH``,
+    ``STATESTORE_API__PORT``, and for librdkafka properties
+    ``STATESTORE_KAFKA__BOOTSTRAP_SERVERS`` (``_`` becomes ``.``). Secrets such as
+    ``STATESTORE_KAFKA__SASL_PASSWORD`` or ``STATESTORE_SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO``
+    are only read from there.
+    """
+    env = os.environ if environ is None else environ
+    file = (
+        Path(path)
+        if path is not None
+        else Path(env.get(f"{ENV_PREFIX}CONFIG", DEFAULT_CONFIG_PATH))
+    )
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {file} not found; pass -c/--config or copy statestore.example.toml"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+    _apply_env(raw, env)
+    base = file.parent
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file, raw)) from None
+    return _resolve_paths(config, base)
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    kafka = raw.setdefault("kafka", {})
+    registry = raw.setdefault("schema_registry", {})
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, rest = name[len(ENV_PREFIX) :].partition("__")
+        section = section.lower()
+        if section == "kafka":
+            prop = rest.lower().replace("_", ".")
+            if _is_secret(prop):
+                raw.setdefault("kafka_secrets", {})[prop] = value
+            else:
+                kafka[prop] = value
+        elif section == "schema_registry":
+            prop = rest.lower()
+            dotted = prop.replace("_", ".")
+            if _is_secret(dotted):
+                registry.setdefault("secrets", {})[dotted] = value
+            else:
+                registry[prop] = value
+        elif section in ("store", "api"):
+            raw.setdefault(section, {})[rest.lower()] = value
+
+
+def _describe(exc: ValidationError, file: Path, raw: dict[str, Any]) -> str:
+    lines = [f"invalid configuration in {file}:"]
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = _location(loc, raw)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting (check the spelling)"
+        elif err["type"] == "missing":
+            msg = "required setting is missing"
+            if loc == ["views"]:
+                msg = "at least one [[views]] table is required"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def _location(loc: list[Any], raw: dict[str, Any]) -> str:
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(item, int) and parts:
+            name = None
+            if isinstance(node, list) and 0 <= item < len(node) and isinstance(node[item], dict):
+                name = node[item].get("name")
+            parts[-1] += f"[{item}]" + (f" (name = {name!r})" if name else "")
+            node = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """Relative ``reader_schema`` paths are relative to the config file."""
+    views = []
+    changed = False
+    for view in config.views:
+        if view.reader_schema is not None and not view.reader_schema.is_absolute():
+            views.append(view.model_copy(update={"reader_schema": base / view.reader_schema}))
+            changed = True
+        else:
+            views.append(view)
+    return config.model_copy(update={"views": tuple(views)}) if changed else config

@@ -1,0 +1,364 @@
+"""Bootstrap and follow: one thread and one consumer per view.
+
+Bootstrap reads every partition from the stored position until the consumer
+*position* reaches the end offset captured when bootstrap started (compaction
+holes and transaction markers mean the last offset may never arrive as a
+record). Follow keeps reading, picks up new partitions from offset 0 and keeps
+the end offsets current for lag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .apply import Record
+from .errors import KafkaError, RegistryUnavailableError, StateStoreError, ViewFailedError
+from .kafka import KafkaClient, OffsetOutOfRangeError, Source, TopicMissingError
+from .status import ViewState
+from .view import View
+
+__all__ = ["Ingestor", "Progress", "ProgressCallback"]
+
+log = logging.getLogger(__name__)
+
+# An empty poll while a partition sits below its high watermark for this long, with the
+# watermark unchanged, means there is nothing left to read there (a compaction hole or
+# transaction markers at the tail): the position moves to the watermark.
+HOLE_SETTLE_S = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far one view's bootstrap has come."""
+
+    view: str
+    records: int
+    expected: int
+    remaining: int
+    elapsed: float
+    done: bool
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.elapsed if self.elapsed > 0 else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Ingestor:
+    """Moves records from one topic into one view."""
+
+    def __init__(
+        self,
+        view: View,
+        client: KafkaClient,
+        *,
+        batch_size: int = 5000,
+        poll_timeout: float = 0.2,
+        metadata_interval: float = 5.0,
+        wait_interval: float = 2.0,
+    ) -> None:
+        self.view = view
+        self.client = client
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.metadata_interval = metadata_interval
+        self.wait_interval = wait_interval
+        self.source: Source | None = None
+        self.caught_up = False
+        self.kafka_trouble: str | None = None
+        self._stalled: dict[int, tuple[int, int, float]] = {}
+        self._registry_wait = 0.0
+        self._state_before_outage: ViewState = "bootstrapping"
+
+    # -- phases ------------------------------------------------------------------------
+
+    def catch_up(self, stop: threading.Event, progress: ProgressCallback | None = None) -> bool:
+        """Read to the end offsets captured now; True when caught up, False when stopped/failed."""
+        view = self.view
+        while not stop.is_set():
+            try:
+                done = self._catch_up_once(stop, progress)
+            except OffsetOutOfRangeError as exc:
+                if self._stale(str(exc)):
+                    continue
+                return False
+            except TopicMissingError as exc:
+                if view.config.missing_topic == "wait":
+                    view.set_state("bootstrapping", f"waiting for the topic: {exc}")
+                    stop.wait(self.wait_interval)
+                    continue
+                view.set_state("failed", str(exc))
+                return False
+            except KafkaError as exc:
+                view.set_state("bootstrapping" if not self.caught_up else "degraded", str(exc))
+                stop.wait(self.wait_interval)
+                continue
+            except StateStoreError as exc:
+                view.set_state("failed", str(exc))
+                log.error("view.failed view=%s reason=%s", view.name, exc)
+                return False
+            except Exception as exc:
+                log.exception("view.crashed view=%s", view.name)
+                view.set_state("failed", f"internal error: {exc!r}")
+                return False
+            return done
+        return False
+
+    def follow(self, stop: threading.Event) -> None:
+        """Apply new records until *stop* is set."""
+        view = self.view
+        next_meta = time.monotonic() + self.metadata_interval
+        next_marks = 0.0
+        while not stop.is_set():
+            try:
+                if self.source is None:
+                    if not self.catch_up(stop):
+                        return
+                    continue
+                records = self.source.poll(self.batch_size, self.poll_timeout)
+                now = time.monotonic()
+                if records:
+                    if self._apply(records, stop) < 0:
+                        return
+                    self._recovered()
+                else:
+                    self._settle_holes(view.end_offsets)
+                if now >= next_marks:
+                    view.end_offsets.update(self.source.cached_high())
+                    next_marks = now + 1.0
+                if now >= next_meta:
+                    self._new_partitions()
+                    next_meta = now + self.metadata_interval
+            except OffsetOutOfRangeError as exc:
+                if not self._stale(str(exc)):
+                    return
+            except TopicMissingError as exc:
+                view.set_state("failed", str(exc))
+                return
+            except KafkaError as exc:
+                self._trouble(str(exc))
+                stop.wait(self.wait_interval)
+            except StateStoreError as exc:
+                view.set_state("failed", str(exc))
+                log.error("view.failed view=%s reason=%s", view.name, exc)
+                return
+            except Exception as exc:
+                log.exception("view.crashed view=%s", view.name)
+                view.set_state("failed", f"internal error: {exc!r}")
+                return
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _catch_up_once(self, stop: threading.Event, progress: ProgressCallback | None) -> bool:
+        view = self.view
+        topic = view.config.topic
+        if view.state not in ("rebuilding",):
+            view.set_state("bootstrapping", None)
+        partitions = self.client.partitions(topic)
+        targets: dict[int, int] = {}
+        starts: dict[int, int] = {}
+        for p in partitions:
+            low, high = self.client.watermarks(topic, p)
+            stored = view.positions.get(p, 0)
+            if stored > high:
+                raise OffsetOutOfRangeError(
+                    topic,
+                    p,
+                    f"stored position {stored} is past the end {high}; was the topic recreated?",
+                )
+            if 0 < stored < low:
+                raise OffsetOutOfRangeError(
+                    topic, p, f"stored position {stored} is below the log start {low}"
+                )
+            targets[p] = high
+            starts[p] = max(stored, low)
+        view.end_offsets = dict(targets)
+        moved = {
+            p: s
+            for p, s in starts.items()
+            if s > view.positions.get(p, 0) or p not in view.positions
+        }
+        if moved:
+            view.apply([], moved)
+        if self.source is None:
+            self.source = self.client.source(f"statestore.{view.name}", topic, view.header_hook)
+        self.source.assign(starts)
+        expected = sum(max(0, targets[p] - starts[p]) for p in targets)
+        started = time.monotonic()
+        records = 0
+        last_report = 0.0
+        log.info(
+            "bootstrap.start view=%s topic=%s partitions=%d expected=%d",
+            view.name,
+            topic,
+            len(partitions),
+            expected,
+        )
+        while not stop.is_set():
+            remaining = sum(max(0, end - view.positions.get(p, 0)) for p, end in targets.items())
+            now = time.monotonic()
+            if remaining == 0:
+                break
+            if progress is not None and now - last_report >= 0.2:
+                progress(Progress(view.name, records, expected, remaining, now - started, False))
+                last_report = now
+            batch = self.source.poll(self.batch_size, self.poll_timeout)
+            if batch:
+                applied = self._apply(batch, stop)
+                if applied < 0:
+                    return False
+                records += applied
+            else:
+                self._settle_holes(targets)
+        else:
+            return False
+        elapsed = time.monotonic() - started
+        self.caught_up = True
+        if view.bootstrap_seconds is None:
+            view.bootstrap_seconds = elapsed
+            view.bootstrap_records = records
+        view.mark_caught_up()
+        view.set_state("ready", None)
+        log.info(
+            "bootstrap.done view=%s records=%d keys=%d seconds=%.3f",
+            view.name,
+            records,
+            view.counters["keys"],
+            elapsed,
+        )
+        if progress is not None:
+            progress(Progress(view.name, records, expected, 0, elapsed, True))
+        return True
+
+    def _apply(self, records: list[Record], stop: threading.Event) -> int:
+        """Apply one batch; -1 when the view failed. A registry outage rewinds and waits."""
+        view = self.view
+        try:
+            applied = view.apply(records)
+        except RegistryUnavailableError as exc:
+            # Nothing of the batch was written: read it again once the registry is back.
+            assert self.source is not None
+            for p in {r[0] for r in records}:
+                self.source.seek(p, view.positions.get(p, 0))
+            self._registry_wait = min(30.0, max(0.5, self._registry_wait * 2))
+            if view.state != "degraded":
+                self._state_before_outage = view.state
+            view.set_state(
+                "degraded",
+                f"schema registry unavailable, retrying in {self._registry_wait:.1f}s: {exc}",
+            )
+            stop.wait(self._registry_wait)
+            return 0
+        if self._registry_wait:
+            self._registry_wait = 0.0
+            view.set_state(self._state_before_outage, None)
+        if applied.failure is not None:
+            view.set_state(
+                "failed",
+                f'bad record at {applied.failure} (on_error = "fail"); fix or skip it, '
+                'or set on_error = "quarantine"',
+            )
+            log.error("view.failed view=%s reason=%s", view.name, applied.failure)
+            return -1
+        return applied.records
+
+    def _settle_holes(self, targets: dict[int, int]) -> None:
+        """Move positions past offsets that hold no record (compaction, transaction markers)."""
+        if self.source is None:
+            return
+        view = self.view
+        now = time.monotonic()
+        moved: dict[int, int] = {}
+        consumer_pos = self.source.positions()
+        for p, end in targets.items():
+            pos = view.positions.get(p, 0)
+            cpos = consumer_pos.get(p, -1)
+            if cpos > pos:
+                moved[p] = cpos
+                self._stalled.pop(p, None)
+                continue
+            if pos >= end:
+                self._stalled.pop(p, None)
+                continue
+            seen = self._stalled.get(p)
+            if seen is None or seen[0] != pos or seen[1] != end:
+                self._stalled[p] = (pos, end, now)
+            elif now - seen[2] >= HOLE_SETTLE_S:
+                _, high = self.client.watermarks(view.config.topic, p)
+                if high == end:
+                    log.warning(
+                        "ingest.hole view=%s partition=%d from=%d to=%d "
+                        "(no records left below the end offset)",
+                        view.name,
+                        p,
+                        pos,
+                        end,
+                    )
+                    moved[p] = end
+                    self.source.seek(p, end)
+                del self._stalled[p]
+        if moved:
+            view.apply([], moved)
+
+    def _new_partitions(self) -> None:
+        assert self.source is not None
+        partitions = self.client.partitions(self.view.config.topic)
+        new = [p for p in partitions if p not in self.source.assigned]
+        if new:
+            log.info("ingest.new_partitions view=%s partitions=%s", self.view.name, new)
+            for p in new:
+                self.view.end_offsets.setdefault(p, 0)
+            self.source.assign({p: 0 for p in new})
+
+    def _stale(self, reason: str) -> bool:
+        """Handle an untrustworthy stored position per the view's ``on_stale``; True: retry."""
+        view = self.view
+        policy = view.config.on_stale
+        log.warning("view.stale view=%s policy=%s reason=%s", view.name, policy, reason)
+        if policy == "fail":
+            view.set_state(
+                "failed",
+                f"{reason}; the view cannot be trusted: run `statestore rebuild --view {view.name}`",
+            )
+            return False
+        self.close()
+        if policy == "rebuild":
+            view.wipe()
+            view.set_state("rebuilding", f"rebuilding from offset 0: {reason}")
+        else:
+            view.set_state("degraded", f"ignored: {reason}")
+            view.positions.clear()
+        self.caught_up = False
+        return True
+
+    def _trouble(self, reason: str) -> None:
+        self.kafka_trouble = reason
+        if self.view.state == "ready":
+            self.view.set_state("degraded", reason)
+
+    def _recovered(self) -> None:
+        if self.kafka_trouble is not None:
+            self.kafka_trouble = None
+            if self.view.state == "degraded":
+                self.view.set_state("ready", None)
+
+    def note_client_error(self, text: str) -> None:
+        """Called from the Kafka client's error callback (broker down, auth failures)."""
+        self._trouble(text)
+
+
+def raise_if_failed(views: list[View]) -> None:
+    failed = [v for v in views if v.state == "failed"]
+    if failed:
+        raise ViewFailedError("; ".join(f"view {v.name!r}: {v.reason}" for v in failed))

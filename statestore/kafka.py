@@ -1,0 +1,248 @@
+"""The Kafka side: the only module that imports the Kafka client.
+
+A :class:`Source` is one consumer with partitions assigned explicitly (no group
+membership, no committed offsets: the view's stored positions are the truth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as _KError
+from confluent_kafka import admin as _admin
+from confluent_kafka.admin import AdminClient
+
+from .apply import HeaderHook, Record
+from .errors import KafkaError
+
+# Not re-exported in the package's type stubs, though public at run time.
+ConfigResource: Any = getattr(_admin, "ConfigResource")  # noqa: B009
+
+__all__ = ["HeaderHook", "KafkaClient", "OffsetOutOfRangeError", "Source", "TopicMissingError"]
+
+log = logging.getLogger(__name__)
+
+# Fetch settings that favour throughput for bulk reads of compacted topics; any of them
+# can be overridden in [kafka].
+_CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": False,
+    "auto.offset.reset": "error",
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "queued.min.messages": 200_000,
+    "queued.max.messages.kbytes": 262_144,
+    "fetch.wait.max.ms": 100,
+    "socket.receive.buffer.bytes": 4 * 1024 * 1024,
+}
+
+
+class TopicMissingError(KafkaError):
+    """The view's topic does not exist on the cluster."""
+
+
+class OffsetOutOfRangeError(KafkaError):
+    """A stored position is no longer in the partition (retention or delete_records)."""
+
+    def __init__(self, topic: str, partition: int, detail: str) -> None:
+        self.topic = topic
+        self.partition = partition
+        super().__init__(f"{topic}[{partition}]: stored position is out of range ({detail})")
+
+
+class KafkaClient:
+    """Cluster-level requests: metadata, watermarks, topic configs."""
+
+    def __init__(self, conf: dict[str, Any], *, timeout: float = 10.0) -> None:
+        self._conf = dict(conf)
+        self.timeout = timeout
+        self._admin: Any = None
+        self._probe: Any = None
+        self._lock = threading.Lock()
+        self.on_error: Callable[[str, bool], None] | None = None
+        self._logged: dict[str, float] = {}
+
+    def _admin_client(self) -> Any:
+        with self._lock:
+            if self._admin is None:
+                conf = {
+                    k: v
+                    for k, v in self._conf.items()
+                    if not k.startswith(("fetch.", "queued.", "group."))
+                }
+                self._admin = AdminClient(conf)
+            return self._admin
+
+    def _probe_consumer(self) -> Any:
+        with self._lock:
+            if self._probe is None:
+                self._probe = Consumer(self.consumer_config("statestore.probe"))
+            return self._probe
+
+    def consumer_config(self, name: str) -> dict[str, Any]:
+        conf = dict(_CONSUMER_DEFAULTS)
+        conf["group.id"] = name
+        conf["client.id"] = name
+        conf.update(self._conf)
+        conf["error_cb"] = self._error_cb
+        return conf
+
+    def _error_cb(self, err: Any) -> None:
+        fatal = bool(err.fatal())
+        text = f"{err.name()}: {err.str()}"
+        now = time.monotonic()
+        # librdkafka repeats the same error on every retry; log each one once a minute.
+        if now - self._logged.get(text, -1e9) >= 60.0:
+            self._logged[text] = now
+            log.warning("kafka.client_error error=%s fatal=%s", text, fatal)
+        if self.on_error is not None:
+            self.on_error(text, fatal)
+
+    def partitions(self, topic: str, timeout: float | None = None) -> list[int]:
+        """Partition ids of *topic*; raise TopicMissingError when it does not exist."""
+        try:
+            md = self._admin_client().list_topics(topic=topic, timeout=timeout or self.timeout)
+        except KafkaException as exc:
+            raise KafkaError(f"cannot fetch metadata for topic {topic!r}: {exc}") from exc
+        tmd = md.topics.get(topic)
+        if tmd is None or tmd.error is not None:
+            code = tmd.error.code() if tmd is not None and tmd.error is not None else None
+            if tmd is None or code == _KError.UNKNOWN_TOPIC_OR_PART:
+                raise TopicMissingError(
+                    f"topic {topic!r} does not exist on {self._conf.get('bootstrap.servers')}; "
+                    'create it (compacted), or set missing_topic = "wait" on the view'
+                )
+            raise KafkaError(f"metadata for topic {topic!r} failed: {tmd.error}")
+        return sorted(tmd.partitions)
+
+    def watermarks(
+        self, topic: str, partition: int, timeout: float | None = None
+    ) -> tuple[int, int]:
+        """(log start offset, high watermark) of one partition, asked of the broker."""
+        try:
+            low, high = self._probe_consumer().get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout or self.timeout, cached=False
+            )
+        except KafkaException as exc:
+            raise KafkaError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from exc
+        return int(low), int(high)
+
+    def topic_config(self, topic: str) -> dict[str, str]:
+        """The topic's effective configuration (cleanup.policy, delete.retention.ms, ...)."""
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        try:
+            futures = self._admin_client().describe_configs(
+                [resource], request_timeout=self.timeout
+            )
+            entries = futures[resource].result(timeout=self.timeout)
+        except KafkaException as exc:
+            raise KafkaError(f"cannot describe topic {topic!r}: {exc}") from exc
+        return {name: entry.value for name, entry in entries.items()}
+
+    def source(self, name: str, topic: str, header_hook: HeaderHook | None = None) -> Source:
+        return Source(self.consumer_config(name), topic, header_hook)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
+            self._admin = None
+
+
+class Source:
+    """One consumer reading one topic from explicitly assigned positions."""
+
+    def __init__(
+        self, conf: dict[str, Any], topic: str, header_hook: HeaderHook | None = None
+    ) -> None:
+        self.topic = topic
+        self._consumer = Consumer(conf)
+        self._hook = header_hook
+        self.assigned: set[int] = set()
+
+    def assign(self, positions: dict[int, int]) -> None:
+        """Add partitions at the given next offsets (``0`` reads from the log start)."""
+        new = {p: o for p, o in positions.items() if p not in self.assigned}
+        if not new:
+            return
+        tps = [
+            TopicPartition(self.topic, p, o if o > 0 else OFFSET_BEGINNING)
+            for p, o in sorted(new.items())
+        ]
+        self._consumer.incremental_assign(tps)
+        self.assigned.update(new)
+
+    def seek(self, partition: int, offset: int) -> None:
+        self._consumer.seek(
+            TopicPartition(self.topic, partition, offset if offset > 0 else OFFSET_BEGINNING)
+        )
+
+    def poll(self, max_records: int, timeout: float) -> list[Record]:
+        """Up to *max_records* records in consume order; raise on a partition error."""
+        msgs = self._consumer.consume(max_records, timeout)
+        out: list[Record] = []
+        append = out.append
+        hook = self._hook
+        if hook is not None:
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    self._raise_for(m, err)
+                    continue
+                key, value = hook(m.headers(), m.key(), m.value())  # type: ignore[arg-type]
+                append((m.partition(), m.offset(), m.timestamp()[1], key, value))  # type: ignore[arg-type]
+            return out
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                self._raise_for(m, err)
+                continue
+            append((m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value()))  # type: ignore[arg-type]
+        return out
+
+    def _raise_for(self, msg: Any, err: Any) -> None:
+        code = err.code()
+        if code == _KError._PARTITION_EOF:
+            return
+        if code in (_KError.OFFSET_OUT_OF_RANGE, _KError._AUTO_OFFSET_RESET):
+            raise OffsetOutOfRangeError(self.topic, msg.partition() or 0, err.str())
+        if code in (
+            _KError.UNKNOWN_TOPIC_OR_PART,
+            _KError._UNKNOWN_TOPIC,
+            _KError._UNKNOWN_PARTITION,
+        ):
+            raise TopicMissingError(f"topic {self.topic!r} disappeared: {err.str()}")
+        log.warning("kafka.consume_error topic=%s error=%s", self.topic, err.str())
+
+    def positions(self) -> dict[int, int]:
+        """Next offset to read per assigned partition, as the consumer knows it."""
+        tps = self._consumer.position(
+            [TopicPartition(self.topic, p) for p in sorted(self.assigned)]
+        )
+        return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+
+    def cached_high(self) -> dict[int, int]:
+        """High watermarks from the latest fetch responses (no request is sent)."""
+        out = {}
+        for p in self.assigned:
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), cached=True
+                )
+            except KafkaException:
+                continue
+            if high >= 0:
+                out[p] = int(high)
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self._consumer.close()

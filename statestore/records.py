@@ -1,0 +1,144 @@
+"""The stored form of an entity and of the metadata keys.
+
+An entity is stored as a fixed header (partition, offset, timestamp, schema id)
+followed by the raw value bytes from Kafka: ingest copies bytes, reads decode.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Entity", "StoredRecord", "decode_record", "encode_record"]
+
+_VERSION = 1
+_HEADER = struct.Struct(">Biqqi")
+HEADER_SIZE = _HEADER.size
+_PARTITION = struct.Struct(">i")
+_U64 = struct.Struct(">q")
+NO_SCHEMA = -1
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """An entity as stored: where it came from and its raw value bytes."""
+
+    partition: int
+    offset: int
+    timestamp: int
+    schema_id: int | None
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """An entity as served: its key, decoded value and the record it came from."""
+
+    key: str
+    value: Any
+    partition: int
+    offset: int
+    timestamp: int | None
+    schema_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "value": self.value,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.timestamp,
+        }
+
+
+def encode_record(partition: int, offset: int, timestamp: int, schema_id: int, raw: bytes) -> bytes:
+    return _HEADER.pack(_VERSION, partition, offset, timestamp, schema_id) + raw
+
+
+def decode_record(data: bytes) -> StoredRecord:
+    _, partition, offset, timestamp, schema_id = _HEADER.unpack_from(data)
+    return StoredRecord(
+        partition,
+        offset,
+        timestamp,
+        None if schema_id == NO_SCHEMA else schema_id,
+        data[HEADER_SIZE:],
+    )
+
+
+def record_origin(data: bytes) -> tuple[int, int]:
+    """(partition, timestamp) of a stored record, without copying its value."""
+    _, partition, _, timestamp, _ = _HEADER.unpack_from(data)
+    return partition, timestamp
+
+
+# -- metadata keys ----------------------------------------------------------------------
+
+
+def pack_int(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def unpack_int(data: bytes) -> int:
+    return int(_U64.unpack(data)[0])
+
+
+def position_prefix(slot: str) -> bytes:
+    return f"pos/{slot}/".encode()
+
+
+def position_key(slot: str, partition: int) -> bytes:
+    return position_prefix(slot) + _PARTITION.pack(partition)
+
+
+def partition_of_position_key(key: bytes) -> int:
+    return int(_PARTITION.unpack(key[-4:])[0])
+
+
+def counter_key(slot: str, name: str) -> bytes:
+    return f"n/{slot}/{name}".encode()
+
+
+def slot_meta_prefix(slot: str) -> list[bytes]:
+    """Every metadata prefix that belongs to one slot (to delete them with it)."""
+    return [f"{kind}/{slot}/".encode() for kind in ("pos", "n", "t", "fp")]
+
+
+def generation_key(view: str) -> bytes:
+    return f"gen/{view}".encode()
+
+
+def fingerprint_key(slot: str) -> bytes:
+    return f"fp/{slot}/".encode()
+
+
+def applied_at_key(slot: str) -> bytes:
+    return f"t/{slot}/applied_at".encode()
+
+
+def schema_count_prefix(slot: str) -> bytes:
+    return f"n/{slot}/schema/".encode()
+
+
+def schema_count_key(slot: str, schema_id: int) -> bytes:
+    return schema_count_prefix(slot) + _PARTITION.pack(schema_id)
+
+
+def caught_up_key(slot: str) -> bytes:
+    return f"t/{slot}/caught_up_at".encode()
+
+
+def quarantine_key(partition: int, offset: int) -> bytes:
+    return _PARTITION.pack(partition) + _U64.pack(offset)
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with *prefix* (None: no bound)."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] < 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return None

@@ -1,0 +1,59 @@
+"""Status values: one truth for the CLI, the REST API and the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ["PartitionStatus", "ViewState", "ViewStatus"]
+
+ViewState = Literal[
+    "starting", "bootstrapping", "ready", "rebuilding", "degraded", "failed", "stopped"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    """One partition of a view's topic.
+
+    ``position`` is the next offset the view will read (every offset below it is
+    applied); ``end_offset`` the partition's high watermark when last seen;
+    ``lag = end_offset - position``.
+    """
+
+    partition: int
+    position: int
+    end_offset: int | None
+    lag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ViewStatus:
+    """A view at one moment.
+
+    ``servable`` is true once this copy of the view has caught up at least once
+    (persisted across restarts): reads may be served from it while it catches up again.
+    """
+
+    name: str
+    topic: str
+    state: ViewState
+    reason: str | None
+    keys: int
+    records_applied: int
+    bytes_applied: int
+    quarantined: int
+    lag: int | None
+    partitions: tuple[PartitionStatus, ...] = field(default_factory=tuple)
+    bootstrap_seconds: float | None = None
+    bootstrap_records: int = 0
+    last_applied_at_ms: int | None = None
+    generation: int = 0
+    rebuilds: int = 0
+    servable: bool = False
+    schemas: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["partitions"] = [asdict(p) for p in self.partitions]
+        return data

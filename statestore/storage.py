@@ -1,0 +1,292 @@
+"""The RocksDB store: the only module that imports rocksdict.
+
+One database per store directory. Column families:
+
+* ``meta`` — applied positions, counters, fingerprints, cached schemas, secrets;
+* ``v.<slot>`` — a view's entities (stored key -> record);
+* ``q.<slot>`` — a view's quarantined records (partition, offset -> report);
+* ``i.<slot>.<field>`` — a secondary index (value, key -> empty).
+
+A *slot* is ``<view>#<generation>``: a rebuild writes a new generation beside the
+old one and switches the view to it in one write, so readers never see a
+half-built view. Every open names every existing column family, so none is
+dropped or opened with default options by accident.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    DBCompressionType,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
+
+from .errors import StorageError, StoreLockedError
+
+__all__ = ["Batch", "RocksOptions", "Storage"]
+
+log = logging.getLogger(__name__)
+
+META = "meta"
+
+
+@dataclass(frozen=True, slots=True)
+class RocksOptions:
+    """RocksDB tuning for a view store: bulk-load friendly, modest memory."""
+
+    block_cache_mb: int = 64
+    write_buffer_mb: int = 64
+    max_write_buffers: int = 3
+    background_jobs: int = 2
+
+    def to_options(self, cache: Any) -> Any:
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        opts.create_missing_column_families(True)
+        opts.set_max_background_jobs(self.background_jobs)
+        opts.set_write_buffer_size(self.write_buffer_mb * 1024 * 1024)
+        opts.set_max_write_buffer_number(self.max_write_buffers)
+        opts.set_level_compaction_dynamic_level_bytes(True)
+        opts.set_compression_type(DBCompressionType.lz4())
+        opts.set_bytes_per_sync(1024 * 1024)
+        table = BlockBasedOptions()
+        table.set_block_cache(cache)
+        table.set_bloom_filter(10, False)
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_block_size(16 * 1024)
+        opts.set_block_based_table_factory(table)
+        return opts
+
+
+class Batch:
+    """One atomic write: entity, index, quarantine and metadata changes together."""
+
+    __slots__ = ("_storage", "_wb")
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._wb = WriteBatch(raw_mode=True)
+
+    def put(self, cf: str, key: bytes, value: bytes) -> None:
+        self._wb.put(key, value, self._storage.handle(cf))
+
+    def delete(self, cf: str, key: bytes) -> None:
+        self._wb.delete(key, self._storage.handle(cf))
+
+    def fast_put(self, cf: str) -> tuple[Any, Any]:
+        """``(put, handle)`` for hot loops: ``put(key, value, handle)`` adds one put."""
+        return self._wb.put, self._storage.handle(cf)
+
+    def __len__(self) -> int:
+        return int(self._wb.len())
+
+
+class Storage:
+    """An open RocksDB database with named column families."""
+
+    def __init__(
+        self, path: Path, options: RocksOptions | None = None, *, read_only: bool = False
+    ) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._tuning = options or RocksOptions()
+        self._cache = Cache(self._tuning.block_cache_mb * 1024 * 1024)
+        self._lock = threading.Lock()
+        self._handles: dict[str, Any] = {}
+        self._cfs: dict[str, Any] = {}
+        self._write_opts = WriteOptions()
+        self._db = self._open()
+        self._closed = False
+
+    def _cf_options(self) -> Any:
+        return self._tuning.to_options(self._cache)
+
+    def _open(self) -> Any:
+        opts = self._cf_options()
+        existing: list[str] = []
+        if (self.path / "CURRENT").exists():
+            try:
+                existing = [n for n in Rdict.list_cf(str(self.path), opts) if n != "default"]
+            except Exception as exc:
+                raise StorageError(
+                    f"cannot read the column families of the store at {self.path}: {exc}; "
+                    "if it is damaged, remove the directory and run `statestore rebuild`"
+                ) from exc
+        elif self.read_only:
+            raise StorageError(f"no store at {self.path}; run `statestore bootstrap` first")
+        else:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the store directory {self.path}: {exc}") from exc
+        families = {name: self._cf_options() for name in {*existing, META}}
+        try:
+            if self.read_only:
+                db = Rdict(
+                    str(self.path),
+                    opts,
+                    column_families=families,
+                    access_type=AccessType.read_only(),
+                )
+            else:
+                db = Rdict(str(self.path), opts, column_families=families)
+        except Exception as exc:
+            text = str(exc)
+            if "lock" in text.lower() or "LOCK" in text:
+                raise StoreLockedError(
+                    f"the store at {self.path} is open in another process (a running "
+                    "`statestore serve`?); stop it first, or use the REST API against it"
+                ) from exc
+            raise StorageError(f"cannot open the store at {self.path}: {text}") from exc
+        for name in families:
+            self._handles[name] = db.get_column_family_handle(name)
+            self._cfs[name] = db.get_column_family(name)
+        return db
+
+    # -- column families -------------------------------------------------------------
+
+    def families(self) -> list[str]:
+        return sorted(self._handles)
+
+    def has_family(self, name: str) -> bool:
+        return name in self._handles
+
+    def create_family(self, name: str) -> None:
+        with self._lock:
+            if name in self._handles:
+                return
+            try:
+                self._db.create_column_family(name, self._cf_options())
+            except Exception as exc:
+                raise StorageError(
+                    f"cannot create column family {name!r} in {self.path}: {exc}"
+                ) from exc
+            self._handles[name] = self._db.get_column_family_handle(name)
+            self._cfs[name] = self._db.get_column_family(name)
+
+    def drop_family(self, name: str) -> None:
+        with self._lock:
+            if name not in self._handles:
+                return
+            self._handles.pop(name)
+            self._cfs.pop(name)
+            try:
+                self._db.drop_column_family(name)
+            except Exception as exc:
+                raise StorageError(
+                    f"cannot drop column family {name!r} in {self.path}: {exc}"
+                ) from exc
+
+    def handle(self, name: str) -> Any:
+        try:
+            return self._handles[name]
+        except KeyError:
+            raise StorageError(f"column family {name!r} does not exist in {self.path}") from None
+
+    # -- reads and writes --------------------------------------------------------------
+
+    def batch(self) -> Batch:
+        return Batch(self)
+
+    def write(self, batch: Batch) -> None:
+        try:
+            self._db.write(batch._wb, self._write_opts)
+        except Exception as exc:
+            raise StorageError(f"write to the store at {self.path} failed: {exc}") from exc
+
+    def get(self, cf: str, key: bytes) -> bytes | None:
+        try:
+            family = self._cfs[cf]
+        except KeyError:
+            return None
+        value: bytes | None = family.get(key)
+        return value
+
+    def get_many(self, cf: str, keys: list[bytes]) -> list[bytes | None]:
+        family = self._cfs.get(cf)
+        if family is None:
+            return [None] * len(keys)
+        get = family.get
+        return [get(k) for k in keys]
+
+    def scan(
+        self, cf: str, start: bytes = b"", end: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Items of *cf* with ``start <= key < end`` in key order (a consistent snapshot)."""
+        family = self._cfs.get(cf)
+        if family is None:
+            return
+        ropts = ReadOptions()
+        if end is not None:
+            ropts.set_iterate_upper_bound(end)
+        it = family.iter(ropts)
+        it.seek(start)
+        while it.valid():
+            yield it.key(), it.value()
+            it.next()
+
+    def scan_reverse(self, cf: str, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Items of *cf* with ``key < end`` (all when None) in descending key order."""
+        family = self._cfs.get(cf)
+        if family is None:
+            return
+        it = family.iter(ReadOptions())
+        if end is None:
+            it.seek_to_last()
+        else:
+            it.seek_for_prev(end)
+            if it.valid() and it.key() >= end:
+                it.prev()
+        while it.valid():
+            yield it.key(), it.value()
+            it.prev()
+
+    def delete_range(self, cf: str, start: bytes, end: bytes) -> None:
+        try:
+            self._cfs[cf].delete_range(start, end)
+        except KeyError:
+            raise StorageError(f"column family {cf!r} does not exist in {self.path}") from None
+
+    def compact(self, cf: str) -> None:
+        """Compact a whole column family (after a bulk load, before declaring ready)."""
+        self._cfs[cf].compact_range(None, None)
+
+    def flush(self) -> None:
+        try:
+            self._db.flush_wal(True)
+            self._db.flush()
+        except Exception as exc:
+            raise StorageError(f"flush of the store at {self.path} failed: {exc}") from exc
+
+    def property_int(self, cf: str, name: str) -> int | None:
+        family = self._cfs.get(cf)
+        if family is None:
+            return None
+        value = family.property_int_value(name)
+        return None if value is None else int(value)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self.read_only:
+                self._db.flush_wal(True)
+            self._handles.clear()
+            self._cfs.clear()
+            self._db.close()
+        except Exception as exc:
+            raise StorageError(f"closing the store at {self.path} failed: {exc}") from exc

@@ -1,0 +1,264 @@
+"""The StateStore facade: the engine the embedded API, the REST server and the CLI share."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from .config import Config
+from .cursor import CursorSigner
+from .errors import NotReadyError, UnknownViewError, ViewFailedError
+from .ingest import Ingestor, ProgressCallback
+from .kafka import KafkaClient
+from .records import Entity
+from .status import ViewStatus
+from .storage import META, RocksOptions, Storage
+from .view import Page, View
+
+__all__ = ["StateStore"]
+
+log = logging.getLogger(__name__)
+
+_SECRET_KEY = b"secret/cursor"
+
+
+class StateStore:
+    """Materialised views of compacted Kafka topics in one RocksDB store.
+
+    ``read_only=True`` opens the store beside a running server (status, get) and
+    never consumes.
+    """
+
+    def __init__(self, config: Config, *, read_only: bool = False) -> None:
+        self.config = config
+        self.read_only = read_only
+        tuning = RocksOptions(
+            block_cache_mb=config.store.block_cache_mb, write_buffer_mb=config.store.write_buffer_mb
+        )
+        self.storage = Storage(config.store.path, tuning, read_only=read_only)
+        self._signer = CursorSigner(self._secret())
+        self._views: dict[str, View] = {}
+        self._client: KafkaClient | None = None
+        self._ingestors: dict[str, Ingestor] = {}
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._closed = False
+        for vc in config.views:
+            view = self._make_view(vc)
+            reason = view.prepare()
+            if reason is not None and not read_only:
+                log.warning("view.rebuild view=%s reason=%s", vc.name, reason)
+                view.wipe()
+                view.reason = f"rebuilt: {reason}"
+            self._views[vc.name] = view
+
+    def _make_view(self, vc: Any) -> View:
+        if vc.key == "avro" or vc.value == "avro":
+            from .avro import avro_codecs
+
+            keys, values, hook = avro_codecs(vc, self.config, self.storage)
+            return View(vc, self.storage, self._signer, keys=keys, values=values, header_hook=hook)
+        return View(vc, self.storage, self._signer)
+
+    def _secret(self) -> bytes:
+        secret = self.storage.get(META, _SECRET_KEY)
+        if secret is None:
+            secret = os.urandom(32)
+            if not self.read_only:
+                batch = self.storage.batch()
+                batch.put(META, _SECRET_KEY, secret)
+                self.storage.write(batch)
+        return secret
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def client(self) -> KafkaClient:
+        if self._client is None:
+            self._client = KafkaClient(self.config.kafka_config())
+            self._client.on_error = self._client_error
+        return self._client
+
+    def _client_error(self, text: str, fatal: bool) -> None:
+        if "_ALL_BROKERS_DOWN" in text or "_TRANSPORT" in text or fatal:
+            for ing in self._ingestors.values():
+                ing.note_client_error(f"Kafka unreachable: {text}")
+
+    def _ingestor(self, name: str) -> Ingestor:
+        ing = self._ingestors.get(name)
+        if ing is None:
+            ing = Ingestor(self._views[name], self.client, batch_size=self.config.store.batch_size)
+            self._ingestors[name] = ing
+        return ing
+
+    def bootstrap(
+        self,
+        views: list[str] | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        raise_on_failure: bool = True,
+    ) -> dict[str, ViewStatus]:
+        """Catch the views up to the end offsets of now, in parallel; block until done."""
+        self._writable("bootstrap")
+        names = self._names(views)
+        threads = []
+        for name in names:
+            ing = self._ingestor(name)
+            t = threading.Thread(
+                target=ing.catch_up,
+                args=(self._stop, on_progress),
+                name=f"bootstrap-{name}",
+                daemon=True,
+            )
+            t.start()
+            threads.append(t)
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+        except KeyboardInterrupt:
+            self._stop.set()
+            for t in threads:
+                t.join()
+            raise
+        self.storage.flush()
+        statuses = {n: self._views[n].status() for n in names}
+        if raise_on_failure:
+            failed = [s for s in statuses.values() if s.state == "failed"]
+            if failed:
+                raise ViewFailedError(
+                    "; ".join(f"view {s.name!r} failed: {s.reason}" for s in failed)
+                )
+        return statuses
+
+    def start(self) -> None:
+        """Bootstrap (where needed) and follow every view in background threads."""
+        self._writable("start")
+        if self._threads:
+            return
+        for name in self._views:
+            ing = self._ingestor(name)
+
+            def run(ing: Ingestor = ing) -> None:
+                if (ing.source is None or not ing.caught_up) and not ing.catch_up(self._stop):
+                    return
+                ing.follow(self._stop)
+
+            t = threading.Thread(target=run, name=f"follow-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop consuming: the batch in flight is finished, then the threads end."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+        for ing in self._ingestors.values():
+            ing.close()
+        for view in self._views.values():
+            if view.state not in ("failed",):
+                view.set_state("stopped", None)
+
+    def close(self) -> None:
+        """Stop, flush and close the store. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        if self._client is not None:
+            self._client.close()
+        self.storage.close()
+
+    def rebuild(
+        self, views: list[str] | None = None, *, on_progress: ProgressCallback | None = None
+    ) -> dict[str, ViewStatus]:
+        """Wipe the views and bootstrap them from offset 0."""
+        self._writable("rebuild")
+        names = self._names(views)
+        for name in names:
+            ing = self._ingestors.pop(name, None)
+            if ing is not None:
+                ing.close()
+            view = self._views[name]
+            log.info("view.rebuild view=%s reason=requested", name)
+            view.wipe()
+            view.bootstrap_seconds = None
+            view.set_state("rebuilding", "rebuild requested")
+        return self.bootstrap(names, on_progress=on_progress)
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise NotReadyError(f"the store was opened read-only; cannot {what}")
+        if self._closed:
+            raise NotReadyError(f"the store is closed; cannot {what}")
+
+    def _names(self, views: list[str] | None) -> list[str]:
+        if not views:
+            return list(self._views)
+        for name in views:
+            self.view(name)
+        return list(views)
+
+    # -- reads -------------------------------------------------------------------------
+
+    @property
+    def views(self) -> dict[str, View]:
+        return dict(self._views)
+
+    def view(self, name: str) -> View:
+        try:
+            return self._views[name]
+        except KeyError:
+            raise UnknownViewError(name, list(self._views)) from None
+
+    def get(self, view: str, key: str) -> Entity | None:
+        """The entity under *key*, or None when absent or deleted."""
+        return self.view(view).get(key)
+
+    def lookup(self, view: str, keys: list[str]) -> list[Entity | None]:
+        return self.view(view).lookup(keys)
+
+    def scan(
+        self, view: str, prefix: str = "", *, after: str | None = None, limit: int = 100
+    ) -> Page:
+        return self.view(view).scan(prefix, after, limit)
+
+    def by(
+        self, view: str, field: str, value: Any, *, after: str | None = None, limit: int = 100
+    ) -> Page:
+        return self.view(view).by(field, value, after, limit)
+
+    def wait_for(self, view: str, position: dict[int, int], timeout: float = 5.0) -> dict[int, int]:
+        """Block until *view* has applied every ``partition: offset``; raise PositionTimeoutError."""
+        return self.view(view).wait_for(position, timeout)
+
+    def position(self, view: str) -> dict[int, int]:
+        return self.view(view).applied_position()
+
+    def status(self) -> list[ViewStatus]:
+        return [v.status() for v in self._views.values()]
+
+    def ready(self) -> bool:
+        """True when every view has caught up (and none has failed)."""
+        return all(v.state in ("ready", "degraded") for v in self._views.values())
+
+    def subscribe(self, view: str, callback: Callable[[View, Any], None]) -> Callable[[], None]:
+        """Call *callback(view, applied)* after each applied batch; returns an unsubscribe."""
+        v = self.view(view)
+        v.listeners.append(callback)
+        return lambda: v.listeners.remove(callback) if callback in v.listeners else None

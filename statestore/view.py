@@ -1,0 +1,393 @@
+"""A view: one topic materialised in RocksDB, with its runtime state and its reads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .apply import Applied, HeaderHook, Record, apply_records
+from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
+from .config import ViewConfig
+from .cursor import CursorSigner
+from .errors import CodecError, CursorError, PositionTimeoutError, UnknownIndexError
+from .records import (
+    Entity,
+    applied_at_key,
+    caught_up_key,
+    counter_key,
+    decode_record,
+    fingerprint_key,
+    generation_key,
+    pack_int,
+    partition_of_position_key,
+    position_prefix,
+    prefix_end,
+    schema_count_prefix,
+    slot_meta_prefix,
+    unpack_int,
+)
+from .status import PartitionStatus, ViewState, ViewStatus
+from .storage import META, Batch, Storage
+
+__all__ = ["Page", "View"]
+
+log = logging.getLogger(__name__)
+
+_COUNTERS = ("keys", "records", "bytes", "quarantined")
+ChangeListener = Callable[["View", Applied], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of entities in key order; ``next`` resumes after the last one (None: done)."""
+
+    items: list[Entity]
+    next: str | None
+
+
+def _index_value(value: Any, path: tuple[str, ...]) -> bytes | None:
+    """Canonical JSON of the scalar at *path* in *value*, or None when absent / not a scalar."""
+    node = value
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if node is None or isinstance(node, (dict, list)):
+        return None
+    return orjson.dumps(node)
+
+
+class View:
+    """One configured view over its current storage slot."""
+
+    def __init__(
+        self,
+        config: ViewConfig,
+        storage: Storage,
+        signer: CursorSigner,
+        *,
+        keys: KeyCodec | None = None,
+        values: ValueCodec | None = None,
+        header_hook: HeaderHook | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.storage = storage
+        self.signer = signer
+        self.key_codec = keys or key_codec(config.key)
+        self.value_codec = values or value_codec(config.value)
+        self.checks_values = config.value != "bytes"
+        self._index_paths = {f: tuple(f.split(".")) for f in config.indexes}
+        self.has_indexes = bool(self._index_paths)
+        self.tracks_schemas = "avro" in (config.key, config.value)
+        # Codecs whose framing may sit in record headers fold it into the key/value with this.
+        self.header_hook = header_hook
+        # An RLock-backed condition: status() and applied_position() nest under it.
+        self._cond = threading.Condition(threading.RLock())
+        self.state: ViewState = "starting"
+        self.reason: str | None = None
+        self.end_offsets: dict[int, int] = {}
+        self.bootstrap_seconds: float | None = None
+        self.bootstrap_records = 0
+        self.rebuilds = 0
+        self.listeners: list[ChangeListener] = []
+        self._load_slot()
+
+    # -- slot, positions and counters ------------------------------------------------
+
+    def _load_slot(self) -> None:
+        raw = self.storage.get(META, generation_key(self.name))
+        self.generation = unpack_int(raw) if raw is not None else 0
+        self.slot = f"{self.name}#{self.generation}"
+        self.entity_cf = f"v.{self.slot}"
+        self.quarantine_cf = f"q.{self.slot}"
+        self.index_cfs = {f: f"i.{self.slot}.{f}" for f in self.config.indexes}
+        self.positions: dict[int, int] = {}
+        prefix = position_prefix(self.slot)
+        for key, value in self.storage.scan(META, prefix, prefix_end(prefix)):
+            self.positions[partition_of_position_key(key)] = unpack_int(value)
+        self.counters = {
+            name: self._meta_int(counter_key(self.slot, name)) or 0 for name in _COUNTERS
+        }
+        self.last_applied_at_ms = self._meta_int(applied_at_key(self.slot))
+        self.schema_counts: dict[int, int] = {}
+        prefix = schema_count_prefix(self.slot)
+        for key, value in self.storage.scan(META, prefix, prefix_end(prefix)):
+            self.schema_counts[partition_of_position_key(key)] = unpack_int(value)
+        # Caught up at least once (persisted): the stored copy may be served while it catches up again.
+        self.servable = self._meta_int(caught_up_key(self.slot)) is not None
+
+    def _meta_int(self, key: bytes) -> int | None:
+        raw = self.storage.get(META, key)
+        return unpack_int(raw) if raw is not None else None
+
+    def prepare(self) -> str | None:
+        """Create the slot's column families; return why it must be rebuilt, if it must."""
+        stored_fp = self.storage.get(META, fingerprint_key(self.slot))
+        want = self.config.fingerprint().encode()
+        reason = None
+        if stored_fp is not None and stored_fp != want:
+            reason = (
+                f"the view's topic or codecs changed since it was built "
+                f"(fingerprint {stored_fp.decode()} -> {want.decode()})"
+            )
+        if self.storage.read_only:
+            return reason
+        for cf in (self.entity_cf, self.quarantine_cf, *self.index_cfs.values()):
+            self.storage.create_family(cf)
+        if stored_fp is None:
+            batch = self.storage.batch()
+            batch.put(META, fingerprint_key(self.slot), want)
+            self.storage.write(batch)
+        return reason
+
+    def wipe(self) -> None:
+        """Start a fresh, empty generation and drop the old one (offline rebuild)."""
+        old_slot = self.slot
+        old_families = [
+            f
+            for f in self.storage.families()
+            if f.startswith((f"v.{old_slot}", f"q.{old_slot}", f"i.{old_slot}."))
+        ]
+        batch = self.storage.batch()
+        batch.put(META, generation_key(self.name), pack_int(self.generation + 1))
+        self.storage.write(batch)
+        for prefix in slot_meta_prefix(old_slot):
+            self.storage.delete_range(META, prefix, prefix_end(prefix) or b"\xff" * 64)
+        for family in old_families:
+            self.storage.drop_family(family)
+        self.rebuilds += 1
+        self._load_slot()
+        self.prepare()
+
+    # -- ingest ----------------------------------------------------------------------
+
+    def apply(self, records: list[Record], end_positions: dict[int, int] | None = None) -> Applied:
+        """Apply one consumed batch atomically and wake readers waiting on a position."""
+        applied = apply_records(self, records, end_positions=end_positions)
+        with self._cond:
+            self.positions.update(applied.positions)
+            c = self.counters
+            c["keys"] += applied.keys_delta
+            c["records"] += applied.records
+            c["bytes"] += applied.nbytes
+            c["quarantined"] += applied.quarantined
+            for schema_id, change in applied.schema_delta.items():
+                self.schema_counts[schema_id] = self.schema_counts.get(schema_id, 0) + change
+            self.last_applied_at_ms = int(time.time() * 1000)
+            self._cond.notify_all()
+        for listener in list(self.listeners):
+            try:
+                listener(self, applied)
+            except Exception:
+                log.exception("view.listener_failed view=%s", self.name)
+        return applied
+
+    def index_changes(
+        self, batch: Batch, key: bytes, old: bytes | None, new_raw: bytes | None
+    ) -> None:
+        """Move index entries of *key* from its old value to its new one (same batch)."""
+        old_value = self._decode_quietly(decode_record(old).raw) if old is not None else None
+        new_value = self._decode_quietly(new_raw) if new_raw is not None else None
+        for field, path in self._index_paths.items():
+            before = _index_value(old_value, path) if old_value is not None else None
+            after = _index_value(new_value, path) if new_value is not None else None
+            if before == after:
+                continue
+            cf = self.index_cfs[field]
+            if before is not None:
+                batch.delete(cf, before + b"\x00" + key)
+            if after is not None:
+                batch.put(cf, after + b"\x00" + key, b"")
+
+    def _decode_quietly(self, raw: bytes) -> Any:
+        try:
+            return self.value_codec.decode(raw)
+        except Exception:
+            return None
+
+    def mark_caught_up(self) -> None:
+        """Record that this generation has caught up once, so restarts may serve it at once."""
+        if not self.servable:
+            batch = self.storage.batch()
+            batch.put(META, caught_up_key(self.slot), pack_int(int(time.time() * 1000)))
+            self.storage.write(batch)
+            self.servable = True
+
+    def set_state(self, state: ViewState, reason: str | None = None) -> None:
+        with self._cond:
+            if state != self.state:
+                log.info("view.state view=%s state=%s reason=%s", self.name, state, reason or "-")
+            self.state = state
+            self.reason = reason
+            self._cond.notify_all()
+
+    # -- reads -------------------------------------------------------------------------
+
+    def entity(self, stored_key: bytes, data: bytes) -> Entity:
+        rec = decode_record(data)
+        try:
+            value = self.value_codec.decode(rec.raw)
+        except Exception as exc:
+            raise CodecError(
+                f"view {self.name!r}: stored value at partition {rec.partition} offset {rec.offset} "
+                f"cannot be decoded: {exc}"
+            ) from exc
+        return Entity(
+            key=self.key_codec.to_text(stored_key),
+            value=value,
+            partition=rec.partition,
+            offset=rec.offset,
+            timestamp=rec.timestamp if rec.timestamp >= 0 else None,
+            schema_id=rec.schema_id,
+        )
+
+    def get(self, key: str) -> Entity | None:
+        stored_key = self.key_codec.from_text(key)
+        data = self.storage.get(self.entity_cf, stored_key)
+        return None if data is None else self.entity(stored_key, data)
+
+    def lookup(self, keys: list[str]) -> list[Entity | None]:
+        stored = [self.key_codec.from_text(k) for k in keys]
+        datas = self.storage.get_many(self.entity_cf, stored)
+        return [
+            None if d is None else self.entity(k, d) for k, d in zip(stored, datas, strict=True)
+        ]
+
+    def scan(self, prefix: str = "", after: str | None = None, limit: int = 100) -> Page:
+        """A page of entities whose key starts with *prefix*, after the cursor *after*."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        scope = f"scan:{self.name}:{self.generation}"
+        low = self.key_codec.from_text(prefix) if prefix else b""
+        high = prefix_end(low) if low else None
+        start = low
+        if after:
+            last = self.signer.open(scope, after)
+            if last < low or (high is not None and last >= high):
+                raise CursorError("cursor does not belong to this prefix")
+            start = last + b"\x00"
+        items: list[Entity] = []
+        last_key = b""
+        for key, data in self.storage.scan(self.entity_cf, start, high):
+            if len(items) == limit:
+                return Page(items, self.signer.make(scope, last_key))
+            items.append(self.entity(key, data))
+            last_key = key
+        return Page(items, None)
+
+    def by(self, field: str, value: Any, after: str | None = None, limit: int = 100) -> Page:
+        """A page of entities whose indexed *field* equals *value*, in key order."""
+        if field not in self.index_cfs:
+            raise UnknownIndexError(self.name, field, self.config.indexes)
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        cf = self.index_cfs[field]
+        prefix = orjson.dumps(value) + b"\x00"
+        scope = f"by:{self.name}:{self.generation}:{field}:{prefix.hex()}"
+        start = prefix
+        if after:
+            start = prefix + self.signer.open(scope, after) + b"\x00"
+        items: list[Entity] = []
+        last_key = b""
+        n = len(prefix)
+        for ikey, _ in self.storage.scan(cf, start, prefix_end(prefix)):
+            key = ikey[n:]
+            data = self.storage.get(self.entity_cf, key)
+            if data is None:
+                continue
+            if len(items) == limit:
+                return Page(items, self.signer.make(scope, last_key))
+            items.append(self.entity(key, data))
+            last_key = key
+        return Page(items, None)
+
+    def quarantine(
+        self, after: str | None = None, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of quarantined records in (partition, offset) order, with the next cursor."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        scope = f"quarantine:{self.name}:{self.generation}"
+        start = b""
+        if after:
+            start = self.signer.open(scope, after) + b"\x00"
+        items: list[dict[str, Any]] = []
+        last = b""
+        for key, data in self.storage.scan(self.quarantine_cf, start, None):
+            if len(items) == limit:
+                return items, self.signer.make(scope, last)
+            items.append(orjson.loads(data))
+            last = key
+        return items, None
+
+    def iter_entities(self) -> Iterator[Entity]:
+        for key, data in self.storage.scan(self.entity_cf):
+            yield self.entity(key, data)
+
+    # -- positions ---------------------------------------------------------------------
+
+    def applied_position(self) -> dict[int, int]:
+        """``{partition: offset of the last applied record}``; ``-1`` when nothing yet."""
+        with self._cond:
+            parts = set(self.positions) | set(self.end_offsets)
+            return {p: self.positions.get(p, 0) - 1 for p in sorted(parts)}
+
+    def wait_for(self, position: dict[int, int], timeout: float) -> dict[int, int]:
+        """Block until every ``partition: offset`` in *position* is applied; else raise."""
+        deadline = time.monotonic() + max(0.0, timeout)
+
+        def reached() -> bool:
+            return all(self.positions.get(p, 0) > o for p, o in position.items())
+
+        with self._cond:
+            while not reached():
+                left = deadline - time.monotonic()
+                if left <= 0 or self.state == "failed":
+                    raise PositionTimeoutError(self.name, position, self.applied_position())
+                self._cond.wait(left)
+        return self.applied_position()
+
+    def lag(self) -> int | None:
+        if not self.end_offsets:
+            return None
+        return sum(max(0, end - self.positions.get(p, 0)) for p, end in self.end_offsets.items())
+
+    def caught_up(self, targets: dict[int, int]) -> bool:
+        return all(self.positions.get(p, 0) >= end for p, end in targets.items())
+
+    def status(self) -> ViewStatus:
+        with self._cond:
+            parts = sorted(set(self.positions) | set(self.end_offsets))
+            partitions = []
+            for p in parts:
+                pos = self.positions.get(p, 0)
+                end = self.end_offsets.get(p)
+                partitions.append(
+                    PartitionStatus(p, pos, end, None if end is None else max(0, end - pos))
+                )
+            return ViewStatus(
+                name=self.name,
+                topic=self.config.topic,
+                state=self.state,
+                reason=self.reason,
+                keys=self.counters["keys"],
+                records_applied=self.counters["records"],
+                bytes_applied=self.counters["bytes"],
+                quarantined=self.counters["quarantined"],
+                lag=self.lag(),
+                partitions=tuple(partitions),
+                bootstrap_seconds=self.bootstrap_seconds,
+                bootstrap_records=self.bootstrap_records,
+                last_applied_at_ms=self.last_applied_at_ms,
+                generation=self.generation,
+                rebuilds=self.rebuilds,
+                servable=self.servable,
+                schemas={k: n for k, n in sorted(self.schema_counts.items()) if n},
+            )

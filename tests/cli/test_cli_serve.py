@@ -1,0 +1,99 @@
+"""statestore serve: bind checks, serving the views, and a graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_support import STATESTORE, Topics, clean_env, run, write_config
+
+from statestore import StateStore, load_config
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(proc: subprocess.Popen[str], url: str) -> None:
+    """Poll /readyz until it answers 200 (the server is then caught up)."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited early with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail("serve did not become ready")
+
+
+def test_serve_refuses_a_public_bind_without_tokens(tmp_path: Path) -> None:
+    """serve on a non-loopback address without tokens exits 2 before binding, with the reason."""
+    config = write_config(tmp_path, [{"name": "things", "topic": "test.cli.unused"}])
+
+    result = run(["-c", config, "serve", "--host", "0.0.0.0"], tmp_path)
+
+    assert result.returncode == 2
+    assert "refusing to serve on 0.0.0.0 without tokens" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_while_another_process_holds_the_store(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """serve exits 2 with a clear message when the store is already open elsewhere."""
+    topic = topics.create(1, [(0, "a", {"v": 1})])
+    config = write_config(tmp_path, [{"name": "things", "topic": topic}])
+
+    with StateStore(load_config(config)):
+        result = run(["-c", config, "serve", "--port", str(free_port())], tmp_path)
+
+    assert result.returncode == 2
+    assert "is in use by a running server" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_answers_and_stops_cleanly_on_sigterm(topics: Topics, tmp_path: Path) -> None:
+    """serve bootstraps and serves entities; SIGTERM shuts it down gracefully and releases the store."""
+    topic = topics.create(2, [(0, "a", {"v": 1}), (1, "b", {"v": 2}), (0, "a", {"v": 3})])
+    config = write_config(tmp_path, [{"name": "things", "topic": topic}])
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(STATESTORE), "-c", str(config), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(proc, url)
+        entity = httpx.get(f"{url}/views/things/entities/a", timeout=10).json()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert entity["value"] == {"v": 3}
+    # uvicorn drains, runs the lifespan shutdown, then re-raises SIGTERM so a supervisor
+    # sees how the process ended.
+    assert proc.returncode in (0, -signal.SIGTERM), stderr
+    assert "Application shutdown complete" in stderr
+    assert "Traceback" not in stderr
+    # The lifespan closed the store: a writer can open it again.
+    assert run(["-c", config, "bootstrap"], tmp_path).returncode == 0

@@ -1,0 +1,65 @@
+"""The app behind a real uvicorn server on 127.0.0.1: keys survive real HTTP path handling."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+from api_support import ODD_KEYS, World, key_path
+
+from api import create_app
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def base_url(world: World) -> Iterator[str]:
+    """A uvicorn server on an ephemeral loopback port serving the shared store."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(world.config, store=world.store), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def test_odd_keys_over_real_http(base_url: str) -> None:
+    """Every odd key, percent-encoded in the path, comes back exactly from a real server."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        for key in ODD_KEYS:
+            response = http.get(f"/views/odd/entities/{key_path(key)}")
+            assert response.status_code == 200, (key, response.text)
+            assert response.json()["key"] == key
+
+
+def test_encoded_percent_and_slash_over_real_http(base_url: str) -> None:
+    """Over real HTTP, `%252F` is the key text `%2F` and `%2F` is a slash inside the key."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        assert http.get("/views/odd/entities/a%252Fb").json()["key"] == "a%2Fb"
+        assert http.get("/views/odd/entities/a%2Fb").json()["key"] == "a/b"
+        assert http.get("/views/odd/entities/a/b").json()["key"] == "a/b"
+        assert http.get("/views/odd/entities/%FF").status_code == 422
+
+
+def test_health_over_real_http(base_url: str) -> None:
+    """The real server answers /healthz and /readyz."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        assert http.get("/readyz").status_code == 200
