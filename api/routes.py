@@ -106,7 +106,8 @@ def _check_servable(name: str, view: ViewHandle) -> None:
             state=status.state,
             reason=status.reason,
         )
-    if status.state != "rebuilding" and status.bootstrap_seconds is not None:
+    if status.servable:
+        # Caught up before (persisted): serve the stored copy while it catches up or rebuilds.
         return
     raise ApiError(
         503,

@@ -1,10 +1,11 @@
-"""Bootstrap and follow: one thread and one consumer per view.
+"""Bootstrap, follow and rebuild: one thread and one consumer per view.
 
 Bootstrap reads every partition from the stored position until the consumer
 *position* reaches the end offset captured when bootstrap started (compaction
 holes and transaction markers mean the last offset may never arrive as a
 record). Follow keeps reading, picks up new partitions from offset 0 and keeps
-the end offsets current for lag.
+the end offsets current for lag. A rebuild builds a new copy of the view beside
+the served one and swaps it in once caught up.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .apply import Record
-from .errors import KafkaError, RegistryUnavailableError, StateStoreError, ViewFailedError
+from .errors import KafkaError, RegistryUnavailableError, StateStoreError
 from .kafka import KafkaClient, OffsetOutOfRangeError, Source, TopicMissingError
 from .status import ViewState
 from .view import View
 
-__all__ = ["Ingestor", "Progress", "ProgressCallback"]
+__all__ = ["Ingestor", "Progress", "ProgressCallback", "StaleViewError"]
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,17 @@ log = logging.getLogger(__name__)
 # watermark unchanged, means there is nothing left to read there (a compaction hole or
 # transaction markers at the tail): the position moves to the watermark.
 HOLE_SETTLE_S = 3.0
+# How often a caught-up follower records that it is in sync (for the tombstone guard).
+SYNC_INTERVAL_S = 10.0
+
+
+class StaleViewError(KafkaError):
+    """The stored view may have missed records or tombstones: it cannot be trusted."""
 
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """How far one view's bootstrap has come."""
+    """How far one view's bootstrap (or rebuild) has come."""
 
     view: str
     records: int
@@ -72,6 +79,8 @@ class Ingestor:
         self.source: Source | None = None
         self.caught_up = False
         self.kafka_trouble: str | None = None
+        self.rebuild_requested: str | None = None
+        self.rebuilt = threading.Event()
         self._stalled: dict[int, tuple[int, int, float]] = {}
         self._registry_wait = 0.0
         self._state_before_outage: ViewState = "bootstrapping"
@@ -83,11 +92,9 @@ class Ingestor:
         view = self.view
         while not stop.is_set():
             try:
-                done = self._catch_up_once(stop, progress)
-            except OffsetOutOfRangeError as exc:
-                if self._stale(str(exc)):
-                    continue
-                return False
+                return self._catch_up_once(stop, progress)
+            except StaleViewError as exc:
+                return self._stale(stop, str(exc), progress)
             except TopicMissingError as exc:
                 if view.config.missing_topic == "wait":
                     view.set_state("bootstrapping", f"waiting for the topic: {exc}")
@@ -96,9 +103,8 @@ class Ingestor:
                 view.set_state("failed", str(exc))
                 return False
             except KafkaError as exc:
-                view.set_state("bootstrapping" if not self.caught_up else "degraded", str(exc))
+                self._trouble(str(exc))
                 stop.wait(self.wait_interval)
-                continue
             except StateStoreError as exc:
                 view.set_state("failed", str(exc))
                 log.error("view.failed view=%s reason=%s", view.name, exc)
@@ -107,17 +113,21 @@ class Ingestor:
                 log.exception("view.crashed view=%s", view.name)
                 view.set_state("failed", f"internal error: {exc!r}")
                 return False
-            return done
         return False
 
     def follow(self, stop: threading.Event) -> None:
-        """Apply new records until *stop* is set."""
+        """Apply new records until *stop* is set (or the view fails)."""
         view = self.view
         next_meta = time.monotonic() + self.metadata_interval
         next_marks = 0.0
+        next_sync = 0.0
         while not stop.is_set():
             try:
-                if self.source is None:
+                if self.rebuild_requested is not None:
+                    reason, self.rebuild_requested = self.rebuild_requested, None
+                    self.rebuild(stop, reason)
+                    continue
+                if self.source is None or not self.caught_up:
                     if not self.catch_up(stop):
                         return
                     continue
@@ -132,11 +142,14 @@ class Ingestor:
                 if now >= next_marks:
                     view.end_offsets.update(self.source.cached_high())
                     next_marks = now + 1.0
+                if now >= next_sync and view.lag() == 0:
+                    view.touch_synced()
+                    next_sync = now + SYNC_INTERVAL_S
                 if now >= next_meta:
                     self._new_partitions()
                     next_meta = now + self.metadata_interval
-            except OffsetOutOfRangeError as exc:
-                if not self._stale(str(exc)):
+            except (OffsetOutOfRangeError, StaleViewError) as exc:
+                if not self._stale(stop, str(exc), None):
                     return
             except TopicMissingError as exc:
                 view.set_state("failed", str(exc))
@@ -153,41 +166,74 @@ class Ingestor:
                 view.set_state("failed", f"internal error: {exc!r}")
                 return
 
+    def rebuild(
+        self, stop: threading.Event, reason: str, progress: ProgressCallback | None = None
+    ) -> bool:
+        """Build a new copy from offset 0 beside the served one; swap it in once caught up."""
+        live = self.view
+        self.rebuilt.clear()
+        log.warning("view.rebuild view=%s reason=%s", live.name, reason)
+        before = live.state
+        live.set_state("rebuilding", reason)
+        shadow = live.shadow()
+        builder = Ingestor(
+            shadow, self.client, batch_size=self.batch_size, poll_timeout=self.poll_timeout
+        )
+        try:
+            done = builder.catch_up(stop, progress)
+            if not done or shadow.state == "failed":
+                live.set_state(
+                    "failed" if shadow.state == "failed" else before,
+                    f"rebuild failed: {shadow.reason}" if shadow.state == "failed" else None,
+                )
+                builder.close()
+                live.discard_slot(shadow.slot)
+                return False
+            self.close()
+            live.adopt(shadow)
+            self.source, builder.source = builder.source, None
+            self.caught_up = True
+            self._stalled.clear()
+            live.set_state("ready", None)
+            return True
+        finally:
+            self.rebuilt.set()
+
     def close(self) -> None:
         if self.source is not None:
             self.source.close()
             self.source = None
+        self.caught_up = False
 
     # -- internals ---------------------------------------------------------------------
 
     def _catch_up_once(self, stop: threading.Event, progress: ProgressCallback | None) -> bool:
         view = self.view
         topic = view.config.topic
-        if view.state not in ("rebuilding",):
-            view.set_state("bootstrapping", None)
+        if view.state != "rebuilding":
+            view.set_state("bootstrapping", view.reason if view.servable else None)
         partitions = self.client.partitions(topic)
+        self._check_tombstone_horizon()
         targets: dict[int, int] = {}
         starts: dict[int, int] = {}
         for p in partitions:
             low, high = self.client.watermarks(topic, p)
             stored = view.positions.get(p, 0)
             if stored > high:
-                raise OffsetOutOfRangeError(
-                    topic,
-                    p,
-                    f"stored position {stored} is past the end {high}; was the topic recreated?",
+                raise StaleViewError(
+                    f"{topic}[{p}]: stored position {stored} is past the end offset {high} "
+                    "(was the topic deleted and recreated?)"
                 )
             if 0 < stored < low:
-                raise OffsetOutOfRangeError(
-                    topic, p, f"stored position {stored} is below the log start {low}"
+                raise StaleViewError(
+                    f"{topic}[{p}]: stored position {stored} is below the log start offset {low} "
+                    "(records were deleted before the view read them)"
                 )
             targets[p] = high
             starts[p] = max(stored, low)
         view.end_offsets = dict(targets)
         moved = {
-            p: s
-            for p, s in starts.items()
-            if s > view.positions.get(p, 0) or p not in view.positions
+            p: s for p, s in starts.items() if p not in view.positions or s > view.positions[p]
         }
         if moved:
             view.apply([], moved)
@@ -205,7 +251,9 @@ class Ingestor:
             len(partitions),
             expected,
         )
-        while not stop.is_set():
+        while True:
+            if stop.is_set():
+                return False
             remaining = sum(max(0, end - view.positions.get(p, 0)) for p, end in targets.items())
             now = time.monotonic()
             if remaining == 0:
@@ -219,17 +267,18 @@ class Ingestor:
                 if applied < 0:
                     return False
                 records += applied
+                self._recovered()
             else:
                 self._settle_holes(targets)
-        else:
-            return False
         elapsed = time.monotonic() - started
         self.caught_up = True
         if view.bootstrap_seconds is None:
             view.bootstrap_seconds = elapsed
             view.bootstrap_records = records
         view.mark_caught_up()
-        view.set_state("ready", None)
+        view.touch_synced()
+        if view.state != "rebuilding":
+            view.set_state("ready", None)
         log.info(
             "bootstrap.done view=%s records=%d keys=%d seconds=%.3f",
             view.name,
@@ -241,6 +290,23 @@ class Ingestor:
             progress(Progress(view.name, records, expected, 0, elapsed, True))
         return True
 
+    def _check_tombstone_horizon(self) -> None:
+        """A view not in sync for longer than delete.retention.ms may have missed tombstones."""
+        view = self.view
+        since = view.synced_at_ms or view.last_applied_at_ms
+        if not view.positions or since is None:
+            return
+        config = self.client.topic_config(view.config.topic)
+        if "compact" not in config.get("cleanup.policy", ""):
+            return
+        retention = int(config.get("delete.retention.ms", "86400000"))
+        away = int(time.time() * 1000) - since
+        if away > retention:
+            raise StaleViewError(
+                f"the view was last in sync {away / 1000:.0f}s ago, longer than the topic's "
+                f"delete.retention.ms ({retention / 1000:.0f}s): tombstones it never saw may be gone"
+            )
+
     def _apply(self, records: list[Record], stop: threading.Event) -> int:
         """Apply one batch; -1 when the view failed. A registry outage rewinds and waits."""
         view = self.view
@@ -248,9 +314,9 @@ class Ingestor:
             applied = view.apply(records)
         except RegistryUnavailableError as exc:
             # Nothing of the batch was written: read it again once the registry is back.
-            assert self.source is not None
-            for p in {r[0] for r in records}:
-                self.source.seek(p, view.positions.get(p, 0))
+            if self.source is not None:
+                for p in {r[0] for r in records}:
+                    self.source.seek(p, view.positions.get(p, 0))
             self._registry_wait = min(30.0, max(0.5, self._registry_wait * 2))
             if view.state != "degraded":
                 self._state_before_outage = view.state
@@ -312,35 +378,35 @@ class Ingestor:
             view.apply([], moved)
 
     def _new_partitions(self) -> None:
-        assert self.source is not None
+        if self.source is None:
+            return
         partitions = self.client.partitions(self.view.config.topic)
         new = [p for p in partitions if p not in self.source.assigned]
         if new:
             log.info("ingest.new_partitions view=%s partitions=%s", self.view.name, new)
             for p in new:
                 self.view.end_offsets.setdefault(p, 0)
-            self.source.assign({p: 0 for p in new})
+            self.source.assign(dict.fromkeys(new, 0))
 
-    def _stale(self, reason: str) -> bool:
-        """Handle an untrustworthy stored position per the view's ``on_stale``; True: retry."""
+    def _stale(self, stop: threading.Event, reason: str, progress: ProgressCallback | None) -> bool:
+        """Handle an untrustworthy view per its ``on_stale`` policy; True when it may go on."""
         view = self.view
         policy = view.config.on_stale
         log.warning("view.stale view=%s policy=%s reason=%s", view.name, policy, reason)
+        view.stale_events += 1
         if policy == "fail":
             view.set_state(
                 "failed",
                 f"{reason}; the view cannot be trusted: run `statestore rebuild --view {view.name}`",
             )
             return False
-        self.close()
         if policy == "rebuild":
-            view.wipe()
-            view.set_state("rebuilding", f"rebuilding from offset 0: {reason}")
-        else:
-            view.set_state("degraded", f"ignored: {reason}")
-            view.positions.clear()
-        self.caught_up = False
-        return True
+            return self.rebuild(stop, f"stale: {reason}", progress)
+        # ignore: carry on from the log start, keeping what is stored.
+        self.close()
+        view.positions.clear()
+        view.reason = f"stale, ignored: {reason}"
+        return self.catch_up(stop, progress) if not stop.is_set() else False
 
     def _trouble(self, reason: str) -> None:
         self.kafka_trouble = reason
@@ -350,15 +416,9 @@ class Ingestor:
     def _recovered(self) -> None:
         if self.kafka_trouble is not None:
             self.kafka_trouble = None
-            if self.view.state == "degraded":
+            if self.view.state == "degraded" and not self._registry_wait:
                 self.view.set_state("ready", None)
 
     def note_client_error(self, text: str) -> None:
         """Called from the Kafka client's error callback (broker down, auth failures)."""
         self._trouble(text)
-
-
-def raise_if_failed(views: list[View]) -> None:
-    failed = [v for v in views if v.state == "failed"]
-    if failed:
-        raise ViewFailedError("; ".join(f"view {v.name!r}: {v.reason}" for v in failed))

@@ -125,6 +125,14 @@ def schema_count_key(slot: str, schema_id: int) -> bytes:
     return schema_count_prefix(slot) + _PARTITION.pack(schema_id)
 
 
+def synced_at_key(slot: str) -> bytes:
+    return f"t/{slot}/synced_at".encode()
+
+
+def index_done_key(slot: str, field: str) -> bytes:
+    return f"t/{slot}/index/{field}".encode()
+
+
 def caught_up_key(slot: str) -> bytes:
     return f"t/{slot}/caught_up_at".encode()
 

@@ -50,6 +50,7 @@ class ViewStatus:
     last_applied_at_ms: int | None = None
     generation: int = 0
     rebuilds: int = 0
+    stale_events: int = 0
     servable: bool = False
     schemas: dict[int, int] = field(default_factory=dict)
 

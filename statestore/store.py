@@ -45,7 +45,7 @@ class StateStore:
         self._views: dict[str, View] = {}
         self._client: KafkaClient | None = None
         self._ingestors: dict[str, Ingestor] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
         self._closed = False
         for vc in config.views:
@@ -56,6 +56,26 @@ class StateStore:
                 view.wipe()
                 view.reason = f"rebuilt: {reason}"
             self._views[vc.name] = view
+        if not read_only:
+            self._drop_leftovers()
+
+    def _drop_leftovers(self) -> None:
+        """Drop column families no configured view uses (old generations, removed views)."""
+        keep = {f for view in self._views.values() for f in view.families()}
+        configured = set(self._views)
+        for family in self.storage.families():
+            if family == META or family in keep or family == "default":
+                continue
+            owner = family.split(".", 1)[1].split("#", 1)[0] if "." in family else ""
+            if owner in configured:
+                log.info("store.drop_leftover family=%s", family)
+                self.storage.drop_family(family)
+            else:
+                log.warning(
+                    "store.unconfigured_data family=%s (data of a view no longer in the "
+                    "config; kept untouched)",
+                    family,
+                )
 
     def _make_view(self, vc: Any) -> View:
         if vc.key == "avro" or vc.value == "avro":
@@ -125,15 +145,7 @@ class StateStore:
             )
             t.start()
             threads.append(t)
-        try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
-        except KeyboardInterrupt:
-            self._stop.set()
-            for t in threads:
-                t.join()
-            raise
+        self._join(threads)
         self.storage.flush()
         statuses = {n: self._views[n].status() for n in names}
         if raise_on_failure:
@@ -147,25 +159,21 @@ class StateStore:
     def start(self) -> None:
         """Bootstrap (where needed) and follow every view in background threads."""
         self._writable("start")
-        if self._threads:
-            return
         for name in self._views:
+            if name in self._threads and self._threads[name].is_alive():
+                continue
             ing = self._ingestor(name)
-
-            def run(ing: Ingestor = ing) -> None:
-                if (ing.source is None or not ing.caught_up) and not ing.catch_up(self._stop):
-                    return
-                ing.follow(self._stop)
-
-            t = threading.Thread(target=run, name=f"follow-{name}", daemon=True)
+            t = threading.Thread(
+                target=ing.follow, args=(self._stop,), name=f"follow-{name}", daemon=True
+            )
             t.start()
-            self._threads.append(t)
+            self._threads[name] = t
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop consuming: the batch in flight is finished, then the threads end."""
         self._stop.set()
         deadline = time.monotonic() + timeout
-        for t in self._threads:
+        for t in self._threads.values():
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
         for ing in self._ingestors.values():
@@ -185,21 +193,61 @@ class StateStore:
         self.storage.close()
 
     def rebuild(
-        self, views: list[str] | None = None, *, on_progress: ProgressCallback | None = None
+        self,
+        views: list[str] | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        wait: bool = True,
+        reason: str = "rebuild requested",
     ) -> dict[str, ViewStatus]:
-        """Wipe the views and bootstrap them from offset 0."""
+        """Rebuild the views from offset 0 beside the served copies, then swap them in.
+
+        Reads keep being served from the old copy (state ``rebuilding``) until the
+        new one has caught up. With views already following (``start()``), the
+        follower threads do the work and *wait* says whether to block until done.
+        """
         self._writable("rebuild")
         names = self._names(views)
+        offline: list[str] = []
         for name in names:
-            ing = self._ingestors.pop(name, None)
-            if ing is not None:
-                ing.close()
-            view = self._views[name]
-            log.info("view.rebuild view=%s reason=requested", name)
-            view.wipe()
-            view.bootstrap_seconds = None
-            view.set_state("rebuilding", "rebuild requested")
-        return self.bootstrap(names, on_progress=on_progress)
+            ing = self._ingestor(name)
+            thread = self._threads.get(name)
+            if thread is not None and thread.is_alive():
+                ing.rebuilt.clear()
+                ing.rebuild_requested = reason
+            else:
+                offline.append(name)
+        threads = [
+            threading.Thread(
+                target=self._ingestor(name).rebuild,
+                args=(self._stop, reason, on_progress),
+                name=f"rebuild-{name}",
+                daemon=True,
+            )
+            for name in offline
+        ]
+        for t in threads:
+            t.start()
+        self._join(threads)
+        if wait:
+            for name in names:
+                if name not in offline:
+                    while not self._ingestors[name].rebuilt.wait(0.2):
+                        if self._stop.is_set():
+                            break
+        self.storage.flush()
+        return {n: self._views[n].status() for n in names}
+
+    def _join(self, threads: list[threading.Thread]) -> None:
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+        except KeyboardInterrupt:
+            self._stop.set()
+            for t in threads:
+                t.join()
+            raise
 
     def _writable(self, what: str) -> None:
         if self.read_only:
@@ -254,8 +302,14 @@ class StateStore:
         return [v.status() for v in self._views.values()]
 
     def ready(self) -> bool:
-        """True when every view has caught up (and none has failed)."""
-        return all(v.state in ("ready", "degraded") for v in self._views.values())
+        """True when every view has caught up (and none has failed).
+
+        A view that is rebuilding beside a caught-up copy is ready: it serves that copy.
+        """
+        return all(
+            v.state in ("ready", "degraded") or (v.state == "rebuilding" and v.servable)
+            for v in self._views.values()
+        )
 
     def subscribe(self, view: str, callback: Callable[[View, Any], None]) -> Callable[[], None]:
         """Call *callback(view, applied)* after each applied batch; returns an unsubscribe."""

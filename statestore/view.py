@@ -16,6 +16,7 @@ from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
 from .config import ViewConfig
 from .cursor import CursorSigner
 from .errors import CodecError, CursorError, PositionTimeoutError, UnknownIndexError
+from .indexes import index_value_key, move_index_entries, sync_indexes
 from .records import (
     Entity,
     applied_at_key,
@@ -30,6 +31,7 @@ from .records import (
     prefix_end,
     schema_count_prefix,
     slot_meta_prefix,
+    synced_at_key,
     unpack_int,
 )
 from .status import PartitionStatus, ViewState, ViewStatus
@@ -51,18 +53,6 @@ class Page:
     next: str | None
 
 
-def _index_value(value: Any, path: tuple[str, ...]) -> bytes | None:
-    """Canonical JSON of the scalar at *path* in *value*, or None when absent / not a scalar."""
-    node = value
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    if node is None or isinstance(node, (dict, list)):
-        return None
-    return orjson.dumps(node)
-
-
 class View:
     """One configured view over its current storage slot."""
 
@@ -75,6 +65,7 @@ class View:
         keys: KeyCodec | None = None,
         values: ValueCodec | None = None,
         header_hook: HeaderHook | None = None,
+        generation: int | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -83,8 +74,8 @@ class View:
         self.key_codec = keys or key_codec(config.key)
         self.value_codec = values or value_codec(config.value)
         self.checks_values = config.value != "bytes"
-        self._index_paths = {f: tuple(f.split(".")) for f in config.indexes}
-        self.has_indexes = bool(self._index_paths)
+        self.index_paths = {f: tuple(f.split(".")) for f in config.indexes}
+        self.has_indexes = bool(self.index_paths)
         self.tracks_schemas = "avro" in (config.key, config.value)
         # Codecs whose framing may sit in record headers fold it into the key/value with this.
         self.header_hook = header_hook
@@ -96,14 +87,17 @@ class View:
         self.bootstrap_seconds: float | None = None
         self.bootstrap_records = 0
         self.rebuilds = 0
+        self.stale_events = 0
         self.listeners: list[ChangeListener] = []
-        self._load_slot()
+        self._load_slot(generation)
 
     # -- slot, positions and counters ------------------------------------------------
 
-    def _load_slot(self) -> None:
-        raw = self.storage.get(META, generation_key(self.name))
-        self.generation = unpack_int(raw) if raw is not None else 0
+    def _load_slot(self, generation: int | None = None) -> None:
+        if generation is None:
+            raw = self.storage.get(META, generation_key(self.name))
+            generation = unpack_int(raw) if raw is not None else 0
+        self.generation = generation
         self.slot = f"{self.name}#{self.generation}"
         self.entity_cf = f"v.{self.slot}"
         self.quarantine_cf = f"q.{self.slot}"
@@ -122,13 +116,14 @@ class View:
             self.schema_counts[partition_of_position_key(key)] = unpack_int(value)
         # Caught up at least once (persisted): the stored copy may be served while it catches up again.
         self.servable = self._meta_int(caught_up_key(self.slot)) is not None
+        self.synced_at_ms = self._meta_int(synced_at_key(self.slot))
 
     def _meta_int(self, key: bytes) -> int | None:
         raw = self.storage.get(META, key)
         return unpack_int(raw) if raw is not None else None
 
     def prepare(self) -> str | None:
-        """Create the slot's column families; return why it must be rebuilt, if it must."""
+        """Create the slot's column families and indexes; return why it must be rebuilt, if so."""
         stored_fp = self.storage.get(META, fingerprint_key(self.slot))
         want = self.config.fingerprint().encode()
         reason = None
@@ -139,32 +134,106 @@ class View:
             )
         if self.storage.read_only:
             return reason
-        for cf in (self.entity_cf, self.quarantine_cf, *self.index_cfs.values()):
+        for cf in (self.entity_cf, self.quarantine_cf):
             self.storage.create_family(cf)
         if stored_fp is None:
             batch = self.storage.batch()
             batch.put(META, fingerprint_key(self.slot), want)
             self.storage.write(batch)
+        if reason is None:
+            sync_indexes(self)
         return reason
 
-    def wipe(self) -> None:
-        """Start a fresh, empty generation and drop the old one (offline rebuild)."""
-        old_slot = self.slot
-        old_families = [
+    def families(self, slot: str | None = None) -> list[str]:
+        """Every column family of *slot* (default: the current one)."""
+        slot = slot or self.slot
+        return [
             f
             for f in self.storage.families()
-            if f.startswith((f"v.{old_slot}", f"q.{old_slot}", f"i.{old_slot}."))
+            if f in (f"v.{slot}", f"q.{slot}") or f.startswith(f"i.{slot}.")
         ]
-        batch = self.storage.batch()
-        batch.put(META, generation_key(self.name), pack_int(self.generation + 1))
-        self.storage.write(batch)
-        for prefix in slot_meta_prefix(old_slot):
+
+    def discard_slot(self, slot: str) -> None:
+        """Drop a slot's column families and metadata (never the current one)."""
+        for prefix in slot_meta_prefix(slot):
             self.storage.delete_range(META, prefix, prefix_end(prefix) or b"\xff" * 64)
-        for family in old_families:
+        for family in self.families(slot):
             self.storage.drop_family(family)
-        self.rebuilds += 1
-        self._load_slot()
-        self.prepare()
+
+    def shadow(self) -> View:
+        """A fresh, empty next generation of this view, to be built beside it."""
+        generation = self.generation + 1
+        self.discard_slot(f"{self.name}#{generation}")  # leftovers of an interrupted rebuild
+        shadow = View(
+            self.config,
+            self.storage,
+            self.signer,
+            keys=self.key_codec,
+            values=self.value_codec,
+            header_hook=self.header_hook,
+            generation=generation,
+        )
+        shadow.state = "rebuilding"
+        shadow.prepare()
+        return shadow
+
+    def adopt(self, shadow: View, grace: float | None = 5.0) -> None:
+        """Switch to the caught-up *shadow* in one write; drop the old copy after *grace* seconds.
+
+        Readers that picked the old column family just before the switch finish
+        their read within the grace period, so no read sees a half-built or
+        vanished view.
+        """
+        old_slot = self.slot
+        batch = self.storage.batch()
+        batch.put(META, generation_key(self.name), pack_int(shadow.generation))
+        self.storage.write(batch)
+        with self._cond:
+            for attr in (
+                "generation",
+                "slot",
+                "entity_cf",
+                "quarantine_cf",
+                "index_cfs",
+                "positions",
+                "counters",
+                "last_applied_at_ms",
+                "schema_counts",
+                "servable",
+                "synced_at_ms",
+                "end_offsets",
+                "bootstrap_seconds",
+                "bootstrap_records",
+            ):
+                setattr(self, attr, getattr(shadow, attr))
+            self.rebuilds += 1
+            self._cond.notify_all()
+        log.info("view.swapped view=%s generation=%d", self.name, self.generation)
+        if grace is None:
+            self.discard_slot(old_slot)
+            return
+        timer = threading.Timer(grace, self._drop_old, args=(old_slot,))
+        timer.daemon = True
+        timer.start()
+
+    def _drop_old(self, slot: str) -> None:
+        try:
+            self.discard_slot(slot)
+        except Exception:
+            # A closed store drops leftovers at its next start instead.
+            log.debug("view.drop_deferred view=%s slot=%s", self.name, slot)
+
+    def wipe(self) -> None:
+        """Replace the data with an empty new generation at once (codec or topic changed)."""
+        self.adopt(self.shadow(), grace=None)
+
+    def touch_synced(self) -> None:
+        """Record that the view has read everything up to the end offsets now."""
+        now = int(time.time() * 1000)
+        batch = self.storage.batch()
+        batch.put(META, synced_at_key(self.slot), pack_int(now))
+        self.storage.write(batch)
+        self.synced_at_ms = now
 
     # -- ingest ----------------------------------------------------------------------
 
@@ -193,20 +262,11 @@ class View:
         self, batch: Batch, key: bytes, old: bytes | None, new_raw: bytes | None
     ) -> None:
         """Move index entries of *key* from its old value to its new one (same batch)."""
-        old_value = self._decode_quietly(decode_record(old).raw) if old is not None else None
-        new_value = self._decode_quietly(new_raw) if new_raw is not None else None
-        for field, path in self._index_paths.items():
-            before = _index_value(old_value, path) if old_value is not None else None
-            after = _index_value(new_value, path) if new_value is not None else None
-            if before == after:
-                continue
-            cf = self.index_cfs[field]
-            if before is not None:
-                batch.delete(cf, before + b"\x00" + key)
-            if after is not None:
-                batch.put(cf, after + b"\x00" + key, b"")
+        old_value = self.decode_quietly(decode_record(old).raw) if old is not None else None
+        new_value = self.decode_quietly(new_raw) if new_raw is not None else None
+        move_index_entries(self, batch, key, old_value, new_value)
 
-    def _decode_quietly(self, raw: bytes) -> Any:
+    def decode_quietly(self, raw: bytes) -> Any:
         try:
             return self.value_codec.decode(raw)
         except Exception:
@@ -289,7 +349,7 @@ class View:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         cf = self.index_cfs[field]
-        prefix = orjson.dumps(value) + b"\x00"
+        prefix = index_value_key(value)
         scope = f"by:{self.name}:{self.generation}:{field}:{prefix.hex()}"
         start = prefix
         if after:
@@ -388,6 +448,7 @@ class View:
                 last_applied_at_ms=self.last_applied_at_ms,
                 generation=self.generation,
                 rebuilds=self.rebuilds,
+                stale_events=self.stale_events,
                 servable=self.servable,
                 schemas={k: n for k, n in sorted(self.schema_counts.items()) if n},
             )

@@ -1,0 +1,258 @@
+"""Avro keys and values in the Confluent wire format, writer schemas from the registry.
+
+Framings accepted (confluent-kafka 2.x writes all of them):
+
+* magic byte 0, a 4-byte big-endian schema id, the Avro binary body;
+* magic byte 1, a 16-byte schema GUID, the body;
+* the same id or GUID in a ``__value_schema_id`` / ``__key_schema_id`` record
+  header with a bare body: the header hook folds the header in front of the
+  body, so stored values are always framed and decode the same way.
+
+Ingest checks the framing, that the writer schema resolves (a dict hit after
+the first record of a schema) and that the body is complete Avro for it; the
+value itself is decoded on read, onto the view's ``reader_schema`` when set.
+Writer schemas are cached in the store's metadata (:mod:`statestore.schemas`),
+so restarts and reads need the registry only for schema ids never seen.
+
+Avro keys are stored as canonical JSON of the decoded key (object keys sorted,
+fields whose value is null left out), so the same logical key written under
+two key-schema versions is one entity.
+"""
+
+from __future__ import annotations
+
+import base64
+import decimal
+import json
+import logging
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastavro import parse_schema, schemaless_reader
+
+from .apply import HeaderHook
+from .avro_compat import incompatibility
+from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
+from .config import Config, ViewConfig
+from .errors import CodecError, ConfigError, InvalidKeyError
+from .schemas import BAD_HEADER, GUID_FRAME, ID_FRAME, Schemas, Writer, schema_info
+from .storage import Storage
+
+__all__ = [
+    "KEY_SCHEMA_HEADER",
+    "VALUE_SCHEMA_HEADER",
+    "AvroKey",
+    "AvroValue",
+    "avro_codecs",
+    "canonical_key",
+    "header_hook",
+    "schema_info",
+]
+
+log = logging.getLogger(__name__)
+
+KEY_SCHEMA_HEADER = "__key_schema_id"
+VALUE_SCHEMA_HEADER = "__value_schema_id"
+
+
+class AvroValue:
+    """Avro values: checked at ingest, decoded on read (onto the reader schema when set)."""
+
+    name = "avro"
+
+    def __init__(
+        self, schemas: Schemas, reader_schema: Path | None = None, *, validate: bool = True
+    ) -> None:
+        self._schemas = schemas
+        self._validate = validate
+        self._reader: Any = None
+        self._reader_named: dict[str, Any] = {}
+        self.reader_path = reader_schema
+        if reader_schema is not None:
+            self._reader, self._reader_named = load_reader_schema(reader_schema)
+        # 5-byte id frame -> writer, for writers this view can read: the ingest fast path.
+        self._ok: dict[bytes, Writer] = {}
+        self._ok_guid: dict[bytes, Writer] = {}
+        self._incompatible: dict[int, str] = {}
+
+    def check(self, raw: bytes) -> int:
+        w = self._ok.get(raw[:5])
+        if w is None:
+            w = self._admit(raw)
+        if self._validate:
+            try:
+                schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, None)
+            except Exception as exc:
+                raise CodecError(
+                    f"value is not valid Avro for writer schema id {w.id} "
+                    f"(truncated or corrupt body: {_explain(exc)})"
+                ) from None
+        return w.id
+
+    def _admit(self, raw: bytes) -> Writer:
+        """The slow path of check(): resolve the frame and check the writer against the reader."""
+        w = self._schemas.writer(raw)
+        reason = self._incompatible.get(w.id)
+        if reason is None and w.id not in self._incompatible:
+            reason = self._compatibility(w)
+            self._incompatible[w.id] = reason or ""
+        if reason:
+            raise CodecError(reason)
+        if w.offset == ID_FRAME:
+            self._ok[raw[:ID_FRAME]] = w
+        else:
+            self._ok_guid[raw[:GUID_FRAME]] = w
+        return w
+
+    def _compatibility(self, w: Writer) -> str | None:
+        if self._reader is None:
+            return None
+        why = incompatibility(w.parsed, self._reader, w.named, self._reader_named)
+        if why is None:
+            return None
+        log.warning(
+            "avro.incompatible_writer schema_id=%d reader=%s reason=%s", w.id, self.reader_path, why
+        )
+        return (
+            f"writer schema id {w.id} cannot be resolved onto the reader schema "
+            f"{self.reader_path}: {why}"
+        )
+
+    def decode(self, raw: bytes) -> Any:
+        w = self._ok.get(raw[:5]) or self._ok_guid.get(raw[:GUID_FRAME]) or self._admit(raw)
+        try:
+            return schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, self._reader)
+        except Exception as exc:
+            raise CodecError(
+                f"cannot decode the Avro value (writer schema id {w.id}): {_explain(exc)}"
+            ) from None
+
+
+class AvroKey:
+    """Avro keys, stored and addressed as canonical JSON of the decoded key."""
+
+    name = "avro"
+
+    def __init__(self, schemas: Schemas) -> None:
+        self._schemas = schemas
+
+    def from_kafka(self, raw: bytes) -> bytes:
+        w = self._schemas.writer(raw)
+        try:
+            datum = schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, None)
+        except Exception as exc:
+            raise CodecError(
+                f"key is not valid Avro for key schema id {w.id} (truncated or corrupt: {_explain(exc)})"
+            ) from None
+        return canonical_key(datum)
+
+    def from_text(self, text: str) -> bytes:
+        try:
+            datum = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidKeyError(
+                f'Avro keys are addressed by their JSON form, e.g. \'{{"id": "p-1"}}\' or '
+                f"'\"p-1\"'; {text!r} is not JSON: {exc}"
+            ) from None
+        return canonical_key(datum)
+
+    def to_text(self, stored: bytes) -> str:
+        return stored.decode("utf-8")
+
+
+def canonical_key(datum: Any) -> bytes:
+    """The stored form of a decoded Avro key: JSON, object keys sorted, null fields left out.
+
+    Leaving null fields out makes a key written before an optional field was
+    added and the same key written after (with the field null) one entity;
+    bytes and fixed become base64 text, decimals their text.
+    """
+    return orjson.dumps(_drop_nulls(datum), option=orjson.OPT_SORT_KEYS, default=_json_default)
+
+
+def _drop_nulls(datum: Any) -> Any:
+    if isinstance(datum, dict):
+        return {k: _drop_nulls(v) for k, v in datum.items() if v is not None}
+    if isinstance(datum, list):
+        return [_drop_nulls(v) for v in datum]
+    return datum
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, EOFError | IndexError):
+        return "the body ends before the schema says it should"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def load_reader_schema(path: Path) -> tuple[Any, dict[str, Any]]:
+    """Parse the ``reader_schema`` file; raise ConfigError naming the file when it cannot be."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the reader schema {path}: {exc}") from exc
+    named: dict[str, Any] = {}
+    try:
+        parsed = parse_schema(json.loads(text), named_schemas=named)
+    except Exception as exc:
+        raise ConfigError(f"the reader schema {path} is not a valid Avro schema: {exc}") from exc
+    return parsed, named
+
+
+def header_hook(key_avro: bool, value_avro: bool) -> HeaderHook:
+    """Fold schema ids carried in record headers in front of the key/value body."""
+
+    def hook(
+        headers: list[tuple[str, bytes]] | None, key: bytes | None, value: bytes | None
+    ) -> tuple[bytes | None, bytes | None]:
+        if not headers:
+            return key, value
+        value_done = not value_avro or value is None
+        key_done = not key_avro or key is None
+        for name, frame in headers:
+            if not value_done and name == VALUE_SCHEMA_HEADER:
+                value = _fold(frame, value)
+                value_done = True
+            elif not key_done and name == KEY_SCHEMA_HEADER:
+                key = _fold(frame, key)
+                key_done = True
+        return key, value
+
+    return hook
+
+
+def _fold(frame: bytes | str | None, body: bytes | None) -> bytes | None:
+    if body is None:
+        return None
+    if isinstance(frame, bytes) and (
+        (len(frame) == ID_FRAME and frame[0] == 0) or (len(frame) == GUID_FRAME and frame[0] == 1)
+    ):
+        return frame + body
+    return BAD_HEADER + body
+
+
+def avro_codecs(
+    view_config: ViewConfig, config: Config, storage: Storage
+) -> tuple[KeyCodec, ValueCodec, HeaderHook | None]:
+    """The key codec, value codec and header hook of a view with Avro keys and/or values."""
+    key_avro = view_config.key == "avro"
+    value_avro = view_config.value == "avro"
+    if not (key_avro or value_avro):
+        return key_codec(view_config.key), value_codec(view_config.value), None
+    schemas = Schemas(storage, config.schema_registry.client_config())
+    keys: KeyCodec = AvroKey(schemas) if key_avro else key_codec(view_config.key)
+    values: ValueCodec = (
+        AvroValue(schemas, view_config.reader_schema)
+        if value_avro
+        else value_codec(view_config.value)
+    )
+    return keys, values, header_hook(key_avro, value_avro)

@@ -1,0 +1,103 @@
+"""Secondary indexes: one column family per indexed field, maintained with the entities.
+
+An index entry's key is the canonical JSON of the field's value, a NUL byte, then
+the entity's stored key; its value is empty. Canonical JSON never contains a raw
+NUL, so an equality lookup is a prefix scan, in entity-key order, however many
+entities share the value.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .records import decode_record, index_done_key, pack_int
+from .storage import META, Batch
+
+if TYPE_CHECKING:
+    from .view import View
+
+__all__ = ["index_value", "index_value_key", "move_index_entries", "sync_indexes"]
+
+log = logging.getLogger(__name__)
+
+_BACKFILL_BATCH = 10_000
+
+
+def index_value(value: Any, path: tuple[str, ...]) -> bytes | None:
+    """Canonical JSON of the scalar at *path* in *value*; None when absent or not a scalar."""
+    node = value
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if node is None or isinstance(node, (dict, list)):
+        return None
+    return orjson.dumps(node)
+
+
+def index_value_key(value: Any) -> bytes:
+    """The prefix under which entities whose field equals *value* are indexed."""
+    return orjson.dumps(value) + b"\x00"
+
+
+def move_index_entries(
+    view: View, batch: Batch, key: bytes, old_value: Any, new_value: Any
+) -> None:
+    """Put in *batch* the index changes for *key* going from *old_value* to *new_value*."""
+    for field, path in view.index_paths.items():
+        before = index_value(old_value, path) if old_value is not None else None
+        after = index_value(new_value, path) if new_value is not None else None
+        if before == after:
+            continue
+        cf = view.index_cfs[field]
+        if before is not None:
+            batch.delete(cf, before + b"\x00" + key)
+        if after is not None:
+            batch.put(cf, after + b"\x00" + key, b"")
+
+
+def sync_indexes(view: View) -> None:
+    """Make the slot's index families match the config: backfill new ones, drop removed ones.
+
+    A backfill reads the stored view, not Kafka. It is marked done in the metadata
+    only when complete, so one interrupted by a crash is redone from scratch.
+    """
+    storage = view.storage
+    prefix = f"i.{view.slot}."
+    wanted = set(view.index_cfs.values())
+    for family in storage.families():
+        if family.startswith(prefix) and family not in wanted:
+            log.info("index.drop view=%s family=%s", view.name, family)
+            storage.drop_family(family)
+    for field, cf in view.index_cfs.items():
+        done = storage.get(META, index_done_key(view.slot, field)) is not None
+        if done and storage.has_family(cf):
+            continue
+        storage.drop_family(cf)
+        storage.create_family(cf)
+        count = _backfill(view, field, cf)
+        batch = storage.batch()
+        batch.put(META, index_done_key(view.slot, field), pack_int(count))
+        storage.write(batch)
+        log.info("index.backfilled view=%s field=%s entries=%d", view.name, field, count)
+
+
+def _backfill(view: View, field: str, cf: str) -> int:
+    storage = view.storage
+    path = view.index_paths[field]
+    batch = storage.batch()
+    count = 0
+    for key, data in storage.scan(view.entity_cf):
+        value = index_value(view.decode_quietly(decode_record(data).raw), path)
+        if value is None:
+            continue
+        batch.put(cf, value + b"\x00" + key, b"")
+        count += 1
+        if len(batch) >= _BACKFILL_BATCH:
+            storage.write(batch)
+            batch = storage.batch()
+    storage.write(batch)
+    return count

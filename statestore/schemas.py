@@ -1,0 +1,293 @@
+"""Avro writer schemas: memory first, then the store's metadata, then the schema registry.
+
+The only module that talks to the schema registry (confluent-kafka's
+``SchemaRegistryClient``). Every schema fetched is written to the ``meta``
+column family under ``schema/id/<id>``, with the subjects and versions that
+use it, so a restart, or a read, needs the registry only for ids never seen.
+
+Registry answers map to two outcomes: an id the registry does not know (404)
+is a bad record (:class:`CodecError`, quarantined); anything else that keeps
+the schema from us (connection refused, timeout, 5xx, 401/403) is an outage
+(:class:`RegistryUnavailableError`): the ingestor retries the batch with
+backoff and marks the view degraded, and no record is lost or quarantined.
+
+Schemas named by GUID (magic byte 1) have no integer id in the registry's
+answer; they get a local id below ``-1`` (stored with the GUID), so the record
+header and the per-schema counts stay integers.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastavro import parse_schema
+
+from .errors import CodecError, ConfigError, RegistryUnavailableError
+from .storage import META, Storage
+
+__all__ = ["BAD_HEADER", "GUID_FRAME", "ID_FRAME", "Schemas", "Writer", "schema_info"]
+
+log = logging.getLogger(__name__)
+
+ID_FRAME = 5  # magic byte 0 + 4-byte schema id
+GUID_FRAME = 17  # magic byte 1 + 16-byte GUID
+# Put in front of a body whose schema-id header is malformed (see avro.header_hook).
+BAD_HEADER = b"\xfe"
+
+_ID_PREFIX = b"schema/id/"
+_GUID_PREFIX = b"schema/guid/"
+_INT = struct.Struct(">i")
+# An id the registry said it does not know is not asked for again for this long.
+_UNKNOWN_TTL_S = 30.0
+_MAX_REFERENCE_DEPTH = 16
+
+# Short retries inside one lookup: the ingestor owns the backoff between attempts.
+_CLIENT_DEFAULTS: dict[str, Any] = {
+    "max.retries": 1,
+    "retries.wait.ms": 200,
+    "retries.max.wait.ms": 1000,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """A writer schema, parsed: what decodes a framed body."""
+
+    id: int
+    offset: int  # where the Avro body starts in a framed value
+    parsed: Any
+    named: dict[str, Any]
+
+
+def _id_key(schema_id: int) -> bytes:
+    return _ID_PREFIX + _INT.pack(schema_id)
+
+
+class Schemas:
+    """Writer schemas of one store, by framing prefix; fetched once, cached in ``meta``."""
+
+    def __init__(self, storage: Storage, registry_conf: dict[str, Any]) -> None:
+        self._storage = storage
+        self._conf = {**_CLIENT_DEFAULTS, **registry_conf}
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._docs: dict[int, dict[str, Any]] = {}
+        self._guids: dict[bytes, int] = {}
+        self._writers: dict[int, Writer] = {}
+        self._guid_writers: dict[bytes, Writer] = {}
+        self._unknown: dict[int | bytes, tuple[float, str]] = {}
+        for key, value in storage.scan(META, _ID_PREFIX, _ID_PREFIX[:-1] + b"0"):
+            self._docs[_INT.unpack(key[len(_ID_PREFIX) :])[0]] = orjson.loads(value)
+        for key, value in storage.scan(META, _GUID_PREFIX, _GUID_PREFIX[:-1] + b"0"):
+            self._guids[key[len(_GUID_PREFIX) :]] = _INT.unpack(value)[0]
+
+    # -- framing -------------------------------------------------------------------------
+
+    def writer(self, raw: bytes) -> Writer:
+        """The writer schema named by the frame of *raw*; CodecError when there is none."""
+        if not raw:
+            raise CodecError(
+                "value is empty; an Avro value starts with magic byte 0 and a 4-byte schema id "
+                "(a tombstone is a null value, not an empty one)"
+            )
+        magic = raw[0]
+        if magic == 0:
+            if len(raw) < ID_FRAME:
+                raise CodecError(
+                    f"value is {len(raw)} bytes, too short for the 5-byte Confluent header"
+                )
+            schema_id = _INT.unpack_from(raw, 1)[0]
+            if schema_id < 0:
+                raise CodecError(
+                    f"schema id {schema_id} in the header is negative; not a registry id"
+                )
+            return self._by_id(schema_id)
+        if magic == 1:
+            if len(raw) < GUID_FRAME:
+                raise CodecError(
+                    f"value is {len(raw)} bytes, too short for a 17-byte schema GUID header"
+                )
+            return self._by_guid(raw[1:GUID_FRAME])
+        if raw[:1] == BAD_HEADER:
+            raise CodecError(
+                "the schema-id record header (__value_schema_id / __key_schema_id) is malformed: "
+                "expected magic byte 0 + 4-byte id or magic byte 1 + 16-byte GUID"
+            )
+        raise CodecError(
+            f"wrong magic byte 0x{magic:02x}: not the Confluent wire format "
+            "(magic byte 0 + 4-byte schema id, or magic byte 1 + 16-byte GUID)"
+        )
+
+    def _by_id(self, schema_id: int) -> Writer:
+        w = self._writers.get(schema_id)
+        if w is not None:
+            return w
+        with self._lock:
+            doc = self._docs.get(schema_id)
+            if doc is None:
+                self._fail_if_unknown(schema_id)
+                doc = self._fetch_id(schema_id)
+                self._remember(schema_id, doc)
+            return self._parse(schema_id, doc, ID_FRAME)
+
+    def _by_guid(self, guid: bytes) -> Writer:
+        w = self._guid_writers.get(guid)
+        if w is not None:
+            return w
+        with self._lock:
+            schema_id = self._guids.get(guid)
+            if schema_id is None:
+                self._fail_if_unknown(guid)
+                doc = self._fetch_guid(guid)
+                schema_id = min([-1, *self._docs]) - 1
+                self._remember(schema_id, doc, guid)
+            w = self._parse(schema_id, self._docs[schema_id], GUID_FRAME)
+            self._guid_writers[guid] = w
+            return w
+
+    def _parse(self, schema_id: int, doc: dict[str, Any], offset: int) -> Writer:
+        named: dict[str, Any] = {}
+        try:
+            for ref in doc.get("refs", ()):
+                parse_schema(orjson.loads(ref), named_schemas=named)
+            parsed = parse_schema(orjson.loads(doc["schema"]), named_schemas=named)
+        except Exception as exc:
+            raise CodecError(
+                f"writer schema id {schema_id} is not a valid Avro schema: {exc}"
+            ) from None
+        w = Writer(schema_id, offset, parsed, named)
+        if offset == ID_FRAME:
+            self._writers[schema_id] = w
+        return w
+
+    # -- registry --------------------------------------------------------------------------
+
+    def _fail_if_unknown(self, ref: int | bytes) -> None:
+        seen = self._unknown.get(ref)
+        if seen is not None and time.monotonic() < seen[0]:
+            raise CodecError(seen[1])
+
+    def _registry(self) -> Any:
+        if self._client is None:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+
+            try:
+                self._client = SchemaRegistryClient(self._conf)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"[schema_registry] settings are not valid: {exc}") from exc
+        return self._client
+
+    def _call(self, what: str, ref: int | bytes, fn: Any, *args: Any) -> Any:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        url = self._conf.get("url")
+        try:
+            return fn(*args)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                reason = (
+                    f"{what} is not known to the schema registry at {url} ({exc.error_message})"
+                )
+                self._unknown[ref] = (time.monotonic() + _UNKNOWN_TTL_S, reason)
+                raise CodecError(reason) from None
+            raise RegistryUnavailableError(
+                f"schema registry at {url} answered HTTP {exc.http_status_code} for {what}: "
+                f"{exc.error_message}"
+            ) from None
+        except Exception as exc:
+            raise RegistryUnavailableError(
+                f"schema registry at {url} is unreachable while fetching {what}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _fetch_id(self, schema_id: int) -> dict[str, Any]:
+        client = self._registry()
+        what = f"schema id {schema_id}"
+        schema = self._call(what, schema_id, client.get_schema, schema_id)
+        doc = self._document(what, schema_id, schema)
+        try:
+            versions = client.get_schema_versions(schema_id)
+            doc["versions"] = [{"subject": v.subject, "version": v.version} for v in versions]
+        except Exception as exc:
+            # Subjects and versions only label the status; the schema itself is enough to decode.
+            log.info("schema.versions_unavailable schema_id=%d error=%s", schema_id, exc)
+        log.info("schema.fetched schema_id=%d versions=%s", schema_id, doc.get("versions"))
+        return doc
+
+    def _fetch_guid(self, guid: bytes) -> dict[str, Any]:
+        client = self._registry()
+        text = str(uuid.UUID(bytes=guid))
+        schema = self._call(f"schema GUID {text}", guid, client.get_schema_by_guid, text)
+        doc = self._document(f"schema GUID {text}", guid, schema)
+        doc["guid"] = text
+        log.info("schema.fetched guid=%s", text)
+        return doc
+
+    def _document(self, what: str, ref: int | bytes, schema: Any) -> dict[str, Any]:
+        kind = schema.schema_type or "AVRO"
+        if kind != "AVRO":
+            raise CodecError(f"{what} is a {kind} schema; an Avro view needs Avro schemas")
+        refs: list[str] = []
+        self._references(what, ref, schema.references or (), refs, 0)
+        return {"schema": schema.schema_str, "refs": refs}
+
+    def _references(
+        self, what: str, ref: int | bytes, references: Any, out: list[str], depth: int
+    ) -> None:
+        if depth > _MAX_REFERENCE_DEPTH:
+            raise CodecError(f"{what}: schema references nest deeper than {_MAX_REFERENCE_DEPTH}")
+        client = self._registry()
+        for r in references:
+            registered = self._call(
+                f"{what} (reference {r.subject} version {r.version})",
+                ref,
+                client.get_version,
+                r.subject,
+                r.version,
+            )
+            self._references(what, ref, registered.schema.references or (), out, depth + 1)
+            if registered.schema.schema_str not in out:
+                out.append(registered.schema.schema_str)
+
+    def _remember(self, schema_id: int, doc: dict[str, Any], guid: bytes | None = None) -> None:
+        self._docs[schema_id] = doc
+        if guid is not None:
+            self._guids[guid] = schema_id
+        if self._storage.read_only:
+            return
+        batch = self._storage.batch()
+        batch.put(META, _id_key(schema_id), orjson.dumps(doc))
+        if guid is not None:
+            batch.put(META, _GUID_PREFIX + guid, _INT.pack(schema_id))
+        self._storage.write(batch)
+
+
+def schema_info(
+    storage: Storage, ids: list[int] | tuple[int, ...] | set[int]
+) -> dict[int, dict[str, Any]]:
+    """What the store knows of each writer schema id: subject, version, all versions, GUID.
+
+    ``subject``/``version`` are the first the registry listed for the id (None when
+    it listed none); ids never cached are left out.
+    """
+    out: dict[int, dict[str, Any]] = {}
+    for schema_id in ids:
+        raw = storage.get(META, _id_key(schema_id))
+        if raw is None:
+            continue
+        doc = orjson.loads(raw)
+        versions = doc.get("versions") or []
+        first = versions[0] if versions else {}
+        out[schema_id] = {
+            "subject": first.get("subject"),
+            "version": first.get("version"),
+            "versions": versions,
+            "guid": doc.get("guid"),
+        }
+    return out
