@@ -63,7 +63,9 @@ class Applied:
     quarantined: int = 0
     keys_delta: int = 0
     positions: dict[int, int] = field(default_factory=dict)
-    changes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    # (stored key, partition, offset, stored record or None for a delete), in apply order;
+    # filled only while the view has listeners.
+    changes: list[tuple[bytes, int, int, bytes | None]] = field(default_factory=list)
     schema_delta: dict[int, int] = field(default_factory=dict)
     failure: str | None = None
 
@@ -157,7 +159,7 @@ def apply_records(
                 delta -= 1
                 out.deletes += 1
                 if track:
-                    changes.append((stored_key, None))
+                    changes.append((stored_key, partition, offset, None))
         else:
             data = _pack_header(1, partition, offset, timestamp, schema_id) + value
             put(stored_key, data, handle)
@@ -167,7 +169,7 @@ def apply_records(
             if schemas:
                 schema_delta[schema_id] = schema_delta.get(schema_id, 0) + 1
             if track:
-                changes.append((stored_key, data))
+                changes.append((stored_key, partition, offset, data))
         if indexed:
             view.index_changes(batch, stored_key, old, value)
     out.puts = puts

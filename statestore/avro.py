@@ -93,6 +93,10 @@ class AvroValue:
 
     def _admit(self, raw: bytes) -> Writer:
         """The slow path of check(): resolve the frame and check the writer against the reader."""
+        if raw[:1] == b"\x01":
+            known = self._ok_guid.get(raw[:GUID_FRAME])
+            if known is not None:
+                return known
         w = self._schemas.writer(raw)
         reason = self._incompatible.get(w.id)
         if reason is None and w.id not in self._incompatible:
@@ -121,7 +125,7 @@ class AvroValue:
         )
 
     def decode(self, raw: bytes) -> Any:
-        w = self._ok.get(raw[:5]) or self._ok_guid.get(raw[:GUID_FRAME]) or self._admit(raw)
+        w = self._ok.get(raw[:5]) or self._admit(raw)
         try:
             return schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, self._reader)
         except Exception as exc:

@@ -11,11 +11,13 @@ __all__ = [
     "InvalidKeyError",
     "KafkaError",
     "NotReadyError",
+    "OffsetOutOfRangeError",
     "PositionTimeoutError",
     "RegistryUnavailableError",
     "StateStoreError",
     "StorageError",
     "StoreLockedError",
+    "TopicMissingError",
     "UnknownIndexError",
     "UnknownViewError",
     "ViewFailedError",
@@ -52,6 +54,19 @@ class StoreLockedError(StorageError):
 
 class KafkaError(StateStoreError):
     """The Kafka cluster could not be reached or refused a request."""
+
+
+class TopicMissingError(KafkaError):
+    """The view's topic does not exist on the cluster."""
+
+
+class OffsetOutOfRangeError(KafkaError):
+    """A stored position is no longer in the partition (retention or delete_records)."""
+
+    def __init__(self, topic: str, partition: int, detail: str) -> None:
+        self.topic = topic
+        self.partition = partition
+        super().__init__(f"{topic}[{partition}]: stored position is out of range ({detail})")
 
 
 class UnknownViewError(StateStoreError, KeyError):

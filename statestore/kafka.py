@@ -19,7 +19,7 @@ from confluent_kafka import admin as _admin
 from confluent_kafka.admin import AdminClient
 
 from .apply import HeaderHook, Record
-from .errors import KafkaError
+from .errors import KafkaError, OffsetOutOfRangeError, TopicMissingError
 
 # Not re-exported in the package's type stubs, though public at run time.
 ConfigResource: Any = getattr(_admin, "ConfigResource")  # noqa: B009
@@ -44,19 +44,6 @@ _CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
-class TopicMissingError(KafkaError):
-    """The view's topic does not exist on the cluster."""
-
-
-class OffsetOutOfRangeError(KafkaError):
-    """A stored position is no longer in the partition (retention or delete_records)."""
-
-    def __init__(self, topic: str, partition: int, detail: str) -> None:
-        self.topic = topic
-        self.partition = partition
-        super().__init__(f"{topic}[{partition}]: stored position is out of range ({detail})")
-
-
 class KafkaClient:
     """Cluster-level requests: metadata, watermarks, topic configs."""
 
@@ -77,6 +64,7 @@ class KafkaClient:
                     for k, v in self._conf.items()
                     if not k.startswith(("fetch.", "queued.", "group."))
                 }
+                conf["error_cb"] = self._error_cb
                 self._admin = AdminClient(conf)
             return self._admin
 
