@@ -362,7 +362,8 @@ class Ingestor:
                 self._stalled[p] = (pos, end, now)
             elif now - seen[2] >= HOLE_SETTLE_S:
                 _, high = self.client.watermarks(view.config.topic, p)
-                if high == end:
+                probe = self.client.next_record_offset(view.config.topic, p, pos)
+                if high == end and (probe is None or probe >= end):
                     log.warning(
                         "ingest.hole view=%s partition=%d from=%d to=%d "
                         "(no records left below the end offset)",

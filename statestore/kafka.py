@@ -122,6 +122,30 @@ class KafkaClient:
             raise KafkaError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from exc
         return int(low), int(high)
 
+    def next_record_offset(
+        self, topic: str, partition: int, start: int, timeout: float = 3.0
+    ) -> int | None:
+        """Offset of the first record at or after *start*, read by a separate consumer; None if none.
+
+        Used to confirm that a stalled range holds no record before the view skips it.
+        """
+        consumer = Consumer(self.consumer_config("statestore.hole-probe"))
+        try:
+            consumer.assign([TopicPartition(topic, partition, start)])
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for m in consumer.consume(1, 0.2):
+                    offset = m.offset()
+                    if m.error() is None and offset is not None:
+                        return int(offset)
+            return None
+        except KafkaException as exc:
+            raise KafkaError(
+                f"cannot read {topic}[{partition}] from offset {start}: {exc}"
+            ) from exc
+        finally:
+            consumer.close()
+
     def topic_config(self, topic: str) -> dict[str, str]:
         """The topic's effective configuration (cleanup.policy, delete.retention.ms, ...)."""
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
