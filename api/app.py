@@ -14,7 +14,9 @@ from fastapi.openapi.utils import get_openapi
 
 from statestore import Config, StateStore, __version__
 
+from .admin import admin_router
 from .auth import Authenticator, authenticate, check_bind
+from .changes import changes_router, json_errors
 from .errors import (
     MAX_BODY_BYTES,
     BodyLimitMiddleware,
@@ -102,8 +104,16 @@ def create_app(
         app.include_router(
             router, dependencies=[Security(authenticate)], responses=error_responses(401, 403)
         )
+        app.include_router(
+            changes_router, dependencies=[Security(authenticate)], responses=json_errors(401, 403)
+        )
+        app.include_router(
+            admin_router, dependencies=[Security(authenticate)], responses=error_responses(401, 403)
+        )
     else:
         app.include_router(router)
+        app.include_router(changes_router)
+        app.include_router(admin_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

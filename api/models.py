@@ -151,6 +151,17 @@ class PartitionInfo(BaseModel):
     lag: int | None = Field(description="end_offset - position.")
 
 
+class SchemaInfo(BaseModel):
+    """A writer schema that entities of an Avro view use."""
+
+    id: int
+    subject: str | None
+    version: int | None
+    versions: list[Any] = Field(description="Every subject/version the registry listed for the id.")
+    guid: str | None
+    entities: int = Field(description="Entities currently stored with this writer schema.")
+
+
 class ViewInfo(BaseModel):
     """A view's status at one moment."""
 
@@ -170,8 +181,22 @@ class ViewInfo(BaseModel):
     partitions: list[PartitionInfo]
     bootstrap_seconds: float | None
     last_applied_at_ms: int | None
+    bootstrap_records: int = Field(
+        description="Records read by the last bootstrap in this process."
+    )
     generation: int
     rebuilds: int
+    stale_events: int = Field(description="Times the view was found untrustworthy (stale guards).")
+    servable: bool = Field(
+        description="This copy caught up at least once: reads are served while it catches up again."
+    )
+    schema_entities: dict[str, int] = Field(
+        description="Entities per Avro writer schema id (empty for other views)."
+    )
+    schemas: list[SchemaInfo] = Field(
+        default_factory=list,
+        description="Avro writer schemas in use with their subject and version (empty otherwise).",
+    )
     position: str = Field(
         description="Applied position `<partition>:<offset>,...` (offset of the last applied record, -1: none)."
     )
@@ -215,7 +240,7 @@ class ErrorInfo(BaseModel):
 
     code: str = Field(
         description="Stable error code: unauthorized, forbidden, unknown_view, not_found, unknown_index, "
-        "invalid_request, invalid_cursor, invalid_key, codec_error, too_many_keys, body_too_large, "
+        "invalid_request, invalid_cursor, invalid_key, undecodable_value, registry_unavailable, too_many_keys, body_too_large, "
         "not_ready, view_failed, position_not_reached, internal_error, ..."
     )
     message: str

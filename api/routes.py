@@ -282,6 +282,7 @@ async def readyz(request: Request) -> Response:
 def _view_info(store: StateStore, status: ViewStatus) -> dict[str, Any]:
     data = status.to_dict()
     data["position"] = format_position(store.position(status.name))
+    data["schemas"] = store.schemas(status.name)
     return data
 
 

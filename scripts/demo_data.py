@@ -14,7 +14,13 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PATIENT_SCHEMA_V1 = REPO / "schemas" / "patient.v1.avsc"
+PATIENT_SCHEMA_V2 = REPO / "schemas" / "patient.avsc"
+DEFAULT_REGISTRY = "http://127.0.0.1:8081/apis/ccompat/v7"
 
 DELIVERIES_TOPIC = "delivery.status"
 PATIENTS_TOPIC = "patient.records"
@@ -190,15 +196,47 @@ def ensure_topics(admin: Any, wanted: dict[str, int], timeout: float) -> None:
             print(f"{topic}: exists (created concurrently)")
 
 
-def produce(producer: Any, topic: str, events: list[Event]) -> None:
+def json_values(events: list[Event]) -> list[bytes | None]:
+    return [
+        None if e.value is None else json.dumps(e.value, separators=(",", ":")).encode()
+        for e in events
+    ]
+
+
+def avro_values(events: list[Event], topic: str, registry_url: str) -> list[bytes | None]:
+    """Patients in Avro through the schema registry: version 1 (no ward) for the first half
+    of the history, version 2 (adds ``ward``, default "unassigned") after it — a schema that
+    evolved while the topic was live."""
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    client = SchemaRegistryClient({"url": registry_url})
+    v1, v2 = (
+        AvroSerializer(client, Schema(path.read_text(), "AVRO"))
+        for path in (PATIENT_SCHEMA_V1, PATIENT_SCHEMA_V2)
+    )
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    cut = len(events) // 2
+    out: list[bytes | None] = []
+    for i, e in enumerate(events):
+        if e.value is None:
+            out.append(None)
+        elif i < cut:
+            out.append(v1({k: v for k, v in e.value.items() if k != "ward"}, ctx))
+        else:
+            out.append(v2(e.value, ctx))
+    return out
+
+
+def produce(producer: Any, topic: str, events: list[Event], values: list[bytes | None]) -> None:
     errors: list[str] = []
 
     def report(err: Any, msg: Any) -> None:
         if err is not None:
             errors.append(f"{msg.key()!r}: {err}")
 
-    for e in events:
-        value = None if e.value is None else json.dumps(e.value, separators=(",", ":")).encode()
+    for e, value in zip(events, values, strict=True):
         while True:
             try:
                 producer.produce(topic, key=e.key.encode(), value=value, on_delivery=report)
@@ -227,12 +265,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for Kafka (default 30)"
     )
+    parser.add_argument(
+        "--patients-format",
+        choices=("avro", "json"),
+        default="avro",
+        help="patient records in Avro through the schema registry (default) or JSON",
+    )
+    parser.add_argument(
+        "--registry-url", default=DEFAULT_REGISTRY, help=f"schema registry (default {DEFAULT_REGISTRY})"
+    )
     args = parser.parse_args(argv)
     if args.deliveries < 0 or args.patients < 0:
         parser.error("--deliveries and --patients must be 0 or more")
 
     from confluent_kafka import KafkaException, Producer
     from confluent_kafka.admin import AdminClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
     rng = random.Random(args.seed)
     topics = {
@@ -256,10 +304,15 @@ def main(argv: list[str] | None = None) -> int:
             "message.timeout.ms": int(args.timeout * 1000),
         })  # fmt: skip
         for topic, (_, events) in topics.items():
-            produce(producer, topic, events)
+            avro = topic.endswith(PATIENTS_TOPIC) and args.patients_format == "avro"
+            values = avro_values(events, topic, args.registry_url) if avro else json_values(events)
+            produce(producer, topic, events, values)
             print(summarise(topic, events).line())
     except KafkaException as exc:
         print(f"seed-demo: Kafka at {args.bootstrap_servers} failed: {exc}", file=sys.stderr)
+        return 1
+    except SchemaRegistryError as exc:
+        print(f"seed-demo: schema registry at {args.registry_url} failed: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .changes import Change, FellBehindError, Reset, Subscription
 from .config import (
     ApiConfig,
     Config,
@@ -44,11 +45,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "ApiConfig",
+    "Change",
     "CodecError",
     "Config",
     "ConfigError",
     "CursorError",
     "Entity",
+    "FellBehindError",
     "InvalidKeyError",
     "KafkaError",
     "NotReadyError",
@@ -57,12 +60,14 @@ __all__ = [
     "PositionTimeoutError",
     "Progress",
     "RegistryUnavailableError",
+    "Reset",
     "SchemaRegistryConfig",
     "StateStore",
     "StateStoreError",
     "StorageError",
     "StoreConfig",
     "StoreLockedError",
+    "Subscription",
     "TokenConfig",
     "TopicMissingError",
     "UnknownIndexError",

@@ -33,6 +33,7 @@ import orjson
 from fastavro import parse_schema, schemaless_reader
 
 from .apply import HeaderHook
+from .avro_check import BodyCheck
 from .avro_compat import incompatibility
 from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
 from .config import Config, ViewConfig
@@ -72,27 +73,26 @@ class AvroValue:
         self.reader_path = reader_schema
         if reader_schema is not None:
             self._reader, self._reader_named = load_reader_schema(reader_schema)
-        # 5-byte id frame -> writer, for writers this view can read: the ingest fast path.
-        self._ok: dict[bytes, Writer] = {}
+        # 5-byte id frame -> the writer's body check (returns the schema id): the ingest fast path.
+        self._ok: dict[bytes, BodyCheck] = {}
         self._ok_guid: dict[bytes, Writer] = {}
         self._incompatible: dict[int, str] = {}
 
     def check(self, raw: bytes) -> int:
-        w = self._ok.get(raw[:5])
-        if w is None:
+        check = self._ok.get(raw[:5])
+        if check is None:
+            check = self._body_check(self._admit(raw))
+        try:
+            return check(raw)
+        except Exception as exc:
             w = self._admit(raw)
-        if self._validate:
-            try:
-                schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, None)
-            except Exception as exc:
-                raise CodecError(
-                    f"value is not valid Avro for writer schema id {w.id} "
-                    f"(truncated or corrupt body: {_explain(exc)})"
-                ) from None
-        return w.id
+            raise CodecError(
+                f"value is not valid Avro for writer schema id {w.id} "
+                f"(truncated or corrupt body: {_explain(exc)})"
+            ) from None
 
     def _admit(self, raw: bytes) -> Writer:
-        """The slow path of check(): resolve the frame and check the writer against the reader."""
+        """The slow path: resolve the frame and check the writer against the reader schema."""
         if raw[:1] == b"\x01":
             known = self._ok_guid.get(raw[:GUID_FRAME])
             if known is not None:
@@ -105,10 +105,19 @@ class AvroValue:
         if reason:
             raise CodecError(reason)
         if w.offset == ID_FRAME:
-            self._ok[raw[:ID_FRAME]] = w
+            self._ok[raw[:ID_FRAME]] = self._body_check(w)
         else:
             self._ok_guid[raw[:GUID_FRAME]] = w
         return w
+
+    def _body_check(self, w: Writer) -> BodyCheck:
+        if self._validate:
+            return w.check
+
+        def framing_only(raw: bytes, schema_id: int = w.id) -> int:
+            return schema_id
+
+        return framing_only
 
     def _compatibility(self, w: Writer) -> str | None:
         if self._reader is None:
@@ -125,7 +134,7 @@ class AvroValue:
         )
 
     def decode(self, raw: bytes) -> Any:
-        w = self._ok.get(raw[:5]) or self._admit(raw)
+        w = self._admit(raw)
         try:
             return schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, self._reader)
         except Exception as exc:
@@ -143,7 +152,7 @@ class AvroKey:
         self._schemas = schemas
 
     def from_kafka(self, raw: bytes) -> bytes:
-        w = self._schemas.writer(raw)
+        w = self._schemas.writer(raw, "key")
         try:
             datum = schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, None)
         except Exception as exc:

@@ -89,6 +89,9 @@ class StoreConfig(_Frozen):
     block_cache_mb: int = Field(default=64, ge=8)
     write_buffer_mb: int = Field(default=64, ge=4)
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    # A store RocksDB reports as damaged at open: set it aside and rebuild every view from
+    # Kafka ("rebuild"), or refuse to start ("fail").
+    on_corruption: Literal["rebuild", "fail"] = "rebuild"
 
 
 class TokenConfig(_Frozen):

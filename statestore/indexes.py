@@ -35,7 +35,14 @@ def index_value(value: Any, path: tuple[str, ...]) -> bytes | None:
         node = node[part]
     if node is None or isinstance(node, (dict, list)):
         return None
-    return orjson.dumps(node)
+    return orjson.dumps(node, default=_scalar_text)
+
+
+def _scalar_text(value: Any) -> str:
+    """Avro scalars orjson has no JSON form for (bytes, Decimal) index by their text."""
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
 
 
 def index_value_key(value: Any) -> bytes:

@@ -84,6 +84,9 @@ class Ingestor:
         self._stalled: dict[int, tuple[int, int, float]] = {}
         self._registry_wait = 0.0
         self._state_before_outage: ViewState = "bootstrapping"
+        # Why a ready view deserves a look (a stale copy kept, a stale copy rebuilt): kept as
+        # its reason until the next rebuild, so status and readiness keep saying it.
+        self.note: str | None = None
 
     # -- phases ------------------------------------------------------------------------
 
@@ -147,6 +150,8 @@ class Ingestor:
                     next_sync = now + SYNC_INTERVAL_S
                 if now >= next_meta:
                     self._new_partitions()
+                    # The metadata answered: Kafka is back even if no record has arrived.
+                    self._recovered()
                     next_meta = now + self.metadata_interval
             except (OffsetOutOfRangeError, StaleViewError) as exc:
                 if not self._stale(stop, str(exc), None):
@@ -194,6 +199,7 @@ class Ingestor:
             self.source, builder.source = builder.source, None
             self.caught_up = True
             self._stalled.clear()
+            self.note = None
             live.set_state("ready", None)
             return True
         finally:
@@ -211,7 +217,7 @@ class Ingestor:
         view = self.view
         topic = view.config.topic
         if view.state != "rebuilding":
-            view.set_state("bootstrapping", view.reason if view.servable else None)
+            view.set_state("bootstrapping", view.reason if view.servable else self.kafka_trouble)
         partitions = self.client.partitions(topic)
         self._check_tombstone_horizon()
         targets: dict[int, int] = {}
@@ -278,7 +284,7 @@ class Ingestor:
         view.mark_caught_up()
         view.touch_synced()
         if view.state != "rebuilding":
-            view.set_state("ready", None)
+            view.set_state("ready", self.note)
         log.info(
             "bootstrap.done view=%s records=%d keys=%d seconds=%.3f",
             view.name,
@@ -328,7 +334,8 @@ class Ingestor:
             return 0
         if self._registry_wait:
             self._registry_wait = 0.0
-            view.set_state(self._state_before_outage, None)
+            before = self._state_before_outage
+            view.set_state(before, self.note if before == "ready" else None)
         if applied.failure is not None:
             view.set_state(
                 "failed",
@@ -402,23 +409,36 @@ class Ingestor:
             )
             return False
         if policy == "rebuild":
-            return self.rebuild(stop, f"stale: {reason}", progress)
+            if not self.rebuild(stop, f"stale: {reason}", progress):
+                return False
+            self.note = f"rebuilt: {reason}"
+            view.set_state("ready", self.note)
+            return True
         # ignore: carry on from the log start, keeping what is stored.
         self.close()
         view.positions.clear()
-        view.reason = f"stale, ignored: {reason}"
+        self.note = f"stale, ignored: {reason}"
+        view.reason = self.note
         return self.catch_up(stop, progress) if not stop.is_set() else False
 
     def _trouble(self, reason: str) -> None:
         self.kafka_trouble = reason
-        if self.view.state == "ready":
+        state = self.view.state
+        if state == "ready":
             self.view.set_state("degraded", reason)
+        elif state in ("bootstrapping", "rebuilding") and self.view.reason != reason:
+            # Not ready either way; the reason says why it is not progressing.
+            self.view.set_state(state, reason)
 
     def _recovered(self) -> None:
-        if self.kafka_trouble is not None:
+        trouble = self.kafka_trouble
+        if trouble is not None:
             self.kafka_trouble = None
-            if self.view.state == "degraded" and not self._registry_wait:
-                self.view.set_state("ready", None)
+            state = self.view.state
+            if state == "degraded" and not self._registry_wait:
+                self.view.set_state("ready", self.note)
+            elif state in ("bootstrapping", "rebuilding") and self.view.reason == trouble:
+                self.view.set_state(state, None)
 
     def note_client_error(self, text: str) -> None:
         """Called from the Kafka client's error callback (broker down, auth failures)."""

@@ -83,6 +83,11 @@ def metrics_for(statuses: list[ViewStatus], now_ms: int | None = None) -> Iterat
     rebuilds = CounterMetricFamily(
         "statestore_rebuilds", "Rebuilds of the view in this process.", labels=["view"]
     )
+    stale = CounterMetricFamily(
+        "statestore_stale_events",
+        "Times the view was found untrustworthy (on_stale applied) in this process.",
+        labels=["view"],
+    )
     state = GaugeMetricFamily(
         "statestore_view_state",
         "1 for the view's current state, 0 for the others.",
@@ -109,6 +114,7 @@ def metrics_for(statuses: list[ViewStatus], now_ms: int | None = None) -> Iterat
         if s.last_applied_at_ms is not None:
             since.add_metric([s.name], max(0.0, (now_ms - s.last_applied_at_ms) / 1000))
         rebuilds.add_metric([s.name], s.rebuilds)
+        stale.add_metric([s.name], s.stale_events)
         for name in STATES:
             state.add_metric([s.name, name], 1.0 if s.state == name else 0.0)
     yield from (
@@ -124,5 +130,6 @@ def metrics_for(statuses: list[ViewStatus], now_ms: int | None = None) -> Iterat
         boot_rate,
         since,
         rebuilds,
+        stale,
         state,
     )

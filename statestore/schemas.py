@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 from fastavro import parse_schema
 
+from .avro_check import BodyCheck, compile_check
 from .errors import CodecError, ConfigError, RegistryUnavailableError
 from .storage import META, Storage
 
@@ -64,6 +65,8 @@ class Writer:
     offset: int  # where the Avro body starts in a framed value
     parsed: Any
     named: dict[str, Any]
+    # check(framed value) -> id; raises when the body is not complete, well-formed Avro for it.
+    check: BodyCheck
 
 
 def _id_key(schema_id: int) -> bytes:
@@ -73,10 +76,13 @@ def _id_key(schema_id: int) -> bytes:
 class Schemas:
     """Writer schemas of one store, by framing prefix; fetched once, cached in ``meta``."""
 
-    def __init__(self, storage: Storage, registry_conf: dict[str, Any]) -> None:
+    def __init__(
+        self, storage: Storage, registry_conf: dict[str, Any], *, client: Any = None
+    ) -> None:
         self._storage = storage
         self._conf = {**_CLIENT_DEFAULTS, **registry_conf}
-        self._client: Any = None
+        # A SchemaRegistryClient, made on the first fetch (a restart may never need one).
+        self._client: Any = client
         self._lock = threading.Lock()
         self._docs: dict[int, dict[str, Any]] = {}
         self._guids: dict[bytes, int] = {}
@@ -90,38 +96,38 @@ class Schemas:
 
     # -- framing -------------------------------------------------------------------------
 
-    def writer(self, raw: bytes) -> Writer:
-        """The writer schema named by the frame of *raw*; CodecError when there is none."""
+    def writer(self, raw: bytes, what: str = "value") -> Writer:
+        """The writer schema named by the frame of *raw* (a *what*); CodecError when there is none."""
         if not raw:
             raise CodecError(
-                "value is empty; an Avro value starts with magic byte 0 and a 4-byte schema id "
-                "(a tombstone is a null value, not an empty one)"
+                f"{what} is empty; an Avro {what} starts with magic byte 0 and a 4-byte schema id"
+                + (" (a tombstone is a null value, not an empty one)" if what == "value" else "")
             )
         magic = raw[0]
         if magic == 0:
             if len(raw) < ID_FRAME:
                 raise CodecError(
-                    f"value is {len(raw)} bytes, too short for the 5-byte Confluent header"
+                    f"{what} is {len(raw)} bytes, too short for the 5-byte Confluent header"
                 )
             schema_id = _INT.unpack_from(raw, 1)[0]
             if schema_id < 0:
                 raise CodecError(
-                    f"schema id {schema_id} in the header is negative; not a registry id"
+                    f"schema id {schema_id} in the {what} header is negative; not a registry id"
                 )
             return self._by_id(schema_id)
         if magic == 1:
             if len(raw) < GUID_FRAME:
                 raise CodecError(
-                    f"value is {len(raw)} bytes, too short for a 17-byte schema GUID header"
+                    f"{what} is {len(raw)} bytes, too short for a 17-byte schema GUID header"
                 )
             return self._by_guid(raw[1:GUID_FRAME])
         if raw[:1] == BAD_HEADER:
             raise CodecError(
-                "the schema-id record header (__value_schema_id / __key_schema_id) is malformed: "
+                f"the {what}'s schema-id record header (__{what}_schema_id) is malformed: "
                 "expected magic byte 0 + 4-byte id or magic byte 1 + 16-byte GUID"
             )
         raise CodecError(
-            f"wrong magic byte 0x{magic:02x}: not the Confluent wire format "
+            f"wrong magic byte 0x{magic:02x} in the {what}: not the Confluent wire format "
             "(magic byte 0 + 4-byte schema id, or magic byte 1 + 16-byte GUID)"
         )
 
@@ -158,11 +164,12 @@ class Schemas:
             for ref in doc.get("refs", ()):
                 parse_schema(orjson.loads(ref), named_schemas=named)
             parsed = parse_schema(orjson.loads(doc["schema"]), named_schemas=named)
+            check = compile_check(parsed, named, start=offset, result=schema_id)
         except Exception as exc:
             raise CodecError(
                 f"writer schema id {schema_id} is not a valid Avro schema: {exc}"
             ) from None
-        w = Writer(schema_id, offset, parsed, named)
+        w = Writer(schema_id, offset, parsed, named, check)
         if offset == ID_FRAME:
             self._writers[schema_id] = w
         return w
@@ -269,12 +276,15 @@ class Schemas:
 
 
 def schema_info(
-    storage: Storage, ids: list[int] | tuple[int, ...] | set[int]
+    storage: Storage, ids: list[int] | tuple[int, ...] | set[int], subject: str | None = None
 ) -> dict[int, dict[str, Any]]:
     """What the store knows of each writer schema id: subject, version, all versions, GUID.
 
-    ``subject``/``version`` are the first the registry listed for the id (None when
-    it listed none); ids never cached are left out.
+    One schema id can be registered under many subjects (same content, same
+    id); ``subject``/``version`` are those of *subject* (e.g. ``<topic>-value``)
+    when the registry listed it for the id, else the first listed (None when
+    none was). ``versions`` are as listed when the id was first fetched. Ids
+    never cached are left out.
     """
     out: dict[int, dict[str, Any]] = {}
     for schema_id in ids:
@@ -283,7 +293,8 @@ def schema_info(
             continue
         doc = orjson.loads(raw)
         versions = doc.get("versions") or []
-        first = versions[0] if versions else {}
+        mine = [v for v in versions if v.get("subject") == subject]
+        first = mine[-1] if mine else versions[0] if versions else {}
         out[schema_id] = {
             "subject": first.get("subject"),
             "version": first.get("version"),

@@ -52,9 +52,10 @@ class ViewStatus:
     rebuilds: int = 0
     stale_events: int = 0
     servable: bool = False
-    schemas: dict[int, int] = field(default_factory=dict)
+    schema_entities: dict[int, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["partitions"] = [asdict(p) for p in self.partitions]
+        data["schema_entities"] = {str(k): n for k, n in self.schema_entities.items()}
         return data

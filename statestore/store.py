@@ -10,12 +10,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from .changes import Subscription, open_changes
 from .config import Config
 from .cursor import CursorSigner
 from .errors import NotReadyError, UnknownViewError, ViewFailedError
 from .ingest import Ingestor, ProgressCallback
 from .kafka import KafkaClient
-from .records import Entity
+from .records import NO_SCHEMA, Entity
 from .status import ViewStatus
 from .storage import META, RocksOptions, Storage
 from .view import Page, View
@@ -40,7 +41,12 @@ class StateStore:
         tuning = RocksOptions(
             block_cache_mb=config.store.block_cache_mb, write_buffer_mb=config.store.write_buffer_mb
         )
-        self.storage = Storage(config.store.path, tuning, read_only=read_only)
+        self.storage = Storage(
+            config.store.path,
+            tuning,
+            read_only=read_only,
+            on_corruption=config.store.on_corruption,
+        )
         self._signer = CursorSigner(self._secret())
         self._views: dict[str, View] = {}
         self._client: KafkaClient | None = None
@@ -229,6 +235,19 @@ class StateStore:
         for t in threads:
             t.start()
         self._join(threads)
+        # A view whose follower ended (it failed) follows its topic again once rebuilt.
+        for name in offline:
+            if name in self._threads and self._views[name].state != "failed":
+                if self._stop.is_set():
+                    break
+                follower = threading.Thread(
+                    target=self._ingestor(name).follow,
+                    args=(self._stop,),
+                    name=f"follow-{name}",
+                    daemon=True,
+                )
+                follower.start()
+                self._threads[name] = follower
         if wait:
             for name in names:
                 if name not in offline:
@@ -301,6 +320,24 @@ class StateStore:
     def status(self) -> list[ViewStatus]:
         return [v.status() for v in self._views.values()]
 
+    def schemas(self, view: str) -> list[dict[str, Any]]:
+        """Writer schemas the view's entities use, in id order (empty for non-Avro views).
+
+        Each item: ``id``, ``subject`` and ``version`` (under ``<topic>-value`` when the
+        id is registered there), ``versions`` (every subject/version the registry listed
+        for the id), ``guid`` (GUID-framed schemas) and ``entities``.
+        """
+        v = self.view(view)
+        counts = v.status().schema_entities
+        ids = [i for i in counts if i != NO_SCHEMA]
+        if not ids:
+            return []
+        from .schemas import schema_info
+
+        info = schema_info(self.storage, ids, f"{v.config.topic}-value")
+        empty: dict[str, Any] = {"subject": None, "version": None, "versions": [], "guid": None}
+        return [{"id": i, **info.get(i, empty), "entities": counts[i]} for i in sorted(ids)]
+
     def ready(self) -> bool:
         """True when every view has caught up (and none has failed).
 
@@ -310,6 +347,17 @@ class StateStore:
             v.state in ("ready", "degraded") or (v.state == "rebuilding" and v.servable)
             for v in self._views.values()
         )
+
+    def changes(
+        self,
+        view: str,
+        *,
+        prefix: str = "",
+        last_id: str | None = None,
+        max_pending: int | None = None,
+    ) -> Subscription:
+        """Follow *view*'s changes: iterate Change and Reset events; close() when done."""
+        return open_changes(self, view, prefix=prefix, last_id=last_id, max_pending=max_pending)
 
     def subscribe(self, view: str, callback: Callable[[View, Any], None]) -> Callable[[], None]:
         """Call *callback(view, applied)* after each applied batch; returns an unsubscribe."""

@@ -15,8 +15,14 @@ from .apply import Applied, HeaderHook, Record, apply_records
 from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
 from .config import ViewConfig
 from .cursor import CursorSigner
-from .errors import CodecError, CursorError, PositionTimeoutError, UnknownIndexError
-from .indexes import index_value_key, move_index_entries, sync_indexes
+from .errors import (
+    CodecError,
+    CursorError,
+    PositionTimeoutError,
+    RegistryUnavailableError,
+    UnknownIndexError,
+)
+from .indexes import index_value, index_value_key, move_index_entries, sync_indexes
 from .records import (
     Entity,
     applied_at_key,
@@ -294,6 +300,8 @@ class View:
         rec = decode_record(data)
         try:
             value = self.value_codec.decode(rec.raw)
+        except RegistryUnavailableError:
+            raise
         except Exception as exc:
             raise CodecError(
                 f"view {self.name!r}: stored value at partition {rec.partition} offset {rec.offset} "
@@ -357,14 +365,19 @@ class View:
         items: list[Entity] = []
         last_key = b""
         n = len(prefix)
+        path = self.index_paths[field]
         for ikey, _ in self.storage.scan(cf, start, prefix_end(prefix)):
             key = ikey[n:]
             data = self.storage.get(self.entity_cf, key)
             if data is None:
                 continue
+            entity = self.entity(key, data)
+            if index_value(entity.value, path) != prefix[:-1]:
+                # Changed between the index scan and this read: no longer a match.
+                continue
             if len(items) == limit:
                 return Page(items, self.signer.make(scope, last_key))
-            items.append(self.entity(key, data))
+            items.append(entity)
             last_key = key
         return Page(items, None)
 
@@ -450,5 +463,5 @@ class View:
                 rebuilds=self.rebuilds,
                 stale_events=self.stale_events,
                 servable=self.servable,
-                schemas={k: n for k, n in sorted(self.schema_counts.items()) if n},
+                schema_entities={k: n for k, n in sorted(self.schema_counts.items()) if n},
             )

@@ -5,15 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from statestore import load_config
 
 BOOTSTRAP = "127.0.0.1:9092"
 REPO = Path(__file__).resolve().parents[2]
@@ -91,10 +97,23 @@ class Topics:
                     future.result(timeout=30)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def write_config(
-    directory: Path, views: Sequence[dict[str, Any]], *, servers: str = BOOTSTRAP
+    directory: Path,
+    views: Sequence[dict[str, Any]],
+    *,
+    servers: str = BOOTSTRAP,
+    api: dict[str, Any] | None = None,
+    tokens: Sequence[dict[str, Any]] = (),
 ) -> Path:
-    """A config file in *directory* with its store beside it."""
+    """A config file in *directory* with its store beside it; [api] on a free port by default."""
     lines = [
         "[kafka]",
         f'"bootstrap.servers" = "{servers}"',
@@ -102,7 +121,17 @@ def write_config(
         "[store]",
         f"path = {json.dumps(str(directory / 'store'))}",
         "",
+        "[api]",
     ]
+    # Never the default port: a server another test (or person) runs there would answer.
+    for k, v in {"port": free_port(), **(api or {})}.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    lines.append("")
+    for token in tokens:
+        lines.append("[[api.tokens]]")
+        for k, v in token.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+        lines.append("")
     for view in views:
         lines.append("[[views]]")
         for k, v in view.items():
@@ -111,6 +140,65 @@ def write_config(
     path = directory / "statestore.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def api_port(config: Path) -> int:
+    """The [api] port written into *config*."""
+    port: int = load_config(config, environ={}).api.port
+    return port
+
+
+def start_server(config: Path, cwd: Path, *, env: dict[str, str] | None = None) -> Server:
+    """`statestore serve` on the config's [api] port, ready (every view caught up)."""
+    port = api_port(config)
+    proc = subprocess.Popen(
+        [str(STATESTORE), "-c", str(config), "serve"],
+        cwd=cwd,
+        env=env or clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = Server(proc, f"http://127.0.0.1:{port}")
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@dataclass
+class Server:
+    """A running `statestore serve` and its base URL."""
+
+    proc: subprocess.Popen[str]
+    url: str
+
+    def wait_ready(self, headers: dict[str, str] | None = None) -> None:
+        """Poll /readyz until it answers 200 (the server is then caught up)."""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited early with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2, headers=headers).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("serve did not become ready")
+
+    def stop(self) -> str:
+        """SIGTERM, wait for the exit; return what it wrote on stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, stderr = self.proc.communicate()
+        return stderr or ""
 
 
 def status_json(config: Path, cwd: Path) -> dict[str, Any]:

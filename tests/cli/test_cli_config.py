@@ -83,7 +83,7 @@ def test_config_option_before_or_after_the_command(
     topic = topics.create(1, [(0, "a", {"v": 1})])
     config = write_config(tmp_path, [{"name": "things", "topic": topic}])
     assert run(["-c", config, "bootstrap"], tmp_path).returncode == 0
-    args = (
+    args: list[str | Path] = (
         ["-c", config, "get", "things", "a"]
         if where == "before"
         else ["get", "things", "a", "--config", config]

@@ -5,8 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
-from cli_support import REPO, Topics, deliveries, run, status_json, view_status, write_config
+from cli_support import (
+    REPO,
+    Topics,
+    clean_env,
+    deliveries,
+    run,
+    start_server,
+    status_json,
+    view_status,
+    write_config,
+)
 
 from statestore import StateStore, load_config
 
@@ -58,7 +69,7 @@ def test_rebuild_of_one_view_leaves_the_others(topics: Topics, tmp_path: Path) -
 def test_rebuild_refuses_while_another_process_holds_the_store(
     topics: Topics, tmp_path: Path
 ) -> None:
-    """rebuild exits 2 with a clear message, and no traceback, while a server holds the store."""
+    """rebuild exits 2 with a clear message, and no traceback, while a process that serves no API holds the store."""
     topic = topics.create(1, [(0, "a", {"v": 1})])
     config = write_config(tmp_path, [{"name": "things", "topic": topic}])
 
@@ -67,9 +78,78 @@ def test_rebuild_refuses_while_another_process_holds_the_store(
 
     assert result.returncode == 2
     assert "is in use by a running server" in result.stderr
+    assert "does not answer at http://127.0.0.1:" in result.stderr
     assert "stop it" in result.stderr
     assert str(tmp_path / "store") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_rebuild_beside_a_running_server_has_the_server_rebuild_and_swap(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """With a server holding the store, rebuild has the server rebuild and swap the view, then prints the summary."""
+    topic = topics.create(3, deliveries(10))
+    config = write_config(tmp_path, [{"name": "deliveries", "topic": topic}])
+    server = start_server(config, tmp_path)
+    try:
+        before = httpx.get(f"{server.url}/views/deliveries", timeout=10).json()
+        result = run(["-c", config, "rebuild", "--view", "deliveries"], tmp_path)
+        after = httpx.get(f"{server.url}/views/deliveries", timeout=10).json()
+        entity = httpx.get(f"{server.url}/views/deliveries/entities/d-007", timeout=10).json()
+    finally:
+        server.stop()
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("deliveries: 20 records, 10 keys in ")
+    assert "rebuild.on_server url=http://127.0.0.1:" in result.stderr
+    assert after["generation"] == before["generation"] + 1
+    assert (after["state"], after["rebuilds"], after["keys"]) == ("ready", 1, 10)
+    assert entity["value"]["status"] == "in_transit"
+
+
+def test_rebuild_through_a_server_with_tokens_uses_statestore_token(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """Against a server with tokens, rebuild exits 2 naming STATESTORE_TOKEN without a fitting token, and rebuilds with one."""
+    first = topics.create(1, [(0, "a", {"v": 1})])
+    second = topics.create(1, [(0, "b", {"v": 1})])
+    config = write_config(
+        tmp_path,
+        [{"name": "one", "topic": first}, {"name": "two", "topic": second}],
+        tokens=[{"env": "TEST_OPS_TOKEN", "views": ["one"], "name": "ops"}],
+    )
+    server = start_server(config, tmp_path, env=clean_env(TEST_OPS_TOKEN="s3cret"))
+    try:
+        without = run(["-c", config, "rebuild", "--view", "one"], tmp_path)
+        wrong = run(
+            ["-c", config, "rebuild", "--view", "one"],
+            tmp_path,
+            env=clean_env(STATESTORE_TOKEN="not-it"),
+        )
+        other_view = run(
+            ["-c", config, "rebuild", "--view", "two"],
+            tmp_path,
+            env=clean_env(STATESTORE_TOKEN="s3cret"),
+        )
+        fitting = run(
+            ["-c", config, "rebuild", "--view", "one"],
+            tmp_path,
+            env=clean_env(STATESTORE_TOKEN="s3cret"),
+        )
+    finally:
+        server.stop()
+
+    assert without.returncode == 2
+    assert "export STATESTORE_TOKEN" in without.stderr
+    assert wrong.returncode == 2
+    assert "not valid" in wrong.stderr
+    assert other_view.returncode == 2
+    assert "not allowed to read view 'two'" in other_view.stderr
+    assert fitting.returncode == 0, fitting.stderr
+    assert fitting.stdout.startswith("one: 1 records, 1 keys")
+    for result in (without, wrong, other_view, fitting):
+        assert "s3cret" not in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
@@ -79,7 +159,7 @@ def test_scripts_rebuild_passes_config_through(topics: Topics, tmp_path: Path, w
     config = write_config(
         tmp_path, [{"name": "deliveries", "topic": topic}, {"name": "other", "topic": topic}]
     )
-    args = (
+    args: list[str | Path] = (
         ["-c", config, "--view", "deliveries"]
         if where == "before"
         else ["--view", "deliveries", "-c", config]

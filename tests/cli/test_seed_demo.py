@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 from cli_support import REPO, Topics, run, status_json, view_status, write_config
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
+
+from statestore import StateStore, load_config
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +27,10 @@ def prefix(topics: Topics) -> Iterator[str]:
     value = f"test.seed.{uuid.uuid4().hex[:8]}."
     yield value
     topics.delete([value + "delivery.status", value + "patient.records"])
+
+
+REGISTRY = "http://127.0.0.1:8081/apis/ccompat/v7"
+PATIENT_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "patient.avsc"
 
 
 def seed(prefix: str, cwd: Path, *extra: str) -> dict[str, tuple[int, int, int, int]]:
@@ -85,9 +91,16 @@ def test_seed_demo_topics_bootstrap_into_the_live_keys(prefix: str, tmp_path: Pa
         tmp_path,
         [
             {"name": "deliveries", "topic": prefix + "delivery.status", "indexes": ["status"]},
-            {"name": "patients", "topic": prefix + "patient.records"},
+            {
+                "name": "patients",
+                "topic": prefix + "patient.records",
+                "value": "avro",
+                "reader_schema": str(PATIENT_SCHEMA),
+            },
         ],
     )
+    with config.open("a") as f:
+        f.write(f'\n[schema_registry]\nurl = "{REGISTRY}"\n')
 
     boot = run(["-c", config, "bootstrap"], tmp_path)
 
@@ -100,3 +113,14 @@ def test_seed_demo_topics_bootstrap_into_the_live_keys(prefix: str, tmp_path: Pa
         == produced[prefix + "delivery.status"][0]
     )
     assert view_status(data, "deliveries")["quarantined"] == 0
+    assert view_status(data, "patients")["quarantined"] == 0
+    store = StateStore(load_config(config), read_only=True)
+    try:
+        patients = list(store.view("patients").iter_entities())
+        assert patients and all("ward" in p.value for p in patients)
+        # Both schema versions are in use: entities last written with version 1 read with the default.
+        assert len(store.view("patients").status().schema_entities) == 2
+        assert any(p.value["ward"] == "unassigned" for p in patients)
+        assert any(p.value["ward"] != "unassigned" for p in patients)
+    finally:
+        store.close()

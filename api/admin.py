@@ -1,0 +1,141 @@
+"""``POST /views/{view}/rebuild``: rebuild a view beside the served copy, then swap it in.
+
+The old copy keeps answering reads (state ``rebuilding``) until the new one has
+caught up; the swap is one write. One rebuild per view at a time: asking again
+while one runs joins it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Query
+from starlette.requests import Request
+from starlette.responses import Response
+
+from statestore import StateStore, ViewStatus, format_position
+
+from .auth import principal_of, require_view
+from .errors import POSITION_HEADER, ApiError, error_responses
+from .models import ViewInfo, json_response
+from .routes import ViewName, get_store
+
+__all__ = ["admin_router"]
+
+log = logging.getLogger(__name__)
+
+admin_router = APIRouter(tags=["admin"])
+
+# How long the 202 answer waits for the rebuild to begin, so that the status it
+# returns (and the next GET) says ``rebuilding`` rather than the state before.
+_START_WAIT_S = 10.0
+_POLL_S = 0.02
+
+
+@dataclass
+class _Job:
+    """A rebuild running in a background thread."""
+
+    generation: int
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
+def _run(store: StateStore, name: str, reason: str, job: _Job) -> None:
+    try:
+        store.rebuild([name], wait=True, reason=reason)
+    except Exception as exc:
+        log.exception("api.rebuild_failed view=%s", name)
+        job.error = str(exc)
+    finally:
+        job.done.set()
+
+
+def _jobs(request: Request) -> dict[str, _Job]:
+    jobs: dict[str, _Job] | None = getattr(request.app.state, "rebuild_jobs", None)
+    if jobs is None:
+        jobs = {}
+        request.app.state.rebuild_jobs = jobs
+    return jobs
+
+
+def _info(store: StateStore, status: ViewStatus) -> dict[str, Any]:
+    data = status.to_dict()
+    data["position"] = format_position(store.position(status.name))
+    return data
+
+
+def _headers(store: StateStore, view: str) -> dict[str, str]:
+    return {POSITION_HEADER: format_position(store.position(view))}
+
+
+@admin_router.post(
+    "/views/{view}/rebuild",
+    response_model=None,
+    status_code=202,
+    summary="Rebuild a view",
+    responses={
+        202: {"model": ViewInfo, "description": "The rebuild has begun; the view's status."},
+        200: {"model": ViewInfo, "description": "With `wait=true`: swapped in; the view's status."},
+        **error_responses(404, 409, 422, 503),
+    },
+)
+async def rebuild_view(
+    request: Request,
+    view: ViewName,
+    wait: Annotated[
+        bool,
+        Query(description="Answer once the new copy is swapped in (200) instead of at once (202)."),
+    ] = False,
+) -> Response:
+    """Re-read the view's topic from offset 0 into a new copy while the old one keeps serving."""
+    store = get_store(request)
+    require_view(request, view)
+    handle = store.view(view)
+    if store.read_only:
+        raise ApiError(409, "read_only", "the server opened the store read-only; it cannot rebuild")
+    jobs = _jobs(request)
+    job = jobs.get(view)
+    if job is None or job.done.is_set():
+        principal = principal_of(request)
+        who = f" (token {principal.name!r})" if principal is not None else ""
+        job = _Job(handle.status().generation)
+        jobs[view] = job
+        log.info("api.rebuild view=%s%s", view, who)
+        threading.Thread(
+            target=_run,
+            args=(store, view, f"rebuild requested through the API{who}", job),
+            name=f"api-rebuild-{view}",
+            daemon=True,
+        ).start()
+    if wait:
+        while not job.done.is_set():
+            await anyio.sleep(0.1)
+        status = handle.status()
+        if job.error is not None or status.state == "failed":
+            raise ApiError(
+                503,
+                "view_failed",
+                f"the rebuild of view {view!r} failed: {job.error or status.reason}",
+                state=status.state,
+                reason=status.reason,
+            )
+        if status.generation == job.generation:
+            raise ApiError(
+                503,
+                "not_ready",
+                f"the rebuild of view {view!r} was interrupted (the server is stopping)",
+                state=status.state,
+                reason=status.reason,
+            )
+        return json_response(_info(store, status), 200, headers=_headers(store, view))
+    deadline = time.monotonic() + _START_WAIT_S
+    while not job.done.is_set() and handle.state != "rebuilding" and time.monotonic() < deadline:
+        await anyio.sleep(_POLL_S)
+    headers = {**_headers(store, view), "Location": f"/views/{view}"}
+    return json_response(_info(store, handle.status()), 202, headers=headers)

@@ -1,0 +1,526 @@
+# ruff: noqa: RUF001
+"""Results: the JSON file of a run, and the tables and plots of docs/benchmarks.md.
+
+The page's hand-written text stays as it is; only the part between the
+``<!-- bench:results -->`` markers is rewritten from the results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .common import RESULTS, ROOT, log
+
+DOCS = ROOT / "docs"
+PAGE = DOCS / "benchmarks.md"
+START = "<!-- bench:results:start -->"
+END = "<!-- bench:results:end -->"
+
+_path: Path | None = None
+
+SYSTEMS = [
+    ("raw", "raw consume (the limit)"),
+    ("statestore", "statestore bootstrap"),
+    ("statestore_index", "statestore bootstrap + index"),
+    ("ktables", "ktables (in-memory)"),
+    ("kstreams", "Kafka Streams GlobalKTable"),
+]
+
+
+def bind(results: dict[str, Any], path: Path) -> None:
+    global _path
+    _path = path
+    save(results)
+
+
+def save(results: dict[str, Any]) -> None:
+    if _path is None:
+        return
+    text = json.dumps(results, indent=1)
+    _path.write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+
+
+# -- numbers ------------------------------------------------------------------------------
+
+
+def _f(x: Any, digits: int = 0) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float) and digits:
+        return f"{x:,.{digits}f}"
+    return f"{round(x):,}"
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    if not a or not b:
+        return None
+    return round(a / b, 2)
+
+
+def _entry(results: dict[str, Any], value: str, records: int) -> dict[str, Any] | None:
+    for e in results["bootstrap"]:
+        if e["value"] == value and e["records"] == records:
+            return e
+    return None
+
+
+def _rate(e: dict[str, Any] | None, system: str) -> Any:
+    if e is None or not e.get(system):
+        return None
+    return e[system]["records_per_s"]
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, met) rows."""
+    rows: list[tuple[str, str, str]] = []
+
+    def verdict(ok: bool | None) -> str:
+        return "–" if ok is None else ("yes" if ok else "**no**")
+
+    sizes = sorted({e["records"] for e in results["bootstrap"] if e["value"] == "json"})
+    main = 1_000_000 if 1_000_000 in sizes else (sizes[-1] if sizes else None)
+    j = _entry(results, "json", main) if main else None
+    r = _ratio(_rate(j, "statestore"), _rate(j, "raw"))
+    rows.append(
+        (
+            "bootstrap ≥ 0.8 × raw, JSON",
+            f"{r} × ({_f(_rate(j, 'statestore'))} vs {_f(_rate(j, 'raw'))} rec/s)" if r else "–",
+            verdict(None if r is None else r >= 0.8),
+        )
+    )
+    avro = [e for e in results["bootstrap"] if e["value"] == "avro"]
+    a = avro[0] if avro else None
+    r = _ratio(_rate(a, "statestore"), _rate(a, "raw"))
+    rows.append(
+        (
+            "bootstrap ≥ 0.9 × raw, Avro, no index",
+            f"{r} × ({_f(_rate(a, 'statestore'))} vs {_f(_rate(a, 'raw'))} rec/s)" if r else "–",
+            verdict(None if r is None else r >= 0.9),
+        )
+    )
+    for system, name in (("ktables", "ktables"), ("kstreams", "Kafka Streams GlobalKTable")):
+        for e in results["bootstrap"]:
+            if e.get(system):
+                rr = _ratio(_rate(e, "statestore"), _rate(e, system))
+                rows.append(
+                    (
+                        f"faster than {name} ({e['topic']})",
+                        f"{rr} × ({_f(_rate(e, 'statestore'))} vs {_f(_rate(e, system))} rec/s)",
+                        verdict(rr is not None and rr > 1),
+                    )
+                )
+    emb = (results.get("lookups") or {}).get("embedded") or {}
+    g = emb.get("get_per_s")
+    rows.append(
+        ("embedded get ≥ 200,000/s", f"{_f(g)}/s", verdict(None if g is None else g >= 200_000))
+    )
+    for row in (results.get("lookups") or {}).get("rest", []):
+        if row["route"] == "GET entity" and row["clients"] == 16:
+            ok = row["req_per_s"] >= 3000 and (row["p99_ms"] or 1e9) <= 10
+            rows.append(
+                (
+                    f"REST GET ≥ 3,000 req/s, p99 ≤ 10 ms at 16 clients ({row['workers']} process{'es' if row['workers'] > 1 else ''}, {row.get('http', 'h11 + asyncio')})",
+                    f"{_f(row['req_per_s'])} req/s, p99 {row['p99_ms']} ms",
+                    verdict(ok),
+                )
+            )
+    fr = (results.get("freshness") or {}).get("primary") or {}
+    p99 = fr.get("p99_ms")
+    rows.append(
+        (
+            "freshness p99 ≤ 100 ms at 5,000 records/s",
+            f"p99 {p99} ms (p50 {fr.get('p50_ms')} ms)" if p99 is not None else "–",
+            verdict(None if p99 is None else p99 <= 100),
+        )
+    )
+    big = _entry(results, "json", 5_000_000)
+    rss = big["statestore"]["peak_rss_mb"] if big and big.get("statestore") else None
+    rows.append(
+        (
+            "peak RSS ≤ 400 MB, 5M-record bootstrap",
+            f"{_f(rss)} MB" if rss else "– (not run)",
+            verdict(None if rss is None else rss <= 400),
+        )
+    )
+    return rows
+
+
+# -- markdown -----------------------------------------------------------------------------
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
+    meta = results["meta"]
+    m = meta["machine"]
+    parts = [
+        f"Run: **{meta['mode']}**, {m['date']}, {meta.get('seconds', '?')} s in all. "
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB, Linux {m['kernel']}; "
+        f"Python {m['python']}, confluent-kafka {m['confluent_kafka']} (librdkafka {m['librdkafka']}), "
+        f"rocksdict {m['rocksdict']}, uvicorn {m['uvicorn']} (httptools: {m['httptools'] or 'not installed'}, "
+        f"uvloop: {m['uvloop'] or 'not installed'}), ktables {m['ktables']} (aiokafka {m['aiokafka']}), "
+        f"Kafka Streams {m['kafka_streams']} on {m['java']}. Broker: the local single-node Kafka "
+        "on the same machine.",
+        "",
+        f"Load from other work at the start: load average {meta['noise_start']['load1']}, "
+        f"calibration loop {meta['noise_start']['loop_ns']} ns/iteration (about 30–40 on an idle core); "
+        "each measurement below records its own (see the JSON).",
+        "",
+        "### Targets",
+        "",
+        _table(["target", "measured", "met"], [list(r) for r in targets(results)]),
+        "",
+        "### Bootstrap",
+        "",
+    ]
+    for e in results["bootstrap"]:
+        t = results["topics"].get(e["topic"], {})
+        raw = e.get("raw") or {}
+        rows = []
+        for key, name in SYSTEMS:
+            r = e.get(key)
+            if not r:
+                continue
+            mbps = (
+                r["records_per_s"] * raw["bytes"] / raw["records"] / 1e6
+                if raw.get("bytes") and r.get("records_per_s")
+                else None
+            )
+            rows.append(
+                [
+                    name,
+                    _f(r["records_per_s"]),
+                    _f(mbps, 1) if mbps else "–",
+                    _f(r["seconds"], 2),
+                    _f(r["peak_rss_mb"]),
+                    _f(r.get("cpu_us_per_record"), 2),
+                    str(_ratio(r["records_per_s"], raw.get("records_per_s")) or "–"),
+                    str(r.get("noise", {}).get("loop_ns", "–")),
+                ]
+            )
+        parts += [
+            f"**{e['topic']}**: {e['records']:,} records, {t.get('keys', 0):,} keys "
+            f"({t.get('live_keys', 0):,} live), {t.get('partitions', '?')} partitions, "
+            f"{e['value'].upper()} values of ~{t.get('value_bytes_avg', '?')} bytes",
+            "",
+            _table(
+                [
+                    "system",
+                    "records/s",
+                    "MB/s",
+                    "seconds",
+                    "peak RSS MB",
+                    "CPU µs/record",
+                    "× raw",
+                    "loop ns",
+                ],
+                rows,
+            ),
+            "",
+        ]
+    if "bootstrap" in images:
+        parts += [f"![bootstrap rates]({images['bootstrap']})", ""]
+    costs = results.get("costs")
+    if costs:
+        names = {
+            "json_check": "JSON check (`orjson.loads` of a ~200-byte value)",
+            "key_check": "key check (UTF-8)",
+            "header_pack": "stored-record header + value bytes",
+            "get_per_key_sorted": "read of the stored record, batch in key order",
+            "get_per_key_unsorted": "read of the stored record, batch in log order",
+            "put_and_write_sorted": "WriteBatch put + write, batch in key order",
+            "put_and_write_unsorted": "WriteBatch put + write, batch in log order",
+        }
+        parts += [
+            "Per-record costs of the apply steps, each timed alone (`python -m bench.costs`, "
+            f"loop {costs.get('noise', {}).get('loop_ns', '?')} ns at the time):",
+            "",
+            _table(
+                ["step", "µs per record"],
+                [[names.get(k, k), str(v)] for k, v in costs.items() if k in names],
+            ),
+            "",
+        ]
+
+    lk = results.get("lookups") or {}
+    if lk:
+        emb = lk.get("embedded") or {}
+        parts += [
+            "### Lookups",
+            "",
+            f"On the view of **{lk['topic']}** ({lk['keys']:,} keys), random keys that hold an entity.",
+            "",
+            _table(
+                ["embedded (one process, store opened read-only)", "per second", "time per call"],
+                [
+                    ["`get` → decoded entity", _f(emb.get("get_per_s")), f"{emb.get('get_us')} µs"],
+                    [
+                        "`lookup` of 100 keys",
+                        f"{_f(emb.get('lookup100_calls_per_s'))} calls ({_f(emb.get('lookup100_keys_per_s'))} keys)",
+                        f"{emb.get('lookup100_ms')} ms",
+                    ],
+                ],
+            ),
+            "",
+        ]
+        if lk.get("rest"):
+            rows = [
+                [
+                    r["route"],
+                    str(r["workers"]),
+                    r.get("http", "h11 + asyncio"),
+                    str(r["clients"]),
+                    _f(r["req_per_s"]),
+                    str(r["p50_ms"]),
+                    str(r["p90_ms"]),
+                    str(r["p99_ms"]),
+                    str(r["non_2xx"]),
+                    str(r.get("noise", {}).get("loop_ns", "–")),
+                ]
+                for r in lk["rest"]
+            ]
+            parts += [
+                "REST (uvicorn + the product's app; load from wrk in its own process, "
+                f"{lk['rest'][0]['seconds']:g} s per row). One process = `statestore serve` "
+                "(owns the store and follows the topic); 2 and 3 processes = uvicorn workers "
+                "sharing the socket, each with the store opened read-only. HTTP stack: what "
+                "uvicorn runs on; the project installs neither httptools nor uvloop, so "
+                "`statestore serve` runs h11 + asyncio unless they are installed beside it.",
+                "",
+                _table(
+                    [
+                        "route",
+                        "processes",
+                        "HTTP stack",
+                        "clients",
+                        "req/s",
+                        "p50 ms",
+                        "p90 ms",
+                        "p99 ms",
+                        "non-2xx",
+                        "loop ns",
+                    ],
+                    rows,
+                ),
+                "",
+            ]
+    fr = results.get("freshness")
+    if fr:
+        p, prod = fr["primary"], fr["producer"]
+        ws = fr.get("with_secondary") or {}
+        s = ws.get("secondary") or {}
+        cu = s.get("catch_up_ms", {})
+
+        def lat(name: str, r: dict[str, Any]) -> list[str]:
+            return [
+                name,
+                _f(r.get("count")),
+                str(r.get("p50_ms")),
+                str(r.get("p90_ms")),
+                str(r.get("p99_ms")),
+                str(r.get("p999_ms")),
+                str(r.get("max_ms")),
+            ]
+
+        rows = [lat(f"the following store (embedded / `serve`), {prod['seconds']:.0f} s run", p)]
+        if p.get("from_broker_append"):
+            rows.append(
+                lat(
+                    "… of which broker append → readable (the view's part)", p["from_broker_append"]
+                )
+            )
+        if ws:
+            rows.append(
+                lat(
+                    f"the following store, {ws['producer']['seconds']:.0f} s run beside a secondary",
+                    ws["primary"],
+                )
+            )
+            rows.append(
+                lat(
+                    f"a RocksDB secondary instance catching up every {s.get('interval_ms', 0):g} ms",
+                    s,
+                )
+            )
+        parts += [
+            "### Freshness",
+            "",
+            f"Producer: {prod['sent']:,} records in {prod['seconds']} s ({prod['rate']:,}/s), "
+            "linger.ms 5, acks 1, 12 partitions. Latency = the moment the record is readable "
+            "minus the moment `produce()` was called (same clock); the second row starts the "
+            "clock when the broker appended the record (the topic uses LogAppendTime), which "
+            "leaves out the producer's batching and its wait for the broker.",
+            "",
+            _table(["reader", "records", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"], rows),
+            "",
+            f"The follower applied {p.get('batches', 0):,} batches of {p.get('records_per_batch_avg')} "
+            "records on average. "
+            + (
+                f"A `try_catch_up_with_primary()` call took p50 {cu.get('p50_ms')} ms, "
+                f"p99 {cu.get('p99_ms')} ms (max {cu.get('max_ms')} ms)."
+                if cu
+                else ""
+            ),
+            "",
+        ]
+    scale = [e for e in results["bootstrap"] if e["value"] == "json" and e.get("statestore")]
+    if scale:
+        rows = [
+            [
+                f"{e['records']:,}",
+                _f(e["statestore"]["seconds"], 2),
+                _f(e["statestore"]["records_per_s"]),
+                _f(e["statestore"].get("cpu_us_per_record"), 2),
+                _f(e["statestore"]["peak_rss_mb"]),
+                _f((e.get("statestore_index") or {}).get("records_per_s")),
+                _f((e.get("statestore_index") or {}).get("peak_rss_mb")),
+            ]
+            for e in scale
+        ]
+        parts += [
+            "### Scale (statestore bootstrap, JSON)",
+            "",
+            _table(
+                [
+                    "records",
+                    "seconds",
+                    "records/s",
+                    "CPU µs/record",
+                    "peak RSS MB",
+                    "with index: records/s",
+                    "with index: peak RSS MB",
+                ],
+                rows,
+            ),
+            "",
+        ]
+        if "scale" in images:
+            parts += [f"![bootstrap scale]({images['scale']})", ""]
+        if "rss" in images:
+            parts += [f"![RSS during bootstrap]({images['rss']})", ""]
+    if results.get("errors"):
+        parts += ["### Errors in this run", ""]
+        parts += [f"- {e['step']}: `{e['error'][:300]}`" for e in results["errors"]]
+        parts.append("")
+    return "\n".join(parts)
+
+
+# -- plots --------------------------------------------------------------------------------
+
+
+def plots(results: dict[str, Any], outdir: Path, prefix: str) -> dict[str, str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("plots skipped: matplotlib is not installed")
+        return {}
+    images: dict[str, str] = {}
+    m = results["meta"]["machine"]
+    stamp = f"{m['cores']} cores, {m['date']}"
+    entries = [e for e in results["bootstrap"] if e.get("raw")]
+    if entries:
+        fig, ax = plt.subplots(figsize=(9, 4.2))
+        width = 0.16
+        for i, (key, name) in enumerate(SYSTEMS):
+            xs, ys = [], []
+            for j, e in enumerate(entries):
+                if e.get(key):
+                    xs.append(j + (i - 2) * width)
+                    ys.append(e[key]["records_per_s"] / 1000)
+            if xs:
+                bars = ax.bar(xs, ys, width, label=name)
+                ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.set_xticks(range(len(entries)), [e["topic"] for e in entries])
+        ax.set_ylabel("thousand records / s")
+        ax.set_title(f"Bootstrap rate, same topics ({stamp})", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = f"{prefix}bootstrap.png"
+        fig.savefig(outdir / name, dpi=110)
+        plt.close(fig)
+        images["bootstrap"] = name
+    scale = [e for e in results["bootstrap"] if e["value"] == "json" and e.get("statestore")]
+    if len(scale) >= 2:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
+        xs = [e["records"] / 1e6 for e in scale]
+        a1.plot(xs, [e["statestore"]["seconds"] for e in scale], "o-", label="seconds")
+        a1.set_xlabel("million records")
+        a1.set_ylabel("bootstrap seconds")
+        a1b = a1.twinx()
+        a1b.plot(
+            xs, [e["statestore"]["records_per_s"] / 1000 for e in scale], "s--", color="tab:orange"
+        )
+        a1b.set_ylabel("thousand records / s", color="tab:orange")
+        a1b.set_ylim(bottom=0)
+        a1.set_ylim(bottom=0)
+        a1.set_title("time (line) and rate (dashed)", fontsize=9)
+        a2.plot(xs, [e["statestore"]["peak_rss_mb"] for e in scale], "o-", label="no index")
+        idx = [e for e in scale if e.get("statestore_index")]
+        if idx:
+            a2.plot(
+                [e["records"] / 1e6 for e in idx],
+                [e["statestore_index"]["peak_rss_mb"] for e in idx],
+                "s--",
+                label="with index",
+            )
+        a2.axhline(400, color="grey", lw=0.8, ls=":")
+        a2.set_ylim(bottom=0)
+        a2.set_xlabel("million records")
+        a2.set_ylabel("peak RSS MB")
+        a2.legend(fontsize=8)
+        fig.suptitle(f"statestore bootstrap at scale ({stamp})", fontsize=10)
+        fig.tight_layout()
+        name = f"{prefix}scale.png"
+        fig.savefig(outdir / name, dpi=110)
+        plt.close(fig)
+        images["scale"] = name
+    if scale and scale[-1]["statestore"].get("rss_samples"):
+        e = scale[-1]
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        for key, label in (("statestore", "no index"), ("statestore_index", "with index")):
+            if e.get(key) and e[key].get("rss_samples"):
+                ts, mb = zip(*e[key]["rss_samples"], strict=True)
+                ax.plot(ts, mb, label=label)
+        ax.axhline(400, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("seconds since the process started")
+        ax.set_ylabel("RSS MB")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"RSS of `statestore bootstrap`, {e['topic']} ({stamp})", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = f"{prefix}rss.png"
+        fig.savefig(outdir / name, dpi=110)
+        plt.close(fig)
+        images["rss"] = name
+    return images
+
+
+def render(results: dict[str, Any], *, docs: bool) -> Path:
+    """Write the report: docs/benchmarks.md (+ plots) for *docs*, else bench/results/quick.md."""
+    if docs:
+        images = plots(results, DOCS, "benchmarks-")
+        body = markdown(results, images)
+        page = PAGE.read_text() if PAGE.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+        if START not in page or END not in page:
+            page = page.rstrip() + f"\n\n## Results\n\n{START}\n{END}\n"
+        head, rest = page.split(START, 1)
+        _, tail = rest.split(END, 1)
+        PAGE.write_text(f"{head}{START}\n{body}\n{END}{tail}")
+        log(f"wrote {PAGE.relative_to(ROOT)}")
+        return PAGE
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    images = plots(results, RESULTS, "quick-")
+    out = RESULTS / "quick.md"
+    out.write_text("# Benchmarks (quick run)\n\n" + markdown(results, images))
+    log(f"wrote {out.relative_to(ROOT)}")
+    return out

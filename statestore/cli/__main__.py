@@ -1,0 +1,5 @@
+"""``python -m statestore.cli``."""
+
+from . import main
+
+main()

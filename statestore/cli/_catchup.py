@@ -1,0 +1,77 @@
+"""``statestore bootstrap`` and ``statestore rebuild``: catch views up, with progress."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import typer
+
+from .. import StateStore, StoreLockedError, ViewFailedError
+from ._app import ConfigOption, ViewsOption, check_views, errors, handled, load
+from ._progress import reporter_for, summary
+from ._remote import rebuild_on_server
+from ._signals import interrupts
+
+__all__ = ["bootstrap", "rebuild"]
+
+
+def _catch_up(
+    ctx: typer.Context, config: Path | None, views: list[str] | None, *, rebuild: bool
+) -> None:
+    cfg = load(ctx, config)
+    names = check_views(cfg, views)
+    action = "rebuild" if rebuild else "bootstrap"
+    with interrupts(), errors(cfg):
+        try:
+            store = StateStore(cfg)
+        except StoreLockedError:
+            if not rebuild:
+                raise
+            # A server holds the store: it rebuilds beside the served copy and swaps.
+            rebuild_on_server(cfg, names, os.environ)
+            return
+        with store:
+            started = time.monotonic()
+            reporter = reporter_for(action, names)
+            with reporter:
+                try:
+                    if rebuild:
+                        store.rebuild(names, on_progress=reporter)
+                    else:
+                        store.bootstrap(names, on_progress=reporter, raise_on_failure=False)
+                except ViewFailedError:
+                    pass  # reported per view below
+            statuses = [store.view(n).status() for n in names]
+            elapsed = time.monotonic() - started
+    failed = [s for s in statuses if s.state == "failed"]
+    for s in statuses:
+        if s.state != "failed":
+            typer.echo(summary(s.name, s.keys, reporter.final.get(s.name), elapsed))
+    for s in failed:
+        typer.secho(f"error: view {s.name!r} failed: {s.reason}", fg="red", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@handled
+def bootstrap(ctx: typer.Context, view: ViewsOption = None, config: ConfigOption = None) -> None:
+    """Catch every view up to the topics' end offsets as of now, then exit.
+
+    SIGTERM or Ctrl-C stops after the batch in flight (exit 130) and the next run
+    resumes from there; a second signal exits at once.
+    """
+    _catch_up(ctx, config, view, rebuild=False)
+
+
+@handled
+def rebuild(ctx: typer.Context, view: ViewsOption = None, config: ConfigOption = None) -> None:
+    """Rebuild the view(s) from offset 0 beside the current copy, then swap it in.
+
+    When a running server holds the store, the server is asked to do it (through
+    POST /views/{view}/rebuild; bearer token from STATESTORE_TOKEN) and this
+    command shows its progress until the swap. Exit 0 rebuilt, 1 a view failed,
+    2 bad usage or the store is held by a process that does not answer.
+    """
+    _catch_up(ctx, config, view, rebuild=True)

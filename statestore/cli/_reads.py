@@ -1,0 +1,106 @@
+"""Reads from the command line: ``get``, ``get-by`` and ``quarantine`` (beside a server too)."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from typing import Annotated
+
+import orjson
+import typer
+
+from .. import CodecError, StateStore
+from ._app import ConfigOption, check_views, dumps, fail, handled, load
+
+__all__ = ["get", "get_by", "index_value", "quarantine"]
+
+
+def index_value(text: str) -> str | int | float | bool:
+    """A JSON number, boolean or quoted string as that value; any other text as itself.
+
+    The same reading as ``GET /views/{view}/by/{field}/{value}``: ``42`` matches the
+    number 42, ``"42"`` (quotes included) the string "42", ``in_transit`` the string.
+    """
+    if text[:1] in ('"', "-", "t", "f") or text[:1].isdigit():
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+        if isinstance(value, float) and not math.isfinite(value):
+            return text
+        if isinstance(value, bool | int | float | str):
+            return value
+    return text
+
+
+@handled
+def get(
+    ctx: typer.Context,
+    view: Annotated[str, typer.Argument(help="View name.")],
+    key: Annotated[str, typer.Argument(help="Entity key, as typed in URLs.")],
+    config: ConfigOption = None,
+) -> None:
+    """Print one entity as JSON; exit 1 when it is absent."""
+    cfg = load(ctx, config)
+    check_views(cfg, [view])
+    with StateStore(cfg, read_only=True) as store:
+        try:
+            store.view(view).key_codec.from_text(key)
+        except CodecError as exc:
+            raise fail(f"view {view!r}: bad key {key!r}: {exc}", 2) from None
+        entity = store.get(view, key)
+    if entity is None:
+        raise fail(f"view {view!r} has no entity with key {key!r}", 1)
+    typer.echo(dumps(entity.to_dict(), indent=2))
+
+
+@handled
+def get_by(
+    ctx: typer.Context,
+    view: Annotated[str, typer.Argument(help="View name.")],
+    field: Annotated[str, typer.Argument(help="An indexed field, e.g. status or address.city.")],
+    value: Annotated[
+        str,
+        typer.Argument(
+            help='The value to match: 42, 1.5, true match that number or boolean; "42" (with '
+            "the quotes) the string; anything else matches as text.",
+        ),
+    ],
+    limit: Annotated[int, typer.Option(min=1, help="At most this many entities.")] = 100,
+    after: Annotated[str | None, typer.Option(help="Cursor printed by the previous page.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print the entities whose indexed FIELD equals VALUE, one JSON object a line; exit 1 when none."""
+    cfg = load(ctx, config)
+    check_views(cfg, [view])
+    with StateStore(cfg, read_only=True) as store:
+        page = store.by(view, field, index_value(value), after=after, limit=limit)
+    for entity in page.items:
+        typer.echo(dumps(entity.to_dict()))
+    if page.next is not None:
+        typer.echo(
+            f"more: statestore get-by {view} {field} {shlex.quote(value)} --limit {limit} "
+            f"--after {page.next}",
+            err=True,
+        )
+    if not page.items:
+        raise fail(f"view {view!r} has no entity whose {field} is {value}", 1)
+
+
+@handled
+def quarantine(
+    ctx: typer.Context,
+    view: Annotated[str, typer.Argument(help="View name.")],
+    limit: Annotated[int, typer.Option(min=1, help="At most this many records.")] = 100,
+    after: Annotated[str | None, typer.Option(help="Cursor printed by the previous page.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """List the records a view quarantined (could not decode), one JSON object a line."""
+    cfg = load(ctx, config)
+    check_views(cfg, [view])
+    with StateStore(cfg, read_only=True) as store:
+        items, cursor = store.view(view).quarantine(after, limit)
+    for item in items:
+        typer.echo(dumps(item))
+    if cursor is not None:
+        typer.echo(f"more: statestore quarantine {view} --after {cursor}", err=True)

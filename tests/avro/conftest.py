@@ -1,0 +1,61 @@
+"""Fixtures for the Avro view tests: the real local broker and schema registry.
+
+Both are required: the tests fail (never skip) when either does not answer.
+Start them with ``scripts/local-kafka start`` and ``scripts/local-registry start``.
+Subjects follow the topics' unique names, so runs can share the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from avro_support import REGISTRY_URL, Avro, store_config
+
+from statestore import StateStore, ViewConfig
+
+
+@pytest.fixture(scope="session")
+def registry_url() -> str:
+    """The local schema registry's Confluent-compatible URL; fails when it does not answer."""
+    try:
+        response = httpx.get(f"{REGISTRY_URL}/subjects", timeout=10)
+    except httpx.HTTPError as exc:
+        pytest.fail(
+            f"no schema registry answers at {REGISTRY_URL} ({exc}); "
+            "start it with `scripts/local-registry start` (make test does)"
+        )
+    if response.status_code != 200:
+        pytest.fail(
+            f"GET {REGISTRY_URL}/subjects answered {response.status_code}: {response.text[:200]}"
+        )
+    return REGISTRY_URL
+
+
+@pytest.fixture
+def avro(registry_url: str) -> Avro:
+    """Serialisers that auto-register their schemas under ``<topic>-value`` / ``<topic>-key``."""
+    return Avro(registry_url)
+
+
+@pytest.fixture
+def open_store(
+    tmp_path: Path, bootstrap_servers: str, registry_url: str
+) -> Iterator[Callable[..., StateStore]]:
+    """Open StateStores over views (closed after the test); ``url=`` points at another registry."""
+    opened: list[StateStore] = []
+
+    def make(
+        *views: ViewConfig | dict[str, Any], url: str = registry_url, store: str = "store"
+    ) -> StateStore:
+        vs = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**v) for v in views)
+        st = StateStore(store_config(tmp_path / store, bootstrap_servers, url, *vs))
+        opened.append(st)
+        return st
+
+    yield make
+    for st in opened:
+        st.close()

@@ -1,0 +1,195 @@
+"""Bad records never stop a view: they are quarantined, counted and listed; the rest is applied."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from avro_support import PATIENT_V1, PATIENT_V2, REPO, Avro, frame, patient, wait_until
+from fastapi.testclient import TestClient
+
+from api import create_app
+from statestore import StateStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.registry]
+
+# An id no registry run of these tests reaches.
+UNKNOWN_ID = 2_000_000_000
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@pytest.fixture
+def bad_topic(
+    topic_factory: Callable[..., str], produce: Callable[..., object], avro: Avro
+) -> tuple[str, dict[str, bytes]]:
+    """One partition: a good value for each key, then one bad record of every kind, then good updates."""
+    topic = topic_factory(partitions=1)
+    good = avro.value(topic, PATIENT_V2, patient("Ada", ward="Oncology"))
+    bad = {
+        "magic": b"\x07" + good[1:],
+        "unknown": frame(UNKNOWN_ID, good[5:]),
+        "truncated": good[:-4],
+        "short": good[:3],
+        "empty": b"",
+    }
+    records: list[tuple[str, bytes | None]] = [(f"k-{kind}", good) for kind in bad]
+    records += [(f"k-{kind}", raw) for kind, raw in bad.items()]
+    records += [("k-after", avro.value(topic, PATIENT_V1, patient("Bilal")))]
+    produce(topic, records)
+    # A malformed schema-id header (3 bytes): the body alone is fine, the framing is not.
+    produce(topic, [("k-header", good[5:])], headers=[("__value_schema_id", b"\x00\x00\x01")])
+    return topic, bad
+
+
+def test_each_bad_avro_record_is_quarantined_and_the_last_good_value_stays(
+    bad_topic: tuple[str, dict[str, bytes]], open_store: Callable[..., StateStore]
+) -> None:
+    """Wrong magic byte, unknown id, truncated or short body, empty value and a bad header are quarantined with topic, partition, offset, key, reason and raw bytes."""
+    topic, bad = bad_topic
+    store = open_store({"name": "patients", "topic": topic, "value": "avro"})
+    status = store.bootstrap()["patients"]
+
+    assert status.state == "ready"
+    assert status.quarantined == len(bad) + 1
+    for kind in bad:
+        entity = store.get("patients", f"k-{kind}")
+        assert entity is not None and entity.value == patient("Ada", ward="Oncology"), kind
+    after = store.get("patients", "k-after")
+    assert after is not None and after.value == patient("Bilal")
+    assert store.get("patients", "k-header") is None
+
+    items, cursor = store.view("patients").quarantine(limit=100)
+    assert cursor is None
+    by_key = {base64.b64decode(i["key"]).decode(): i for i in items}
+    expected_reason = {
+        "k-magic": "wrong magic byte 0x07",
+        "k-unknown": f"schema id {UNKNOWN_ID} is not known to the schema registry",
+        "k-truncated": "truncated or corrupt body",
+        "k-short": "too short for the 5-byte Confluent header",
+        "k-empty": "value is empty",
+        "k-header": "schema-id record header",
+    }
+    assert set(by_key) == set(expected_reason)
+    for key, reason in expected_reason.items():
+        item = by_key[key]
+        assert reason in item["reason"], (key, item["reason"])
+        assert (item["topic"], item["partition"]) == (topic, 0)
+        assert isinstance(item["offset"], int)
+    for kind, raw in bad.items():
+        assert by_key[f"k-{kind}"]["value"] == _b64(raw)
+
+
+def test_json_that_does_not_parse_is_quarantined(
+    topic_factory: Callable[..., str],
+    produce: Callable[..., object],
+    open_store: Callable[..., StateStore],
+) -> None:
+    """In a JSON view a value that is not JSON is quarantined and the key keeps its last good value."""
+    topic = topic_factory(partitions=1)
+    produce(
+        topic,
+        [("d-1", b'{"status": "created"}'), ("d-1", b'{"status": '), ("d-2", b'{"status": "new"}')],
+    )
+    store = open_store({"name": "deliveries", "topic": topic})
+    status = store.bootstrap()["deliveries"]
+
+    assert (status.keys, status.quarantined) == (2, 1)
+    d1 = store.get("deliveries", "d-1")
+    assert d1 is not None and d1.value == {"status": "created"}
+    [item], _ = store.view("deliveries").quarantine()
+    assert "not valid JSON" in item["reason"]
+    assert (item["offset"], item["value"]) == (1, _b64(b'{"status": '))
+
+
+def test_string_key_that_is_not_utf8_is_quarantined(
+    topic_factory: Callable[..., str],
+    produce: Callable[..., object],
+    avro: Avro,
+    open_store: Callable[..., StateStore],
+) -> None:
+    """In an Avro view with string keys, a key that is not UTF-8 is quarantined with its raw bytes."""
+    topic = topic_factory(partitions=1)
+    good = avro.value(topic, PATIENT_V1, patient("Ada"))
+    produce(topic, [(b"\xff\xfe-bad", good), ("ok", good)])
+    store = open_store({"name": "patients", "topic": topic, "value": "avro"})
+    status = store.bootstrap()["patients"]
+
+    assert (status.keys, status.quarantined) == (1, 1)
+    [item], _ = store.view("patients").quarantine()
+    assert "not valid UTF-8" in item["reason"]
+    assert item["key"] == _b64(b"\xff\xfe-bad")
+
+
+def test_quarantine_is_paged_over_rest_and_listed_by_the_cli(
+    bad_topic: tuple[str, dict[str, bytes]],
+    open_store: Callable[..., StateStore],
+    bootstrap_servers: str,
+    registry_url: str,
+    tmp_path: Path,
+) -> None:
+    """GET /views/{view}/quarantine pages the quarantined records and `statestore quarantine VIEW` prints them."""
+    topic, bad = bad_topic
+    store = open_store({"name": "patients", "topic": topic, "value": "avro"})
+    store.bootstrap()
+    with TestClient(create_app(store.config, store=store)) as client:
+        first = client.get("/views/patients/quarantine", params={"limit": 4})
+        assert first.status_code == 200, first.text
+        page = first.json()
+        assert len(page["items"]) == 4 and page["next"]
+        rest = client.get(
+            "/views/patients/quarantine", params={"limit": 100, "after": page["next"]}
+        ).json()
+        offsets = [i["offset"] for i in page["items"] + rest["items"]]
+        assert len(offsets) == len(bad) + 1 and offsets == sorted(offsets)
+    store.close()
+
+    config = tmp_path / "statestore.toml"
+    config.write_text(
+        f'[kafka]\n"bootstrap.servers" = "{bootstrap_servers}"\n'
+        f'[schema_registry]\nurl = "{registry_url}"\n'
+        f'[store]\npath = "{tmp_path / "store"}"\n'
+        f'[[views]]\nname = "patients"\ntopic = "{topic}"\nvalue = "avro"\n'
+    )
+    done = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "statestore"), "-c", str(config), "quarantine", "patients"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(line["offset"] for line in lines) == offsets
+    assert all(line["topic"] == topic and line["reason"] for line in lines)
+
+
+def test_on_error_fail_stops_the_view_at_the_bad_record(
+    topic_factory: Callable[..., str],
+    produce: Callable[..., object],
+    avro: Avro,
+    open_store: Callable[..., StateStore],
+) -> None:
+    """With on_error = "fail" the view fails at the first bad record, keeps what came before it and quarantines nothing."""
+    topic = topic_factory(partitions=1)
+    good = avro.value(topic, PATIENT_V1, patient("Ada"))
+    produce(topic, [("a", good), ("b", good[:-2]), ("c", good)])
+    store = open_store({"name": "patients", "topic": topic, "value": "avro", "on_error": "fail"})
+    status = store.bootstrap(raise_on_failure=False)["patients"]
+
+    assert status.state == "failed"
+    assert "offset 1" in (status.reason or "")
+    assert status.quarantined == 0
+    assert store.get("patients", "a") is not None
+    assert store.get("patients", "c") is None
+    wait_until(
+        lambda: store.position("patients") == {0: 0},
+        10,
+        "the position to stay before the bad record",
+    )

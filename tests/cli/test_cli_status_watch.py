@@ -1,0 +1,90 @@
+"""statestore status --watch: refreshed figures until interrupted, which exits 0."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from cli_support import STATESTORE, Topics, clean_env, deliveries, run, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def _watch(config: Path, cwd: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(STATESTORE), "-c", str(config), "status", "--watch", "--interval", "0.2", *extra],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _lines(proc: subprocess.Popen[str], n: int) -> list[str]:
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if len(lines) == n:
+            break
+    return lines
+
+
+def test_watch_prints_a_line_per_view_each_refresh_and_ctrl_c_exits_0(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """Not on a terminal, --watch prints a timestamped line per view each refresh; SIGINT ends it with 0."""
+    topic = topics.create(2, deliveries(6, 2))
+    config = write_config(tmp_path, [{"name": "deliveries", "topic": topic}])
+    assert run(["-c", config, "bootstrap"], tmp_path).returncode == 0
+
+    proc = _watch(config, tmp_path)
+    try:
+        lines = _lines(proc, 3)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert proc.returncode == 0, stderr
+    assert len(lines) == 3
+    for line in lines:
+        assert " view=deliveries state=ready lag=0 keys=6 records=12 quarantined=0" in line
+        assert line[:4].isdigit() and "T" in line.split()[0]
+    assert "Traceback" not in stderr
+
+
+def test_watch_json_prints_a_report_per_line_and_sigterm_exits_0(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """--watch --json prints one JSON report a line, as status --json has it; SIGTERM ends it with 0."""
+    topic = topics.create(1, [(0, "a", {"v": 1})])
+    config = write_config(tmp_path, [{"name": "things", "topic": topic}])
+    assert run(["-c", config, "bootstrap"], tmp_path).returncode == 0
+    once = json.loads(run(["-c", config, "status", "--json"], tmp_path).stdout)
+
+    proc = _watch(config, tmp_path, "--json")
+    try:
+        first = _lines(proc, 1)
+        topics.produce(topic, [(0, "b", {"v": 1})])
+        later = _lines(proc, 2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert proc.returncode == 0, stderr
+    reports = [json.loads(line) for line in first + later]
+    assert all("time" in r for r in reports)
+    assert reports[0]["views"] == once["views"]
+    # Each refresh asks Kafka again: the record produced meanwhile shows as lag.
+    assert reports[-1]["views"][0]["lag"] == 1
+    assert reports[-1]["views"][0]["state"] == "behind"

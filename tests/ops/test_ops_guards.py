@@ -1,0 +1,215 @@
+"""Staleness guards: a view that may have missed records or tombstones is rebuilt, failed or flagged."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from ops_support import BOOTSTRAP, keys_of, samples, send
+
+from statestore import Config, StateStore, ViewFailedError
+
+pytestmark = pytest.mark.integration
+
+
+def _deleted_past_the_view(
+    topic_factory: Callable[..., str],
+    admin: AdminClient,
+    make_config: Callable[..., Config],
+    policy: str,
+) -> Config:
+    """A view bootstrapped to offset 10, then records 10..19 produced and 0..14 deleted."""
+    topic = topic_factory(1, cleanup_policy="compact,delete")
+    send(topic, [(f"a{i}", {"i": i}, 0, None) for i in range(10)])
+    config = make_config({"name": "v", "topic": topic, "on_stale": policy})
+    with StateStore(config) as store:
+        store.bootstrap()
+    send(topic, [(f"b{i}", {"i": i}, 0, None) for i in range(10)])
+    futures = admin.delete_records([TopicPartition(topic, 0, 15)])
+    for future in futures.values():
+        future.result(timeout=30)
+    return config
+
+
+def test_records_deleted_past_the_stored_position_rebuild_the_view(
+    topic_factory: Callable[..., str],
+    admin: AdminClient,
+    make_config: Callable[..., Config],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """on_stale=rebuild: a stored position below the log start rebuilds from it, logged and counted."""
+    config = _deleted_past_the_view(topic_factory, admin, make_config, "rebuild")
+
+    with caplog.at_level(logging.WARNING), StateStore(config) as store:
+        store.bootstrap()
+        status = store.view("v").status()
+        keys = keys_of(store, "v")
+        metrics = samples(store)
+
+    assert keys == [f"b{i}" for i in range(5, 10)]
+    assert (status.state, status.generation, status.rebuilds, status.stale_events) == (
+        "ready",
+        1,
+        1,
+        1,
+    )
+    assert status.reason is not None and "below the log start offset 15" in status.reason
+    assert {p.partition: p.position for p in status.partitions} == {0: 20}
+    assert metrics[("statestore_stale_events_total", (("view", "v"),))] == 1
+    assert any(
+        "view.stale" in r.getMessage() and "below the log start offset 15" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_records_deleted_past_the_stored_position_fail_the_view(
+    topic_factory: Callable[..., str], admin: AdminClient, make_config: Callable[..., Config]
+) -> None:
+    """on_stale=fail: the view fails with the reason and the command that rebuilds it."""
+    config = _deleted_past_the_view(topic_factory, admin, make_config, "fail")
+
+    with StateStore(config) as store:
+        with pytest.raises(ViewFailedError, match="below the log start offset 15"):
+            store.bootstrap()
+        status = store.view("v").status()
+        metrics = samples(store)
+        kept = keys_of(store, "v")
+
+    assert status.state == "failed"
+    assert status.reason is not None
+    assert "statestore rebuild --view v" in status.reason
+    assert metrics[("statestore_stale_events_total", (("view", "v"),))] == 1
+    assert metrics[("statestore_view_state", (("state", "failed"), ("view", "v")))] == 1
+    assert kept == [f"a{i}" for i in range(10)]
+
+
+def test_records_deleted_past_the_stored_position_ignored_keeps_serving_with_a_reason(
+    topic_factory: Callable[..., str], admin: AdminClient, make_config: Callable[..., Config]
+) -> None:
+    """on_stale=ignore: the view goes on from the log start, keeps what it had and says why it may be wrong."""
+    config = _deleted_past_the_view(topic_factory, admin, make_config, "ignore")
+
+    with StateStore(config) as store:
+        store.bootstrap()
+        status = store.view("v").status()
+        keys = keys_of(store, "v")
+
+    assert status.state == "ready"
+    assert status.generation == 0
+    assert status.stale_events == 1
+    assert status.reason is not None
+    assert status.reason.startswith("stale, ignored:")
+    assert "below the log start offset 15" in status.reason
+    assert keys == sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5, 10)])
+    assert {p.partition: p.position for p in status.partitions} == {0: 20}
+
+
+def _log_keys(topic: str) -> set[str]:
+    """Every key that still has a record (value or tombstone) in partition 0 of *topic*."""
+    consumer = Consumer(
+        {"bootstrap.servers": BOOTSTRAP, "group.id": "ops-test", "enable.auto.commit": False}
+    )
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, low)])
+        keys: set[str] = set()
+        position = low
+        while position < high:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                position = consumer.position([TopicPartition(topic, 0)])[0].offset
+                continue
+            assert msg.error() is None, msg.error()
+            key, offset = msg.key(), msg.offset()
+            assert key is not None and offset is not None
+            keys.add(key.decode())
+            position = offset + 1
+        return keys
+    finally:
+        consumer.close()
+
+
+def _tombstones_cleaned_while_away(
+    topic_factory: Callable[..., str], make_config: Callable[..., Config], policy: str
+) -> tuple[Config, str]:
+    """A view bootstrapped with k0..k4; then k0 and k1 deleted and their tombstones compacted away."""
+    topic = topic_factory(
+        1,
+        delete_retention_ms="2000",
+        segment_ms="100",
+        min_cleanable_dirty_ratio="0.01",
+        min_compaction_lag_ms="0",
+    )
+    send(topic, [(f"k{i}", {"i": i}, 0, None) for i in range(5)])
+    config = make_config({"name": "v", "topic": topic, "on_stale": policy})
+    with StateStore(config) as store:
+        store.bootstrap()
+    send(topic, [("k0", None, 0, None), ("k1", None, 0, None)])
+    # New records roll segments so the cleaner compacts the tombstones, then drops
+    # them once delete.retention.ms has passed.
+    deadline = time.monotonic() + 120
+    n = 0
+    while {"k0", "k1"} & _log_keys(topic):
+        assert time.monotonic() < deadline, "the broker never cleaned the tombstones"
+        time.sleep(0.3)
+        n += 1
+        send(topic, [("filler", {"n": n}, 0, None)])
+    return config, topic
+
+
+def test_a_view_away_longer_than_delete_retention_is_rebuilt_without_the_deleted_keys(
+    topic_factory: Callable[..., str], make_config: Callable[..., Config]
+) -> None:
+    """Back after longer than delete.retention.ms, with tombstones cleaned meanwhile: rebuilt, deleted keys gone."""
+    config, _ = _tombstones_cleaned_while_away(topic_factory, make_config, "rebuild")
+
+    with StateStore(config) as store:
+        store.bootstrap()
+        status = store.view("v").status()
+        keys = keys_of(store, "v")
+        metrics = samples(store)
+
+    assert keys == ["filler", "k2", "k3", "k4"]
+    assert (status.state, status.generation, status.stale_events) == ("ready", 1, 1)
+    assert status.reason is not None and "delete.retention.ms" in status.reason
+    assert metrics[("statestore_stale_events_total", (("view", "v"),))] == 1
+    assert metrics[("statestore_rebuilds_total", (("view", "v"),))] == 1
+
+
+def test_a_view_away_longer_than_delete_retention_fails_when_so_configured(
+    topic_factory: Callable[..., str], make_config: Callable[..., Config]
+) -> None:
+    """on_stale=fail: the view fails, naming delete.retention.ms, and keeps its (untrusted) data."""
+    config, _ = _tombstones_cleaned_while_away(topic_factory, make_config, "fail")
+
+    with StateStore(config) as store:
+        store.bootstrap(raise_on_failure=False)
+        status = store.view("v").status()
+        keys = keys_of(store, "v")
+
+    assert status.state == "failed"
+    assert status.reason is not None
+    assert "delete.retention.ms" in status.reason
+    assert "statestore rebuild --view v" in status.reason
+    assert keys == ["k0", "k1", "k2", "k3", "k4"]
+
+
+def test_a_view_away_longer_than_delete_retention_ignored_keeps_the_deleted_keys(
+    topic_factory: Callable[..., str], make_config: Callable[..., Config]
+) -> None:
+    """on_stale=ignore: the view serves on with a reason, and keys whose tombstones it missed stay (the risk taken)."""
+    config, _ = _tombstones_cleaned_while_away(topic_factory, make_config, "ignore")
+
+    with StateStore(config) as store:
+        store.bootstrap()
+        status = store.view("v").status()
+        keys: Any = keys_of(store, "v")
+
+    assert status.state == "ready"
+    assert status.reason is not None and status.reason.startswith("stale, ignored:")
+    assert keys == ["filler", "k0", "k1", "k2", "k3", "k4"]

@@ -1,0 +1,77 @@
+"""One truth: statestore status --json, GET /views/{view} and /metrics report the same figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from fastapi.testclient import TestClient
+from ops_support import STATESTORE, clean_env, eventually, parse, send, write_config
+
+from api import create_app
+from statestore import StateStore, load_config
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_json_the_view_route_and_metrics_agree_for_a_quiet_view(
+    topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """Per partition position, end offset and lag, and keys, records, bytes and quarantined are equal in all three."""
+    topic = topic_factory(3)
+    send(topic, [(f"k{i}", {"i": i}, i % 3, None) for i in range(30)])
+    send(topic, [("k1", None, 1, None), ("k4", {"i": 40}, 1, None)])
+    config_path = write_config(tmp_path, [{"name": "v", "topic": topic}])
+    config = load_config(config_path, environ={})
+    with StateStore(config) as store:
+        bad = Producer({"bootstrap.servers": "127.0.0.1:9092"})
+        bad.produce(topic, key=b"bad", value=b"{not json", partition=2)
+        assert bad.flush(30) == 0
+        store.start()
+        eventually(lambda: store.ready() and store.view("v").lag() == 0, "caught up")
+        with TestClient(create_app(config, store=store)) as client:
+            route = client.get("/views/v").json()
+            metrics = parse(client.get("/metrics").text)
+            cli = subprocess.run(
+                [str(STATESTORE), "-c", str(config_path), "status", "--json"],
+                cwd=tmp_path,
+                env=clean_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+    assert cli.returncode == 0, cli.stderr
+    status = next(v for v in json.loads(cli.stdout)["views"] if v["name"] == "v")
+    assert (route["keys"], route["quarantined"], route["records_applied"]) == (29, 1, 33)
+    view = (("view", "v"),)
+    for name, metric in (
+        ("keys", "statestore_keys"),
+        ("records_applied", "statestore_records_applied_total"),
+        ("bytes_applied", "statestore_bytes_applied_total"),
+        ("quarantined", "statestore_quarantined_total"),
+    ):
+        assert status[name] == route[name] == metrics[(metric, view)], name
+    assert (
+        status["lag"] == route["lag"] == metrics[("statestore_view_lag", (("topic", topic), *view))]
+    )
+    assert status["generation"] == route["generation"]
+    assert status["last_applied_at_ms"] == route["last_applied_at_ms"]
+    assert len(status["partitions"]) == len(route["partitions"]) == 3
+    for ours, theirs in zip(status["partitions"], route["partitions"], strict=True):
+        labels = (("partition", str(theirs["partition"])), ("topic", topic), *view)
+        assert ours["partition"] == theirs["partition"]
+        assert (
+            ours["position"] == theirs["position"] == metrics[("statestore_applied_offset", labels)]
+        )
+        assert (
+            ours["end_offset"] == theirs["end_offset"] == metrics[("statestore_end_offset", labels)]
+        )
+        assert ours["lag"] == theirs["lag"] == metrics[("statestore_consumer_lag", labels)] == 0
+    assert status["state"] == route["state"] == "ready"
+    assert metrics[("statestore_view_state", (("state", "ready"), *view))] == 1

@@ -1,0 +1,188 @@
+"""Shutdown: SIGTERM finishes the batch in flight and closes the store; a restart re-reads nothing."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from confluent_kafka import Producer
+from ops_support import (
+    BOOTSTRAP,
+    STATESTORE,
+    clean_env,
+    read_log,
+    reduce_log,
+    stored,
+    write_config,
+)
+
+from statestore import load_config
+
+pytestmark = pytest.mark.integration
+
+
+def _run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(STATESTORE), "-c", str(config), *args],
+        cwd=config.parent,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _records_read(result: subprocess.CompletedProcess[str], view: str) -> int:
+    match = re.match(rf"{view}: ([\d,]+) records", result.stdout)
+    assert match, result.stdout + result.stderr
+    return int(match.group(1).replace(",", ""))
+
+
+def _produce_many(topic: str, n: int, partitions: int) -> None:
+    # One record per batch: with the small fetches below, bootstrap reads one at a time.
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 0, "batch.num.messages": 1})
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=f"k{i % 500}".encode(),
+                    value=orjson.dumps({"i": i}),
+                    partition=i % partitions,
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def _check_resumes_without_rereading(config: Path, topic: str) -> dict[int, int]:
+    """Stored data equals the log up to the stored positions; bootstraps read the rest, then nothing."""
+    positions, entities, applied = stored(config, "v")
+    log = read_log(topic)
+    assert entities == reduce_log(log, positions)
+    assert applied == sum(positions.values())
+
+    rest = _run(config, "bootstrap")
+    again = _run(config, "bootstrap")
+
+    assert rest.returncode == 0, rest.stderr
+    assert _records_read(rest, "v") == len(log) - sum(positions.values())
+    assert again.returncode == 0, again.stderr
+    assert _records_read(again, "v") == 0
+    return positions
+
+
+def test_sigterm_during_bootstrap_keeps_what_was_applied_and_the_next_run_resumes(
+    topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """SIGTERM mid-bootstrap exits 130 with positions equal to the data applied; the next run reads only the rest."""
+    topic = topic_factory(2)
+    _produce_many(topic, 20_000, 2)
+    config = write_config(
+        tmp_path,
+        [{"name": "v", "topic": topic}],
+        kafka={"max.partition.fetch.bytes": 1},
+        store={"batch_size": 1},
+    )
+    proc = subprocess.Popen(
+        [str(STATESTORE), "-c", str(config), "bootstrap"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if re.search(r"bootstrap\.progress view=v records=[1-9]", line):
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert code == 130, "".join(seen) + rest
+    assert "cli.stopping signal=SIGTERM" in rest
+    assert "error: interrupted" in rest
+    positions = _check_resumes_without_rereading(config, topic)
+    assert 0 < sum(positions.values()) < 20_000
+
+
+def test_sigterm_while_serving_closes_cleanly_and_a_restart_reads_nothing_again(
+    topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """SIGTERM to serve while records keep arriving stops after the batch in flight; the store matches its positions."""
+    topic = topic_factory(3)
+    _produce_many(topic, 300, 3)
+    config = write_config(tmp_path, [{"name": "v", "topic": topic}])
+    url = f"http://127.0.0.1:{load_config(config, environ={}).api.port}"
+    proc = subprocess.Popen(
+        [str(STATESTORE), "-c", str(config), "serve"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stop = threading.Event()
+
+    def keep_producing() -> None:
+        producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 0})
+        n = 0
+        while not stop.is_set():
+            # Each key stays on its partition: the view is then the log reduced per key.
+            key = n % 50
+            producer.produce(
+                topic, key=f"k{key}".encode(), value=orjson.dumps({"late": n}), partition=key % 3
+            )
+            producer.poll(0)
+            n += 1
+            time.sleep(0.001)
+        producer.flush(30)
+
+    writer = threading.Thread(target=keep_producing, daemon=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert time.monotonic() < deadline and proc.poll() is None, "serve never got ready"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        writer.start()
+        # Following: records applied since the server got ready.
+        while httpx.get(f"{url}/views/v", timeout=5).json()["records_applied"] < 400:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        stop.set()
+        writer.join(30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert proc.returncode in (0, -signal.SIGTERM), stderr
+    assert "api.store_closed" in stderr
+    assert "Traceback" not in stderr
+    positions = _check_resumes_without_rereading(config, topic)
+    assert sum(positions.values()) >= 400

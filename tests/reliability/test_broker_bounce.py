@@ -1,0 +1,251 @@
+"""Broker bounce: the broker is stopped and restarted under a running `statestore serve`,
+mid-bootstrap and mid-follow. The server recovers by itself, says so in status and
+readiness while Kafka is away, and ends equal to the log.
+
+The broker bounced is a private one (see the ``own_broker`` fixture), never the shared one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from reliability_support import (
+    Figures,
+    Mode,
+    OwnBroker,
+    Server,
+    Topics,
+    differences,
+    entity_records,
+    fast_producer,
+    free_port,
+    high_watermarks,
+    produce_all,
+    read_log,
+    read_view,
+    reduce_log,
+    write_config,
+)
+
+from statestore import KafkaError
+from statestore.kafka import KafkaClient
+
+pytestmark = pytest.mark.integration
+
+VIEW = "bounce"
+KEYS = 30_000
+# A small prefetch queue, so the bootstrap keeps fetching from the broker until its end
+# instead of holding the whole topic in memory within a second.
+THROTTLED_FETCH = {
+    "queued.min.messages": 2000,
+    "queued.max.messages.kbytes": 1024,
+    "max.partition.fetch.bytes": 65536,
+}
+
+
+@pytest.fixture
+def own_topics(own_broker: OwnBroker) -> Any:
+    made = Topics(own_broker.bootstrap)
+    yield made
+    with contextlib.suppress(Exception):
+        made.close()
+
+
+class Writer:
+    """A background producer of updates and tombstones that can be paused and resumed."""
+
+    def __init__(self, bootstrap: str, topic: str, seed: int) -> None:
+        self.producer = fast_producer(
+            bootstrap, **{"linger.ms": 5, "message.timeout.ms": 600_000, "log_level": 2}
+        )
+        self.topic = topic
+        self.rng = random.Random(seed)
+        self.seq = 10_000_000
+        self.on = threading.Event()
+        self.done = threading.Event()
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _report(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            if not self.on.wait(0.1):
+                continue
+            for key, value in entity_records(self.rng, 100, keys=KEYS, start=self.seq):
+                with contextlib.suppress(BufferError):
+                    self.producer.produce(
+                        self.topic, key=key, value=value, on_delivery=self._report
+                    )
+            self.seq += 100
+            self.producer.poll(0)
+            time.sleep(0.05)
+
+    def pause(self) -> None:
+        self.on.clear()
+        time.sleep(0.2)
+        assert self.producer.flush(120) == 0, "records were not delivered"
+        assert not self.errors, self.errors[:3]
+
+    def close(self) -> None:
+        self.on.clear()
+        self.done.set()
+        self.thread.join(10)
+        self.producer.flush(120)
+
+
+def sample(server: Server) -> dict[str, Any]:
+    """The view's state and reason, and what /readyz answers, right now."""
+    try:
+        info = server.view_info(VIEW)
+        ready = server.http.get("/readyz", timeout=10)
+    except httpx.TransportError as exc:
+        return {"error": str(exc)}
+    return {
+        "state": info["state"],
+        "reason": info["reason"],
+        "records": info["records_applied"],
+        "ready": ready.status_code,
+        "ready_body": ready.json(),
+    }
+
+
+def wait_until(
+    server: Server, what: str, test: Callable[[dict[str, Any]], bool], timeout: float = 120
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        assert server.alive(), f"serve exited:\n{server.output()[-3000:]}"
+        seen = sample(server)
+        if "error" not in seen and test(seen):
+            return seen
+        time.sleep(0.25)
+    raise AssertionError(f"{what}: not within {timeout}s; last seen {seen}")
+
+
+def kafka_named(s: dict[str, Any]) -> bool:
+    return "kafka" in str(s.get("reason") or "").lower()
+
+
+@pytest.mark.timeout(900)
+def test_broker_bounces_mid_bootstrap_and_mid_follow(
+    own_broker: OwnBroker,
+    own_topics: Topics,
+    tmp_path: Path,
+    mode: Mode,
+    figures: Figures,
+) -> None:
+    """With the broker stopped mid-bootstrap and mid-follow, serve reports the outage (not ready while bootstrapping, degraded while following), recovers by itself once the broker is back, and ends equal to the log."""
+    bootstrap = own_broker.bootstrap
+    seed = random.randrange(1 << 30)
+    topic = own_topics.create(3, prefix="bounce")
+    produce_all(
+        fast_producer(bootstrap),
+        topic,
+        entity_records(random.Random(seed), mode.topic_records, keys=KEYS),
+    )
+    config = write_config(
+        tmp_path, [{"name": VIEW, "topic": topic}], bootstrap=bootstrap, kafka=THROTTLED_FETCH
+    )
+    writer = Writer(bootstrap, topic, seed + 1)
+    server = Server(config, free_port(), tmp_path, tmp_path / "serve.log")
+    pid = server.pid
+    observed: dict[str, Any] = {}
+    bounces = 0
+    try:
+        # -- mid-bootstrap -------------------------------------------------------------
+        wait_until(
+            server,
+            "bootstrap under way",
+            lambda s: s["state"] == "bootstrapping" and s["records"] > 0,
+        )
+        own_broker.stop()
+        bounces += 1
+        down = wait_until(
+            server,
+            "the outage reported while bootstrapping",
+            lambda s: s["state"] == "bootstrapping" and kafka_named(s),
+            timeout=60,
+        )
+        assert down["ready"] == 503
+        observed["bootstrap_outage"] = {k: down[k] for k in ("state", "reason", "ready")}
+        # With Kafka away, a stalled range is never taken for a compaction hole and skipped.
+        with pytest.raises(KafkaError):
+            KafkaClient({"bootstrap.servers": bootstrap}, timeout=3).next_record_offset(topic, 0, 0)
+        own_broker.start()
+        wait_until(
+            server,
+            "ready after the broker came back",
+            lambda s: s["ready"] == 200 and s["state"] == "ready" and s["reason"] is None,
+        )
+
+        # -- mid-follow ----------------------------------------------------------------
+        for i in range(mode.bounces):
+            writer.on.set()
+            time.sleep(2.0)
+            flowing = i % 2 == 1
+            if not flowing:
+                # Idle over the restart: recovery must not wait for a new record.
+                writer.pause()
+            own_broker.stop()
+            bounces += 1
+            down = wait_until(
+                server,
+                "the outage reported while following",
+                lambda s: s["state"] == "degraded" and kafka_named(s),
+                timeout=60,
+            )
+            # Policy: a caught-up view keeps serving what it has applied, and says so.
+            assert down["ready"] == 200, down
+            assert down["ready_body"]["views"][0]["state"] == "degraded"
+            some = server.http.get(f"/views/{VIEW}/entities", params={"limit": 1})
+            assert some.status_code == 200 and some.json()["items"], some.text
+            observed[f"follow_outage_{i}"] = {k: down[k] for k in ("state", "reason", "ready")}
+            own_broker.start()
+            wait_until(
+                server,
+                "ready again after the broker came back",
+                lambda s: s["state"] == "ready" and s["reason"] is None,
+            )
+            writer.pause()
+        # Following again after the bounces.
+        writer.on.set()
+        time.sleep(3.0)
+        writer.pause()
+        server.wait_caught_up(VIEW, high_watermarks(bootstrap, topic))
+        assert server.pid == pid and server.alive(), "the server was restarted"
+    finally:
+        writer.close()
+        code = server.close()
+    assert code in (0, -15), server.output()[-3000:]
+    assert "Traceback" not in server.output()
+
+    log_records = read_log(bootstrap, topic)
+    expected = reduce_log(log_records)
+    view, status = read_view(config, VIEW)
+    diffs = differences(view, expected)
+    figures.add(
+        "broker_bounce",
+        seed=seed,
+        bounces=bounces,
+        mid_bootstrap=1,
+        mid_follow=bounces - 1,
+        observed=observed,
+        log_records=len(log_records),
+        keys=len(expected),
+        mismatches=len(diffs),
+    )
+    assert diffs == [], f"seed {seed}:\n" + "\n".join(diffs)
+    assert status.records_applied == len(log_records)
