@@ -92,6 +92,8 @@ def serve(
             log_config=None,
             ssl_certfile=cfg.api.ssl_certfile,
             ssl_keyfile=cfg.api.ssl_keyfile,
+            # Open change streams never end by themselves: give them 5 s, then close.
+            timeout_graceful_shutdown=5,
         )
     )
     with contextlib.suppress(KeyboardInterrupt):
