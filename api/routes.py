@@ -7,13 +7,11 @@ position and a client can send it back as ``min_position`` for monotonic reads.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 import anyio
-import orjson
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +23,7 @@ from statestore import (
     ViewState,
     ViewStatus,
     format_position,
+    parse_index_value,
     parse_position,
 )
 
@@ -220,20 +219,6 @@ def _exact_tail(request: Request, marker: str, decoded: str) -> str:
         raise ApiError(422, "invalid_key", "the path is not UTF-8 once percent-decoded") from None
 
 
-def _index_value(text: str) -> str | int | float | bool:
-    """A JSON number, boolean or quoted string as that value; any other text as itself."""
-    if text[:1] in ('"', "-", "t", "f") or text[:1].isdigit():
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return text
-        if isinstance(value, float) and not math.isfinite(value):
-            return text
-        if isinstance(value, (bool, int, float, str)):
-            return value
-    return text
-
-
 _POSITION_DOC = {
     POSITION_HEADER: {
         "description": "The view's applied position when the read began (`<partition>:<offset>,...`).",
@@ -420,7 +405,7 @@ def find_by(
             f"view {ctx.name!r} has no index on {field!r} (indexed fields: {indexed})",
         )
     text = _exact_tail(request, f"/views/{ctx.name}/by/{field}/", value)
-    page = ctx.store.by(ctx.name, field, _index_value(text), after=after, limit=limit)
+    page = ctx.store.by(ctx.name, field, parse_index_value(text), after=after, limit=limit)
     items = [e.to_dict() for e in page.items]
     return json_response({"items": items, "next": page.next}, headers=ctx.headers)
 

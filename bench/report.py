@@ -233,10 +233,8 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
             "json_check": "JSON check (`orjson.loads` of a ~200-byte value)",
             "key_check": "key check (UTF-8)",
             "header_pack": "stored-record header + value bytes",
-            "get_per_key_sorted": "read of the stored record, batch in key order",
-            "get_per_key_unsorted": "read of the stored record, batch in log order",
-            "put_and_write_sorted": "WriteBatch put + write, batch in key order",
-            "put_and_write_unsorted": "WriteBatch put + write, batch in log order",
+            "get_per_key": "read of the stored record (multi-get of the batch's keys)",
+            "put_and_write": "WriteBatch put + write",
         }
         parts += [
             "Per-record costs of the apply steps, each timed alone (`python -m bench.costs`, "

@@ -31,6 +31,7 @@ from .errors import (
     UnknownViewError,
     ViewFailedError,
 )
+from .indexes import parse_index_value
 from .ingest import Progress
 from .position import format_position, parse_position
 from .records import Entity
@@ -79,5 +80,6 @@ __all__ = [
     "__version__",
     "format_position",
     "load_config",
+    "parse_index_value",
     "parse_position",
 ]

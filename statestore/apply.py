@@ -136,21 +136,17 @@ def apply_records(
     batch = storage.batch()
     cf = view.entity_cf
     put, handle = batch.fast_put(cf)
-    # Read and write the batch's distinct keys in key order: RocksDB finds neighbouring keys
-    # much faster (memtable and block locality), and the outcome does not depend on the order
-    # of distinct keys. Changes are still reported in the batch's order (below).
-    ordered = sorted(latest)
-    olds = storage.get_many(cf, ordered)
+    olds = storage.get_many(cf, list(latest))
     delta = 0
     puts = 0
     changes = out.changes
     track = bool(view.listeners)
-    tracked: dict[bytes, tuple[bytes, int, int, bytes | None]] = {}
     indexed = view.has_indexes
     schemas = view.tracks_schemas
     schema_delta = out.schema_delta
-    for stored_key, old in zip(ordered, olds, strict=True):
-        partition, offset, timestamp, schema_id, value = latest[stored_key]
+    for (stored_key, (partition, offset, timestamp, schema_id, value)), old in zip(
+        latest.items(), olds, strict=True
+    ):
         if old is not None:
             _, old_partition, _, old_ts, old_schema = _unpack_header(old)
             if old_partition != partition and old_ts > timestamp:
@@ -163,7 +159,7 @@ def apply_records(
                 delta -= 1
                 out.deletes += 1
                 if track:
-                    tracked[stored_key] = (stored_key, partition, offset, None)
+                    changes.append((stored_key, partition, offset, None))
         else:
             data = _pack_header(1, partition, offset, timestamp, schema_id) + value
             put(stored_key, data, handle)
@@ -173,12 +169,10 @@ def apply_records(
             if schemas:
                 schema_delta[schema_id] = schema_delta.get(schema_id, 0) + 1
             if track:
-                tracked[stored_key] = (stored_key, partition, offset, data)
+                changes.append((stored_key, partition, offset, data))
         if indexed:
             view.index_changes(batch, stored_key, old, value)
     out.puts = puts
-    if tracked:
-        changes.extend(tracked[k] for k in latest if k in tracked)
 
     if quarantined:
         qcf = view.quarantine_cf

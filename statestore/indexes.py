@@ -9,6 +9,7 @@ entities share the value.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,7 +20,13 @@ from .storage import META, Batch
 if TYPE_CHECKING:
     from .view import View
 
-__all__ = ["index_value", "index_value_key", "move_index_entries", "sync_indexes"]
+__all__ = [
+    "index_value",
+    "index_value_key",
+    "move_index_entries",
+    "parse_index_value",
+    "sync_indexes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,25 @@ def _scalar_text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
+
+
+def parse_index_value(text: str) -> str | int | float | bool:
+    """The value a user typed for an index lookup (URL, CLI).
+
+    A JSON number, boolean or quoted string is that value — ``42`` matches the number
+    42, ``"42"`` (quotes included) the string "42" — and any other text is itself a
+    string: ``in_transit``.
+    """
+    if text[:1] in ('"', "-", "t", "f") or text[:1].isdigit():
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+        if isinstance(value, float) and not math.isfinite(value):
+            return text
+        if isinstance(value, bool | int | float | str):
+            return value
+    return text
 
 
 def index_value_key(value: Any) -> bytes:

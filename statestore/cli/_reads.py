@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import shlex
 from typing import Annotated
 
-import orjson
 import typer
 
-from .. import CodecError, StateStore
+from .. import CodecError, StateStore, parse_index_value
 from ._app import ConfigOption, check_views, dumps, fail, handled, load
 
-__all__ = ["get", "get_by", "index_value", "quarantine"]
-
-
-def index_value(text: str) -> str | int | float | bool:
-    """A JSON number, boolean or quoted string as that value; any other text as itself.
-
-    The same reading as ``GET /views/{view}/by/{field}/{value}``: ``42`` matches the
-    number 42, ``"42"`` (quotes included) the string "42", ``in_transit`` the string.
-    """
-    if text[:1] in ('"', "-", "t", "f") or text[:1].isdigit():
-        try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return text
-        if isinstance(value, float) and not math.isfinite(value):
-            return text
-        if isinstance(value, bool | int | float | str):
-            return value
-    return text
+__all__ = ["get", "get_by", "quarantine"]
 
 
 @handled
@@ -74,7 +54,7 @@ def get_by(
     cfg = load(ctx, config)
     check_views(cfg, [view])
     with StateStore(cfg, read_only=True) as store:
-        page = store.by(view, field, index_value(value), after=after, limit=limit)
+        page = store.by(view, field, parse_index_value(value), after=after, limit=limit)
     for entity in page.items:
         typer.echo(dumps(entity.to_dict()))
     if page.next is not None:

@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 from cli_support import Topics, run, write_config
 
-from api.routes import _index_value
-from statestore.cli._reads import index_value
-
 pytestmark = pytest.mark.integration
 
 
@@ -98,31 +95,3 @@ def test_get_by_on_a_field_without_index_exits_2(topics: Topics, tmp_path: Path)
     assert "status, n, vip" in result.stderr
     assert "Traceback" not in result.stderr
 
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "42",
-        "-1",
-        "1.5",
-        "1e3",
-        "true",
-        "false",
-        '"42"',
-        '"a b"',
-        "null",
-        "in_transit",
-        "t",
-        "-x",
-        "NaN",
-        "-Infinity",
-        "99999999999999999999999",
-        "",
-        '"unterminated',
-        "007",
-    ],
-)
-def test_get_by_reads_a_value_as_the_rest_route_does(text: str) -> None:
-    """The CLI's reading of VALUE is the REST route's, for every kind of text."""
-    assert index_value(text) == _index_value(text)
-    assert type(index_value(text)) is type(_index_value(text))

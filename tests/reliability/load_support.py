@@ -84,12 +84,11 @@ class LoadWriter:
         return report
 
     def _run(self) -> None:
-        burst = max(1, self.rate // 10)
         while not self.done.is_set():
             if not self.on.wait(0.1):
                 continue
             started = time.monotonic()
-            for _ in range(burst):
+            for _ in range(max(1, self.rate // 10)):
                 key = self.rng.choice(KEYS)
                 self.seq += 1
                 if self.rng.random() < 0.05:

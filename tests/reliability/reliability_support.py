@@ -451,12 +451,30 @@ class Mode:
     soak_seconds: float
 
 
-CI_MODE = Mode("ci", 20, 200_000, 1, 1, 10.0, 25, 15.0)
+CI_MODE = Mode(
+    "ci",
+    kills=20,
+    topic_records=200_000,
+    bounces=1,
+    poison_scale=1,
+    load_seconds=10.0,
+    fuzz_examples=25,
+    soak_seconds=10.0,
+)
 _current: list[Mode] = [CI_MODE]
 
 
 def soak_mode(minutes: float) -> Mode:
-    return Mode("soak", 200, 200_000, 3, 10, 60.0, 400, minutes * 60)
+    return Mode(
+        "soak",
+        kills=200,
+        topic_records=200_000,
+        bounces=3,
+        poison_scale=10,
+        load_seconds=60.0,
+        fuzz_examples=150,
+        soak_seconds=minutes * 60,
+    )
 
 
 def set_mode(mode: Mode) -> None:

@@ -110,6 +110,7 @@ def test_sigkill_at_random_moments_loses_nothing(
     finished_before_kill = 0
     kills = 0
     rounds = 0
+    after: dict[int, int] = {}
     try:
         while kills < mode.kills:
             rounds += 1
@@ -118,7 +119,7 @@ def test_sigkill_at_random_moments_loses_nothing(
                 burst = rng.randrange(3_000, 12_000)
                 produce_all(producer, topic, entity_records(rng, burst, keys=KEYS, start=seq))
                 seq += burst
-            before = stored_positions(config)
+            before = after
             highs = high_watermarks(shared_bootstrap, topic)
             command = rng.choice(["bootstrap", "serve"])
             commands[command] += 1
