@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 import anyio
 from fastapi import APIRouter, Depends, Path, Query
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -47,6 +48,21 @@ __all__ = ["DEFAULT_WAIT_MS", "open_router", "router"]
 
 DEFAULT_WAIT_MS = 1000
 _SERVING: frozenset[ViewState] = frozenset({"ready", "degraded"})
+
+
+class _AnyText(Convertor[str]):
+    """Like Starlette's ``path``, but line breaks too: a key may hold ``\n`` (sent as ``%0A``)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
 
 open_router = APIRouter(tags=["health"])
 router = APIRouter(tags=["views"])
@@ -322,7 +338,7 @@ def scan_entities(
 
 
 @router.get(
-    "/views/{view}/entities/{key:path}",
+    "/views/{view}/entities/{key:anytext}",
     response_model=None,
     summary="Get one entity",
     responses={
@@ -367,7 +383,7 @@ def lookup(request: Request, ctx: ReadableView, body: LookupRequest) -> Response
 
 
 @router.get(
-    "/views/{view}/by/{field}/{value:path}",
+    "/views/{view}/by/{field}/{value:anytext}",
     response_model=None,
     summary="Find entities by an indexed field",
     responses={

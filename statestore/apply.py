@@ -67,6 +67,7 @@ class Applied:
     # filled only while the view has listeners.
     changes: list[tuple[bytes, int, int, bytes | None]] = field(default_factory=list)
     schema_delta: dict[int, int] = field(default_factory=dict)
+    applied_at_ms: int = 0
     failure: str | None = None
 
 
@@ -210,6 +211,7 @@ def apply_records(
         if change:
             total = view.schema_counts.get(schema_id, 0) + change
             batch.put("meta", schema_count_key(slot, schema_id), pack_int(total))
-    batch.put("meta", applied_at_key(slot), pack_int(int(time.time() * 1000)))
+    out.applied_at_ms = int(time.time() * 1000)
+    batch.put("meta", applied_at_key(slot), pack_int(out.applied_at_ms))
     storage.write(batch)
     return out

@@ -255,7 +255,7 @@ class View:
             c["quarantined"] += applied.quarantined
             for schema_id, change in applied.schema_delta.items():
                 self.schema_counts[schema_id] = self.schema_counts.get(schema_id, 0) + change
-            self.last_applied_at_ms = int(time.time() * 1000)
+            self.last_applied_at_ms = applied.applied_at_ms
             self._cond.notify_all()
         for listener in list(self.listeners):
             try:
