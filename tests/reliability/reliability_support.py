@@ -23,7 +23,14 @@ from typing import Any
 
 import httpx
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from statestore import StateStore, load_config
@@ -65,7 +72,21 @@ class Topics:
     def create(self, partitions: int = 3, *, prefix: str = "rel", **config: str) -> str:
         name = f"statestore-{prefix}-{uuid.uuid4().hex[:10]}"
         conf = {"cleanup.policy": "compact", **config}
-        self.admin.create_topics([NewTopic(name, partitions, 1, config=conf)])[name].result(60)
+        # A broker started moments ago may not take CreateTopics at once (its controller
+        # is still settling): ask again rather than fail the scenario on set-up.
+        for attempt in range(4):
+            future = self.admin.create_topics([NewTopic(name, partitions, 1, config=conf)])[name]
+            try:
+                future.result(30)
+                break
+            except KafkaException as exc:
+                if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    break
+                if attempt == 3:
+                    raise
+            except TimeoutError:
+                if attempt == 3:
+                    raise
         self.created.append(name)
         return name
 
