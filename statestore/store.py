@@ -168,12 +168,18 @@ class StateStore:
         for name in self._views:
             if name in self._threads and self._threads[name].is_alive():
                 continue
-            ing = self._ingestor(name)
-            t = threading.Thread(
-                target=ing.follow, args=(self._stop,), name=f"follow-{name}", daemon=True
-            )
-            t.start()
-            self._threads[name] = t
+            self._follow(name)
+
+    def _follow(self, name: str) -> None:
+        """Start the thread that catches *name* up (where needed) and follows its topic."""
+        thread = threading.Thread(
+            target=self._ingestor(name).follow,
+            args=(self._stop,),
+            name=f"follow-{name}",
+            daemon=True,
+        )
+        thread.start()
+        self._threads[name] = thread
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop consuming: the batch in flight is finished, then the threads end."""
@@ -240,14 +246,7 @@ class StateStore:
             if name in self._threads and self._views[name].state != "failed":
                 if self._stop.is_set():
                     break
-                follower = threading.Thread(
-                    target=self._ingestor(name).follow,
-                    args=(self._stop,),
-                    name=f"follow-{name}",
-                    daemon=True,
-                )
-                follower.start()
-                self._threads[name] = follower
+                self._follow(name)
         if wait:
             for name in names:
                 if name not in offline:
