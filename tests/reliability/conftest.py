@@ -8,6 +8,8 @@ The brokers and the registry are required: when one is missing the tests fail, n
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,19 +21,15 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from reliability_support import (
-    CI_MODE,
     REPO,
     SHARED_BOOTSTRAP,
-    Figures,
-    Mode,
-    OwnBroker,
     Topics,
     free_port,
-    set_mode,
-    soak_mode,
 )
+from run_mode import CI_MODE, Figures, Mode, OwnBroker, set_mode, soak_mode
 
 RESULTS = REPO / "var" / "reliability"
+OWN_BROKERS = RESULTS / "own-brokers"
 _FIGURES_PATH = pytest.StashKey[Path]()
 
 
@@ -121,7 +119,11 @@ _OWN_BROKER = pytest.StashKey["PendingBroker"]()
 
 class PendingBroker:
     """A private broker whose start was launched in the background at collection time,
-    so the JVM and KRaft start-up overlap with the tests that run before it is needed."""
+    so the JVM and KRaft start-up overlap with the tests that run before it is needed.
+
+    Each one is recorded under var/reliability/own-brokers/ with the pid of its pytest
+    process: one left running by a session that was killed is stopped by the next session.
+    """
 
     def __init__(self) -> None:
         shared_var = Path(os.environ.get("STATESTORE_VAR", REPO / "var"))
@@ -133,20 +135,18 @@ class PendingBroker:
         (self.var / "kafka").mkdir()
         (self.var / "kafka" / "libs").symlink_to(libs, target_is_directory=True)
         port, controller = free_port(), free_port()
-        env = {
-            **os.environ,
-            "STATESTORE_VAR": str(self.var),
-            "KAFKA_PORT": str(port),
-            "KAFKA_CONTROLLER_PORT": str(controller),
-            "KAFKA_HEAP": "-Xms128m -Xmx512m",
-            "KAFKA_STOP_TIMEOUT": "20",
-        }
-        self.broker = OwnBroker(f"127.0.0.1:{port}", env, self.var)
+        self.broker = _own_broker(self.var, port, controller)
+        self.record = OWN_BROKERS / f"{os.getpid()}-{self.var.name}.json"
+        OWN_BROKERS.mkdir(parents=True, exist_ok=True)
+        self.record.write_text(
+            json.dumps({"pid": os.getpid(), "var": str(self.var), "ports": [port, controller]})
+        )
         self.starting: subprocess.Popen[str] | None = None
+        self.closed = False
         if self.problem is None:
             self.starting = subprocess.Popen(
                 [str(REPO / "scripts" / "local-kafka"), "start"],
-                env=env,
+                env=self.broker.env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -162,22 +162,55 @@ class PendingBroker:
         return self.broker
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         if self.starting is not None:
             if self.starting.poll() is None:
                 self.starting.communicate(timeout=300)
-            self.broker.stop()
+            with contextlib.suppress(AssertionError):
+                self.broker.stop()
         shutil.rmtree(self.var, ignore_errors=True)
+        self.record.unlink(missing_ok=True)
+
+
+def _own_broker(var: Path, port: int, controller: int) -> OwnBroker:
+    env = {
+        **os.environ,
+        "STATESTORE_VAR": str(var),
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(controller),
+        "KAFKA_HEAP": "-Xms128m -Xmx512m",
+        "KAFKA_STOP_TIMEOUT": "20",
+    }
+    return OwnBroker(f"127.0.0.1:{port}", env, var)
+
+
+def _stop_leftover_brokers() -> None:
+    """Stop the private brokers of sessions that were killed before they could."""
+    for record in OWN_BROKERS.glob("*.json") if OWN_BROKERS.is_dir() else ():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            data = json.loads(record.read_text())
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(data["pid"]), 0)  # signal 0: only asks whether it is alive
+                continue
+            var = Path(data["var"])
+            if (var / "kafka").is_dir():
+                with contextlib.suppress(AssertionError):
+                    _own_broker(var, *data["ports"]).stop()
+            shutil.rmtree(var, ignore_errors=True)
+            record.unlink(missing_ok=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    _stop_leftover_brokers()
     if any("own_broker" in getattr(item, "fixturenames", ()) for item in session.items):
-        session.config.stash[_OWN_BROKER] = PendingBroker()
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    pending = session.config.stash.get(_OWN_BROKER, None)
-    if pending is not None:
-        pending.close()
+        pending = PendingBroker()
+        session.config.stash[_OWN_BROKER] = pending
+        # Runs however the session ends (failures, -x, Ctrl-C).
+        session.config.add_cleanup(pending.close)
 
 
 @pytest.fixture(scope="session")
@@ -190,4 +223,5 @@ def own_broker(pytestconfig: pytest.Config) -> OwnBroker:
     pending = pytestconfig.stash.get(_OWN_BROKER, None)
     if pending is None:
         pending = pytestconfig.stash[_OWN_BROKER] = PendingBroker()
+        pytestconfig.add_cleanup(pending.close)
     return pending.wait()

@@ -1,5 +1,5 @@
 """Helpers for the reliability tests: topics, fast producers, the independent log reduction,
-`statestore` subprocesses, the comparison of a view with its log, and the figures report.
+`statestore` subprocesses and the comparison of a view with its log.
 
 The reduction of a topic is computed here with a plain consumer and no statestore code:
 it is the oracle every test compares the view with.
@@ -17,7 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -453,111 +453,3 @@ def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
         }
     finally:
         consumer.close()
-
-
-# -- run mode and a private broker ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Mode:
-    """How hard each scenario pushes: CI mode is lean, soak mode long."""
-
-    name: str
-    kills: int
-    topic_records: int
-    bounces: int
-    poison_scale: int
-    load_seconds: float
-    fuzz_examples: int
-    soak_seconds: float
-
-
-CI_MODE = Mode(
-    "ci",
-    kills=20,
-    topic_records=200_000,
-    bounces=1,
-    poison_scale=1,
-    load_seconds=10.0,
-    fuzz_examples=25,
-    soak_seconds=10.0,
-)
-_current: list[Mode] = [CI_MODE]
-
-
-def soak_mode(minutes: float) -> Mode:
-    return Mode(
-        "soak",
-        kills=200,
-        topic_records=200_000,
-        bounces=3,
-        poison_scale=10,
-        load_seconds=60.0,
-        fuzz_examples=150,
-        soak_seconds=minutes * 60,
-    )
-
-
-def set_mode(mode: Mode) -> None:
-    _current[0] = mode
-
-
-def current_mode() -> Mode:
-    """The run mode, for settings fixed when a test module is imported (hypothesis)."""
-    return _current[0]
-
-
-@dataclass(frozen=True, slots=True)
-class OwnBroker:
-    """A private broker (scripts/local-kafka with its own var dir and ports) tests may bounce."""
-
-    bootstrap: str
-    env: dict[str, str]
-    var: Path
-
-    def _run(self, command: str) -> None:
-        result = subprocess.run(
-            [str(REPO / "scripts" / "local-kafka"), command],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise AssertionError(
-                f"scripts/local-kafka {command} failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-
-    def start(self) -> None:
-        self._run("start")
-
-    def stop(self) -> None:
-        self._run("stop")
-
-
-# -- figures -------------------------------------------------------------------------------
-
-
-@dataclass
-class Figures:
-    """What the suite tried and found, written to var/reliability/ and printed at the end."""
-
-    mode: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, name: str, **values: Any) -> None:
-        self.data.setdefault(name, {}).update(values)
-
-    def write(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"figures-{self.mode}.json"
-        payload = {
-            "mode": self.mode,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "cores": os.cpu_count(),
-            **self.data,
-        }
-        path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-        return path

@@ -22,11 +22,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from load_support import KEYS, LoadWriter, run_readers, seed_records
 from reliability_support import (
-    Figures,
-    Mode,
     Server,
     Topics,
-    current_mode,
     differences,
     fast_producer,
     free_port,
@@ -37,6 +34,7 @@ from reliability_support import (
     reduce_log,
     write_config,
 )
+from run_mode import Figures, Mode, current_mode
 
 from api import create_app
 from statestore import Config, ViewConfig

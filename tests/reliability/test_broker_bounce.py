@@ -18,9 +18,6 @@ from typing import Any
 import httpx
 import pytest
 from reliability_support import (
-    Figures,
-    Mode,
-    OwnBroker,
     Server,
     Topics,
     differences,
@@ -34,6 +31,7 @@ from reliability_support import (
     reduce_log,
     write_config,
 )
+from run_mode import Figures, Mode, OwnBroker
 
 from statestore import KafkaError
 from statestore.kafka import KafkaClient

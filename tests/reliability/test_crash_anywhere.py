@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 from reliability_support import (
-    Figures,
-    Mode,
     Proc,
     Topics,
     differences,
@@ -29,6 +27,7 @@ from reliability_support import (
     run_cli,
     write_config,
 )
+from run_mode import Figures, Mode
 
 from statestore import StateStore, StorageError, load_config
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 from reliability_support import (
-    Figures,
     Server,
     Topics,
     differences,
@@ -33,6 +32,7 @@ from reliability_support import (
     run_cli,
     write_config,
 )
+from run_mode import Figures
 
 from statestore import StateStore, load_config
 

@@ -22,14 +22,13 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro import parse_schema, schemaless_reader
 from reliability_support import (
     REGISTRY_URL,
-    Figures,
-    Mode,
     Server,
     Topics,
     fast_producer,
     free_port,
     write_config,
 )
+from run_mode import Figures, Mode
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,6 @@ import pytest
 from load_support import KEYS, LoadWriter, ReaderReport, run_readers, seed_records
 from reliability_support import (
     REPO,
-    Figures,
-    Mode,
     Server,
     Topics,
     differences,
@@ -31,6 +29,7 @@ from reliability_support import (
     reduce_log,
     write_config,
 )
+from run_mode import Figures, Mode
 
 pytestmark = pytest.mark.integration
 
