@@ -1,7 +1,8 @@
 # statestore — developer entry points.
 #
 #   make run     local broker + registry, demo topics, a bootstrapped view served on 127.0.0.1:8000
-#   make test    the whole suite (lint, types, unit and integration tests against the real broker)
+#   make test    the whole suite (lint, types, unit and integration tests against the real broker,
+#                then the benchmark smoke check)
 #
 # Everything is installed and started by the project's own files: .venv/ for Python,
 # var/ for the broker's and the registry's jars, data and logs.
@@ -64,6 +65,9 @@ unit: install
 
 test: lint services
 	$(BIN)/pytest $(PYTEST_ARGS)
+	@# The benchmark harness end to end on 100k-record topics: a smoke check (every
+	@# system must run and agree on the view's keys), never a timing assertion.
+	$(MAKE) --no-print-directory bench QUICK=1
 
 bench: services
 	$(BIN)/python scripts/bench $(if $(QUICK),--quick,)

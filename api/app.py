@@ -24,6 +24,7 @@ from .errors import (
     error_responses,
     install_error_handlers,
 )
+from .fastpath import EntityFastPath
 from .metrics import metrics_router
 from .models import JSONBytesResponse
 from .routes import open_router, router
@@ -90,7 +91,11 @@ def create_app(
     app.state.auth = auth
     app.state.store = store
     install_error_handlers(app)
-    # Added last = outermost: the catch-all also covers the body limit.
+    # Added last = outermost: the catch-all also covers the body limit, and both cover
+    # the direct path for plain entity reads.
+    app.add_middleware(
+        EntityFastPath, authenticated=auth.enabled, overrides=app.dependency_overrides
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(CatchAllMiddleware)
     app.include_router(open_router)

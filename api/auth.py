@@ -27,6 +27,7 @@ __all__ = [
     "Authenticator",
     "Principal",
     "authenticate",
+    "authenticate_request",
     "bearer_scheme",
     "check_bind",
     "principal_of",
@@ -139,8 +140,17 @@ async def authenticate(
     request.state.principal = principal
 
 
+async def authenticate_request(request: Request) -> None:
+    """``authenticate`` outside dependency solving: the same header parsing, the same errors."""
+    await authenticate(request, await bearer_scheme(request))
+
+
 def principal_of(request: Request) -> Principal | None:
     """The authenticated principal, or None when the app serves without tokens."""
+    auth: Authenticator = request.app.state.auth
+    if not auth.enabled:
+        # Without tokens nothing sets a principal; a missing attribute would cost an exception.
+        return None
     principal: Principal | None = getattr(request.state, "principal", None)
     return principal
 

@@ -45,6 +45,7 @@ __all__ = [
     "BodyLimitMiddleware",
     "CatchAllMiddleware",
     "error_responses",
+    "handled_error",
     "install_error_handlers",
 ]
 
@@ -142,7 +143,7 @@ def _position_headers(request: Request) -> dict[str, str]:
     view = getattr(request.state, "view", None)
     if view is None:
         return {}
-    return {POSITION_HEADER: format_position(view.applied_position())}
+    return {POSITION_HEADER: view.position_text()}
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -197,6 +198,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         message = http.HTTPStatus(status).phrase
     return error_response(status, code, message, exc.headers)
+
+
+async def handled_error(request: Request, exc: ApiError | StateStoreError) -> Response:
+    """The response the installed handlers give *exc*, for code that runs outside them."""
+    if isinstance(exc, ApiError):
+        return await _api_error(request, exc)
+    return await _library_error(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -293,8 +293,8 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
                 f"{lk['rest'][0]['seconds']:g} s per row). One process = `statestore serve` "
                 "(owns the store and follows the topic); 2 and 3 processes = uvicorn workers "
                 "sharing the socket, each with the store opened read-only. HTTP stack: what "
-                "uvicorn runs on; the project installs neither httptools nor uvloop, so "
-                "`statestore serve` runs h11 + asyncio unless they are installed beside it.",
+                "uvicorn runs on; the project depends on httptools and uvloop, so "
+                "`statestore serve` runs on them (the h11 + asyncio row is for comparison).",
                 "",
                 _table(
                     [

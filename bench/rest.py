@@ -8,7 +8,6 @@ entity. Results: requests/s and latency percentiles as wrk reports them
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -47,36 +46,19 @@ end
 """
 
 
-def fast_http(target: Path) -> Path | None:
-    """httptools + uvloop in a directory of their own (not the project's environment).
-
-    uvicorn picks them when importable; ``statestore serve`` runs without them unless
-    they are installed. The bench measures both, so the difference is on the page.
-    """
-    if (target / "httptools").is_dir() and (target / "uvloop").is_dir():
-        return target
-    cmd = [PYTHON, "-m", "pip", "install", "-q", "--target", str(target), "httptools", "uvloop"]
-    if subprocess.run(cmd, capture_output=True, text=True).returncode != 0:
-        return None
-    return target
-
-
 def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
 class Server:
-    """``python -m bench.serve`` in the background, until stopped."""
+    """``python -m bench.serve`` in the background, until stopped.
 
-    def __init__(
-        self,
-        config: Path,
-        port: int,
-        workers: int = 1,
-        http: str = "auto",
-        loop: str = "auto",
-        pythonpath: Path | None = None,
-    ) -> None:
+    *fast* serves on httptools + uvloop (what ``statestore serve`` runs, as uvicorn
+    picks them when installed); otherwise on h11 + asyncio, for comparison.
+    """
+
+    def __init__(self, config: Path, port: int, workers: int = 1, fast: bool = True) -> None:
+        http, loop = ("httptools", "uvloop") if fast else ("h11", "asyncio")
         self.port = port
         self.workers = workers
         self.proc = subprocess.Popen(
@@ -95,7 +77,6 @@ class Server:
                 loop,
             ],
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(pythonpath)} if pythonpath else None,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

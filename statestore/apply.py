@@ -9,6 +9,12 @@ written for it: locals instead of attribute lookups, one dict entry per key
 (the last record of a key in a batch wins), one read of the stored record per
 distinct key (needed for the exact key count, the cross-partition rule and
 index maintenance).
+
+A view's first bootstrap skips that read: it is a *bulk load* (``view.bulk``).
+Each record is put blindly into the slot's staging family under (key,
+partition), where a later record of the same partition simply replaces an
+earlier one; ``View.finish_bulk`` then keeps one record per key, counts the keys
+and builds the indexes, once per key instead of once per record.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from .records import (
     position_key,
     quarantine_key,
     schema_count_key,
+    stage_suffix,
 )
 
 if TYPE_CHECKING:
+    from .storage import Batch
     from .view import View
 
 __all__ = ["Applied", "HeaderHook", "Record", "apply_records"]
@@ -93,6 +101,15 @@ def apply_records(
     fail_fast = view.config.on_error == "fail"
     count = 0
     nbytes = 0
+    storage = view.storage
+    batch = storage.batch()
+    bulk = view.bulk
+    changes = out.changes
+    track = bool(view.listeners)
+    if bulk:
+        stage_put, stage_handle = batch.fast_put(view.staging_cf)
+        suffixes: dict[int, bytes] = {}
+        staged = tombstones = 0
 
     for partition, offset, timestamp, key, value in records:
         positions[partition] = offset + 1
@@ -116,6 +133,27 @@ def apply_records(
             except CodecError as exc:
                 reason = str(exc)
             else:
+                if bulk:
+                    suffix = suffixes.get(partition)
+                    if suffix is None:
+                        suffix = suffixes[partition] = stage_suffix(partition)
+                    if value is None:
+                        data = _pack_header(0, partition, offset, timestamp, NO_SCHEMA)
+                        tombstones += 1
+                    else:
+                        data = _pack_header(1, partition, offset, timestamp, schema_id) + value
+                        staged += 1
+                    if b"\x00" in stored_key:
+                        stage_put(
+                            stored_key.replace(b"\x00", b"\x00\xff") + suffix, data, stage_handle
+                        )
+                    else:
+                        stage_put(stored_key + suffix, data, stage_handle)
+                    if track:
+                        changes.append(
+                            (stored_key, partition, offset, None if value is None else data)
+                        )
+                    continue
                 prev = latest_get(stored_key)
                 if prev is None or prev[0] == partition or prev[2] <= timestamp:
                     latest[stored_key] = (partition, offset, timestamp, schema_id, value)
@@ -133,8 +171,60 @@ def apply_records(
             if pos > positions.get(partition, view.positions.get(partition, -1)):
                 positions[partition] = pos
 
+    if bulk:
+        out.puts, out.deletes = staged, tombstones
+    else:
+        _apply_latest(view, batch, latest, out)
+
+    if quarantined:
+        qcf = view.quarantine_cf
+        topic = view.config.topic
+        for partition, offset, timestamp, key, value, reason in quarantined:
+            report = {
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "timestamp": timestamp,
+                "key": b64(key),
+                "value": b64(value),
+                "reason": reason,
+            }
+            batch.put(qcf, quarantine_key(partition, offset), orjson.dumps(report))
+        out.quarantined = len(quarantined)
+
+    slot = view.slot
+    for partition, pos in positions.items():
+        batch.put("meta", position_key(slot, partition), pack_int(pos))
+    out.records = count
+    out.nbytes = nbytes
+    counters = view.counters
+    batch.put("meta", counter_key(slot, "keys"), pack_int(counters["keys"] + out.keys_delta))
+    batch.put("meta", counter_key(slot, "records"), pack_int(counters["records"] + count))
+    batch.put("meta", counter_key(slot, "bytes"), pack_int(counters["bytes"] + nbytes))
+    if out.quarantined:
+        batch.put(
+            "meta",
+            counter_key(slot, "quarantined"),
+            pack_int(counters["quarantined"] + out.quarantined),
+        )
+    for schema_id, change in out.schema_delta.items():
+        if change:
+            total = view.schema_counts.get(schema_id, 0) + change
+            batch.put("meta", schema_count_key(slot, schema_id), pack_int(total))
+    out.applied_at_ms = int(time.time() * 1000)
+    batch.put("meta", applied_at_key(slot), pack_int(out.applied_at_ms))
+    storage.write(batch)
+    return out
+
+
+def _apply_latest(
+    view: View,
+    batch: Batch,
+    latest: dict[bytes, tuple[int, int, int, int, bytes | None]],
+    out: Applied,
+) -> None:
+    """Put the newest record of each key of the batch, reading its stored record first."""
     storage = view.storage
-    batch = storage.batch()
     cf = view.entity_cf
     put, handle = batch.fast_put(cf)
     olds = storage.get_many(cf, list(latest))
@@ -174,44 +264,4 @@ def apply_records(
         if indexed:
             view.index_changes(batch, stored_key, old, value)
     out.puts = puts
-
-    if quarantined:
-        qcf = view.quarantine_cf
-        topic = view.config.topic
-        for partition, offset, timestamp, key, value, reason in quarantined:
-            report = {
-                "topic": topic,
-                "partition": partition,
-                "offset": offset,
-                "timestamp": timestamp,
-                "key": b64(key),
-                "value": b64(value),
-                "reason": reason,
-            }
-            batch.put(qcf, quarantine_key(partition, offset), orjson.dumps(report))
-        out.quarantined = len(quarantined)
-
-    slot = view.slot
-    for partition, pos in positions.items():
-        batch.put("meta", position_key(slot, partition), pack_int(pos))
-    out.records = count
-    out.nbytes = nbytes
     out.keys_delta = delta
-    counters = view.counters
-    batch.put("meta", counter_key(slot, "keys"), pack_int(counters["keys"] + delta))
-    batch.put("meta", counter_key(slot, "records"), pack_int(counters["records"] + count))
-    batch.put("meta", counter_key(slot, "bytes"), pack_int(counters["bytes"] + nbytes))
-    if out.quarantined:
-        batch.put(
-            "meta",
-            counter_key(slot, "quarantined"),
-            pack_int(counters["quarantined"] + out.quarantined),
-        )
-    for schema_id, change in schema_delta.items():
-        if change:
-            total = view.schema_counts.get(schema_id, 0) + change
-            batch.put("meta", schema_count_key(slot, schema_id), pack_int(total))
-    out.applied_at_ms = int(time.time() * 1000)
-    batch.put("meta", applied_at_key(slot), pack_int(out.applied_at_ms))
-    storage.write(batch)
-    return out

@@ -87,6 +87,8 @@ class StoreConfig(_Frozen):
 
     path: Path = Path("var/statestore")
     block_cache_mb: int = Field(default=64, ge=8)
+    # Whole stored records by key, for point reads of hot entities (0 turns it off).
+    row_cache_mb: int = Field(default=32, ge=0)
     write_buffer_mb: int = Field(default=64, ge=4)
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
     # A store RocksDB reports as damaged at open: set it aside and rebuild every view from

@@ -238,6 +238,7 @@ class Ingestor:
             targets[p] = high
             starts[p] = max(stored, low)
         view.end_offsets = dict(targets)
+        view.begin_bulk()
         moved = {
             p: s for p, s in starts.items() if p not in view.positions or s > view.positions[p]
         }
@@ -276,6 +277,8 @@ class Ingestor:
                 self._recovered()
             else:
                 self._settle_holes(targets)
+        if view.bulk:
+            view.finish_bulk()
         elapsed = time.monotonic() - started
         self.caught_up = True
         if view.bootstrap_seconds is None:
@@ -337,6 +340,9 @@ class Ingestor:
             before = self._state_before_outage
             view.set_state(before, self.note if before == "ready" else None)
         if applied.failure is not None:
+            if view.bulk:
+                # What came before the bad record is applied and readable, as record by record.
+                view.finish_bulk()
             view.set_state(
                 "failed",
                 f'bad record at {applied.failure} (on_error = "fail"); fix or skip it, '

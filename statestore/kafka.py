@@ -244,7 +244,11 @@ class Source:
                 if err is not None:
                     self._raise_for(m, err)
                     continue
-                key, value = hook(m.headers(), m.key(), m.value())  # type: ignore[arg-type]
+                headers = m.headers()
+                if headers:
+                    key, value = hook(headers, m.key(), m.value())  # type: ignore[arg-type]
+                else:
+                    key, value = m.key(), m.value()
                 append((m.partition(), m.offset(), m.timestamp()[1], key, value))  # type: ignore[arg-type]
             return out
         for m in msgs:

@@ -5,7 +5,8 @@ One database per store directory. Column families:
 * ``meta`` — applied positions, counters, fingerprints, cached schemas, secrets;
 * ``v.<slot>`` — a view's entities (stored key -> record);
 * ``q.<slot>`` — a view's quarantined records (partition, offset -> report);
-* ``i.<slot>.<field>`` — a secondary index (value, key -> empty).
+* ``i.<slot>.<field>`` — a secondary index (value, key -> empty);
+* ``s.<slot>`` — the staging family of a first bootstrap (bulk load), dropped once merged.
 
 A *slot* is ``<view>#<generation>``: a rebuild writes a new generation beside the
 old one and switches the view to it in one write, so readers never see a
@@ -35,6 +36,7 @@ from rocksdict import (
     BlockBasedOptions,
     Cache,
     DBCompressionType,
+    MemtableFactory,
     Options,
     Rdict,
     ReadOptions,
@@ -56,14 +58,19 @@ class RocksOptions:
     """RocksDB tuning for a view store: bulk-load friendly, modest memory."""
 
     block_cache_mb: int = 64
+    # Point reads (get, lookup, the read before each write) are answered from a row cache
+    # without searching a data block: ~1.5 µs against ~6 µs through the block cache here.
+    row_cache_mb: int = 32
     write_buffer_mb: int = 64
     # Two memtables: one filling while the other flushes. A third added 64 MB of peak RSS
     # during bootstrap and never held a write back (flushes keep up with ingest here).
     max_write_buffers: int = 2
     background_jobs: int = 2
 
-    def to_options(self, cache: Any) -> Any:
+    def to_options(self, cache: Any, row_cache: Any = None) -> Any:
         opts = Options(raw_mode=True)
+        if row_cache is not None:
+            opts.set_row_cache(row_cache)
         opts.create_if_missing(True)
         opts.create_missing_column_families(True)
         opts.set_max_background_jobs(self.background_jobs)
@@ -72,6 +79,8 @@ class RocksOptions:
         opts.set_level_compaction_dynamic_level_bytes(True)
         opts.set_compression_type(DBCompressionType.lz4())
         opts.set_bytes_per_sync(1024 * 1024)
+        # Needed by the staging families' vector memtables; writes hold the GIL anyway.
+        opts.set_allow_concurrent_memtable_write(False)
         # Apply reads the stored record of every key it writes, and during a bootstrap most
         # of those reads miss the memtables: a memtable bloom filter (2% of its size) answers
         # them without searching the skiplist.
@@ -87,6 +96,24 @@ class RocksOptions:
         table.set_pin_top_level_index_and_filter(True)
         table.set_block_size(16 * 1024)
         opts.set_block_based_table_factory(table)
+        return opts
+
+    def to_staging_options(self, cache: Any, row_cache: Any = None) -> Any:
+        """A staging family is only appended to, then read once in key order by the merge.
+
+        A vector memtable makes each put an append (a third of the cost of a skiplist
+        insert here); it is sorted once, when flushed. No compactions run while it
+        fills: the merge reads every version once, and the family is dropped after.
+        """
+        opts = self.to_options(cache, row_cache)
+        opts.set_memtable_factory(MemtableFactory.vector())
+        opts.set_memtable_prefix_bloom_ratio(0.0)
+        opts.set_compression_type(DBCompressionType.none())
+        opts.set_disable_auto_compactions(True)
+        opts.set_level_zero_slowdown_writes_trigger(1 << 30)
+        opts.set_level_zero_stop_writes_trigger(1 << 30)
+        opts.set_soft_pending_compaction_bytes_limit(0)
+        opts.set_hard_pending_compaction_bytes_limit(0)
         return opts
 
 
@@ -139,6 +166,8 @@ class Storage:
         self.damaged_copy: Path | None = None
         self._tuning = options or RocksOptions()
         self._cache = Cache(self._tuning.block_cache_mb * 1024 * 1024)
+        rows = self._tuning.row_cache_mb
+        self._row_cache = Cache(rows * 1024 * 1024) if rows > 0 else None
         self._lock = threading.Lock()
         self._handles: dict[str, Any] = {}
         self._cfs: dict[str, Any] = {}
@@ -146,8 +175,10 @@ class Storage:
         self._db = self._open()
         self._closed = False
 
-    def _cf_options(self) -> Any:
-        return self._tuning.to_options(self._cache)
+    def _cf_options(self, name: str = META) -> Any:
+        if name.startswith("s."):
+            return self._tuning.to_staging_options(self._cache, self._row_cache)
+        return self._tuning.to_options(self._cache, self._row_cache)
 
     def _open(self) -> Any:
         try:
@@ -210,7 +241,7 @@ class Storage:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create the store directory {self.path}: {exc}") from exc
-        families = {name: self._cf_options() for name in {*existing, META}}
+        families = {name: self._cf_options(name) for name in {*existing, META}}
         try:
             if self.read_only:
                 db = Rdict(
@@ -250,7 +281,7 @@ class Storage:
             if name in self._handles:
                 return
             try:
-                self._db.create_column_family(name, self._cf_options())
+                self._db.create_column_family(name, self._cf_options(name))
             except Exception as exc:
                 raise StorageError(
                     f"cannot create column family {name!r} in {self.path}: {exc}"
@@ -311,8 +342,11 @@ class Storage:
         if family is None:
             return [None] * len(keys)
         try:
-            # One multi-get: cheaper per key than a call per key, most when *keys* are sorted.
-            values: list[bytes | None] = family.get(keys)
+            # A get per key: rocksdict's multi-get measured slower per key than single gets
+            # here (2.9-6.8 µs against 1.5-1.9 µs for keys that exist), and the single gets
+            # use the row cache.
+            get = family.get
+            values: list[bytes | None] = [get(key) for key in keys]
         except Exception as exc:
             raise self._read_failed(exc) from exc
         return values
@@ -358,10 +392,16 @@ class Storage:
             raise self._read_failed(exc) from exc
 
     def delete_range(self, cf: str, start: bytes, end: bytes) -> None:
-        try:
-            self._cfs[cf].delete_range(start, end)
-        except KeyError:
-            raise StorageError(f"column family {cf!r} does not exist in {self.path}") from None
+        """Delete the keys in ``[start, end)`` in one write (small ranges: metadata).
+
+        Key by key: RocksDB's range deletion does not work with the row cache.
+        """
+        handle = self.handle(cf)
+        batch = self.batch()
+        for key, _ in self.scan(cf, start, end):
+            batch._wb.delete(key, handle)
+        if len(batch):
+            self.write(batch)
 
     def compact(self, cf: str) -> None:
         """Compact a whole column family (after a bulk load, before declaring ready)."""

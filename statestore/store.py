@@ -39,7 +39,9 @@ class StateStore:
         self.config = config
         self.read_only = read_only
         tuning = RocksOptions(
-            block_cache_mb=config.store.block_cache_mb, write_buffer_mb=config.store.write_buffer_mb
+            block_cache_mb=config.store.block_cache_mb,
+            row_cache_mb=config.store.row_cache_mb,
+            write_buffer_mb=config.store.write_buffer_mb,
         )
         self.storage = Storage(
             config.store.path,
@@ -294,7 +296,11 @@ class StateStore:
 
     def get(self, view: str, key: str) -> Entity | None:
         """The entity under *key*, or None when absent or deleted."""
-        return self.view(view).get(key)
+        try:
+            found = self._views[view]
+        except KeyError:
+            raise UnknownViewError(view, list(self._views)) from None
+        return found.get(key)
 
     def lookup(self, view: str, keys: list[str]) -> list[Entity | None]:
         return self.view(view).lookup(keys)

@@ -18,14 +18,20 @@ from .cursor import CursorSigner
 from .errors import (
     CodecError,
     CursorError,
+    NotReadyError,
     PositionTimeoutError,
     RegistryUnavailableError,
     UnknownIndexError,
 )
 from .indexes import index_value, index_value_key, move_index_entries, sync_indexes
+from .position import format_position
 from .records import (
+    HEADER_SIZE,
+    NO_SCHEMA,
+    TOMBSTONE_KIND,
     Entity,
     applied_at_key,
+    bulk_key,
     caught_up_key,
     counter_key,
     decode_record,
@@ -35,9 +41,12 @@ from .records import (
     partition_of_position_key,
     position_prefix,
     prefix_end,
+    schema_count_key,
     schema_count_prefix,
     slot_meta_prefix,
+    staged_key,
     synced_at_key,
+    unpack_header,
     unpack_int,
 )
 from .status import PartitionStatus, ViewState, ViewStatus
@@ -95,6 +104,8 @@ class View:
         self.rebuilds = 0
         self.stale_events = 0
         self.listeners: list[ChangeListener] = []
+        self._applied_batches = 0
+        self._position_cache: tuple[tuple[int, int], str] | None = None
         self._load_slot(generation)
 
     # -- slot, positions and counters ------------------------------------------------
@@ -107,6 +118,7 @@ class View:
         self.slot = f"{self.name}#{self.generation}"
         self.entity_cf = f"v.{self.slot}"
         self.quarantine_cf = f"q.{self.slot}"
+        self.staging_cf = f"s.{self.slot}"
         self.index_cfs = {f: f"i.{self.slot}.{f}" for f in self.config.indexes}
         self.positions: dict[int, int] = {}
         prefix = position_prefix(self.slot)
@@ -123,6 +135,8 @@ class View:
         # Caught up at least once (persisted): the stored copy may be served while it catches up again.
         self.servable = self._meta_int(caught_up_key(self.slot)) is not None
         self.synced_at_ms = self._meta_int(synced_at_key(self.slot))
+        # Loaded in bulk (first bootstrap): records sit in the staging family until the merge.
+        self.bulk = self._meta_int(bulk_key(self.slot)) is not None
 
     def _meta_int(self, key: bytes) -> int | None:
         raw = self.storage.get(META, key)
@@ -142,6 +156,8 @@ class View:
             return reason
         for cf in (self.entity_cf, self.quarantine_cf):
             self.storage.create_family(cf)
+        if not self.bulk and self.storage.has_family(self.staging_cf):
+            self.storage.drop_family(self.staging_cf)  # merged, then interrupted before the drop
         if stored_fp is None:
             batch = self.storage.batch()
             batch.put(META, fingerprint_key(self.slot), want)
@@ -156,7 +172,7 @@ class View:
         return [
             f
             for f in self.storage.families()
-            if f in (f"v.{slot}", f"q.{slot}") or f.startswith(f"i.{slot}.")
+            if f in (f"v.{slot}", f"q.{slot}", f"s.{slot}") or f.startswith(f"i.{slot}.")
         ]
 
     def discard_slot(self, slot: str) -> None:
@@ -200,6 +216,8 @@ class View:
                 "slot",
                 "entity_cf",
                 "quarantine_cf",
+                "staging_cf",
+                "bulk",
                 "index_cfs",
                 "positions",
                 "counters",
@@ -213,6 +231,7 @@ class View:
             ):
                 setattr(self, attr, getattr(shadow, attr))
             self.rebuilds += 1
+            self._applied_batches += 1
             self._cond.notify_all()
         log.info("view.swapped view=%s generation=%d", self.name, self.generation)
         if grace is None:
@@ -256,6 +275,7 @@ class View:
             for schema_id, change in applied.schema_delta.items():
                 self.schema_counts[schema_id] = self.schema_counts.get(schema_id, 0) + change
             self.last_applied_at_ms = applied.applied_at_ms
+            self._applied_batches += 1
             self._cond.notify_all()
         for listener in list(self.listeners):
             try:
@@ -278,6 +298,82 @@ class View:
         except Exception:
             return None
 
+    def begin_bulk(self) -> None:
+        """Load this slot in bulk if it has never been read into: see ``apply``."""
+        if self.bulk or self.servable or self.positions or self.storage.read_only:
+            return
+        self.storage.create_family(self.staging_cf)
+        batch = self.storage.batch()
+        batch.put(META, bulk_key(self.slot), pack_int(int(time.time() * 1000)))
+        self.storage.write(batch)
+        self.bulk = True
+
+    def finish_bulk(self, chunk: int = 10_000) -> int:
+        """Merge the staging family into the entities; return the number of keys.
+
+        Per key, the newest record by timestamp wins across partitions (ties: the
+        higher partition), the rule apply follows for a key that moved partitions;
+        a tombstone that wins leaves the key absent. The merge writes in chunks and
+        clears the bulk mark in its last write: one interrupted by a crash is done
+        again from the unchanged staging family, which gives the same result.
+        """
+        if not self.bulk:
+            return int(self.counters["keys"])
+        started = time.monotonic()
+        storage = self.storage
+        schemas = self.tracks_schemas
+        indexed = self.has_indexes
+        schema_counts: dict[int, int] = {}
+        keys = 0
+        batch = storage.batch()
+        put, handle = batch.fast_put(self.entity_cf)
+        for key, data in self._staged_winners():
+            put(key, data, handle)
+            keys += 1
+            if schemas:
+                schema_id = unpack_header(data)[4]
+                schema_counts[schema_id] = schema_counts.get(schema_id, 0) + 1
+            if indexed:
+                value = self.decode_quietly(data[HEADER_SIZE:])
+                move_index_entries(self, batch, key, None, value)
+            if keys % chunk == 0:
+                storage.write(batch)
+                batch = storage.batch()
+                put, handle = batch.fast_put(self.entity_cf)
+        batch.put(META, counter_key(self.slot, "keys"), pack_int(keys))
+        for schema_id, count in schema_counts.items():
+            batch.put(META, schema_count_key(self.slot, schema_id), pack_int(count))
+        batch.delete(META, bulk_key(self.slot))
+        storage.write(batch)
+        with self._cond:
+            self.counters["keys"] = keys
+            self.schema_counts = schema_counts
+            self.bulk = False
+        storage.drop_family(self.staging_cf)
+        log.info(
+            "bootstrap.merged view=%s keys=%d seconds=%.3f",
+            self.name,
+            keys,
+            time.monotonic() - started,
+        )
+        return keys
+
+    def _staged_winners(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, stored record) the merge keeps, in key order: see ``finish_bulk``."""
+        current: bytes | None = None
+        best = b""
+        for skey, data in self.storage.scan(self.staging_cf):
+            key = staged_key(skey)
+            if key == current:
+                if unpack_header(data)[3] >= unpack_header(best)[3]:
+                    best = data
+                continue
+            if current is not None and best[0] != TOMBSTONE_KIND:
+                yield current, best
+            current, best = key, data
+        if current is not None and best[0] != TOMBSTONE_KIND:
+            yield current, best
+
     def mark_caught_up(self) -> None:
         """Record that this generation has caught up once, so restarts may serve it at once."""
         if not self.servable:
@@ -297,31 +393,41 @@ class View:
     # -- reads -------------------------------------------------------------------------
 
     def entity(self, stored_key: bytes, data: bytes) -> Entity:
-        rec = decode_record(data)
+        _, partition, offset, timestamp, schema_id = unpack_header(data)
         try:
-            value = self.value_codec.decode(rec.raw)
+            value = self.value_codec.decode(data[HEADER_SIZE:])
         except RegistryUnavailableError:
             raise
         except Exception as exc:
             raise CodecError(
-                f"view {self.name!r}: stored value at partition {rec.partition} offset {rec.offset} "
+                f"view {self.name!r}: stored value at partition {partition} offset {offset} "
                 f"cannot be decoded: {exc}"
             ) from exc
         return Entity(
-            key=self.key_codec.to_text(stored_key),
-            value=value,
-            partition=rec.partition,
-            offset=rec.offset,
-            timestamp=rec.timestamp if rec.timestamp >= 0 else None,
-            schema_id=rec.schema_id,
+            self.key_codec.to_text(stored_key),
+            value,
+            partition,
+            offset,
+            timestamp if timestamp >= 0 else None,
+            None if schema_id == NO_SCHEMA else schema_id,
+        )
+
+    def _loading(self) -> NotReadyError:
+        return NotReadyError(
+            f"view {self.name!r} is loading its first bootstrap; its entities are readable "
+            "once it has caught up"
         )
 
     def get(self, key: str) -> Entity | None:
+        if self.bulk:
+            raise self._loading()
         stored_key = self.key_codec.from_text(key)
         data = self.storage.get(self.entity_cf, stored_key)
         return None if data is None else self.entity(stored_key, data)
 
     def lookup(self, keys: list[str]) -> list[Entity | None]:
+        if self.bulk:
+            raise self._loading()
         stored = [self.key_codec.from_text(k) for k in keys]
         datas = self.storage.get_many(self.entity_cf, stored)
         return [
@@ -330,6 +436,8 @@ class View:
 
     def scan(self, prefix: str = "", after: str | None = None, limit: int = 100) -> Page:
         """A page of entities whose key starts with *prefix*, after the cursor *after*."""
+        if self.bulk:
+            raise self._loading()
         if limit < 1:
             raise ValueError("limit must be at least 1")
         scope = f"scan:{self.name}:{self.generation}"
@@ -354,6 +462,8 @@ class View:
         """A page of entities whose indexed *field* equals *value*, in key order."""
         if field not in self.index_cfs:
             raise UnknownIndexError(self.name, field, self.config.indexes)
+        if self.bulk:
+            raise self._loading()
         if limit < 1:
             raise ValueError("limit must be at least 1")
         cf = self.index_cfs[field]
@@ -401,7 +511,9 @@ class View:
         return items, None
 
     def iter_entities(self) -> Iterator[Entity]:
-        for key, data in self.storage.scan(self.entity_cf):
+        """Every entity in key order; during a bulk load, those its merge would keep (to inspect)."""
+        items = self._staged_winners() if self.bulk else self.storage.scan(self.entity_cf)
+        for key, data in items:
             yield self.entity(key, data)
 
     # -- positions ---------------------------------------------------------------------
@@ -411,6 +523,20 @@ class View:
         with self._cond:
             parts = set(self.positions) | set(self.end_offsets)
             return {p: self.positions.get(p, 0) - 1 for p in sorted(parts)}
+
+    def position_text(self) -> str:
+        """``applied_position()`` as ``"0:12,1:7"``, formatted once per applied batch.
+
+        Positions only grow and are updated after their batch is written, so a text
+        formatted just after a newer batch never names data a later read cannot see.
+        """
+        key = (self._applied_batches, len(self.end_offsets))
+        cached = self._position_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        text = format_position(self.applied_position())
+        self._position_cache = (key, text)
+        return text
 
     def wait_for(self, position: dict[int, int], timeout: float) -> dict[int, int]:
         """Block until every ``partition: offset`` in *position* is applied; else raise."""

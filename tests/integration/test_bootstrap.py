@@ -195,8 +195,8 @@ def test_missing_topic_can_be_waited_for(admin: AdminClient, produce: Any, make_
         assert not store.ready()
         admin.create_topics([NewTopic(name, 1, 1, config={"cleanup.policy": "compact"})])[name].result()
         produce(name, [("a", b'{"x":1}')])
-        wait_until(lambda: store.get("v", "a") is not None, timeout=30)
-        assert store.ready()
+        wait_until(store.ready, timeout=30)
+        assert store.get("v", "a") is not None
     admin.delete_topics([name])
 
 

@@ -58,6 +58,21 @@ def test_encoded_percent_and_slash_over_real_http(base_url: str) -> None:
         assert http.get("/views/odd/entities/%FF").status_code == 422
 
 
+def test_plain_reads_over_real_http_answer_as_the_route(base_url: str) -> None:
+    """Over real HTTP, plain entity reads and the same reads routed by FastAPI answer alike."""
+    paths = [f"/views/odd/entities/{key_path(key)}" for key in ODD_KEYS]
+    paths += ["/views/odd/entities/a%0Ab", "/views/odd/entities/%FF", "/views/nope/entities/x"]
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        for path in paths:
+            plain, routed = http.get(path), http.get(f"{path}?via=fastapi")
+            assert plain.status_code == routed.status_code, path
+            assert plain.content == routed.content, path
+            # The server adds its own date; every other header comes from the app.
+            assert [h for h in plain.headers.multi_items() if h[0] != "date"] == [
+                h for h in routed.headers.multi_items() if h[0] != "date"
+            ], path
+
+
 def test_health_over_real_http(base_url: str) -> None:
     """The real server answers /healthz and /readyz."""
     with httpx.Client(base_url=base_url, timeout=10) as http:
