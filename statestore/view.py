@@ -362,7 +362,7 @@ class View:
         """(key, stored record) the merge keeps, in key order: see ``finish_bulk``."""
         current: bytes | None = None
         best = b""
-        for skey, data in self.storage.scan(self.staging_cf):
+        for skey, data in self.storage.scan(self.staging_cf, cache=False):
             key = staged_key(skey)
             if key == current:
                 if unpack_header(data)[3] >= unpack_header(best)[3]:
