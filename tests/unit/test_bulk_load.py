@@ -11,10 +11,10 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_apply import VALUES
+from test_apply import open_view as open_plain_view
 
 from statestore.apply import Record
-from statestore.config import ViewConfig
-from statestore.cursor import CursorSigner
 from statestore.errors import NotReadyError, StorageError
 from statestore.records import stage_key, staged_key
 from statestore.storage import Storage
@@ -24,19 +24,10 @@ from statestore.view import View
 KEYS = st.sampled_from(
     [b"a", b"a\x00", b"a\x00\x00", b"a\x00b", b"a\x00\xff", b"ab", b"", b"\x00", b"\xff", b"k 1"]
 )
-VALUES = st.one_of(
-    st.none(),
-    st.integers(0, 1000).map(lambda n: orjson.dumps({"n": n, "status": ["x", "y", "z"][n % 3]})),
-    st.just(b"{bad json"),
-)
 
 
-def open_view(path: Path, **options: Any) -> tuple[Storage, View]:
-    storage = Storage(path)
-    config = ViewConfig(name="v", topic="t", key="bytes", indexes=("status",), **options)
-    view = View(config, storage, CursorSigner(b"s" * 32))
-    view.prepare()
-    return storage, view
+def open_view(path: Path) -> tuple[Storage, View]:
+    return open_plain_view(path, key="bytes", indexes=("status",))
 
 
 def records_of(log: list[tuple[bytes, int, bytes | None]]) -> list[Record]:
