@@ -87,7 +87,7 @@ LOGS = st.lists(st.tuples(KEYS, st.integers(0, 2), VALUES), max_size=80)
 CUTS = st.lists(st.integers(1, 15), max_size=8)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(log=LOGS, cuts=CUTS, bulk_cuts=CUTS, chunk=st.integers(1, 5))
 def test_bulk_load_equals_record_by_record_apply(
     log: list[tuple[bytes, int, bytes | None]], cuts: list[int], bulk_cuts: list[int], chunk: int
@@ -105,7 +105,7 @@ def test_bulk_load_equals_record_by_record_apply(
         bulk_storage.close()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(log=LOGS, cuts=CUTS, chunk=st.integers(1, 5))
 def test_a_key_in_several_partitions_resolves_to_its_newest_record(
     log: list[tuple[bytes, int, bytes | None]], cuts: list[int], chunk: int
