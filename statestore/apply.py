@@ -31,6 +31,7 @@ from .codecs import b64
 from .errors import CodecError
 from .records import (
     NO_SCHEMA,
+    TOMBSTONE_KIND,
     applied_at_key,
     counter_key,
     pack_int,
@@ -138,11 +139,12 @@ def apply_records(
                     if suffix is None:
                         suffix = suffixes[partition] = stage_suffix(partition)
                     if value is None:
-                        data = _pack_header(0, partition, offset, timestamp, NO_SCHEMA)
+                        data = _pack_header(TOMBSTONE_KIND, partition, offset, timestamp, NO_SCHEMA)
                         tombstones += 1
                     else:
                         data = _pack_header(1, partition, offset, timestamp, schema_id) + value
                         staged += 1
+                    # records.stage_key, inlined: NUL escaped, then NUL NUL and the partition.
                     if b"\x00" in stored_key:
                         stage_put(
                             stored_key.replace(b"\x00", b"\x00\xff") + suffix, data, stage_handle
