@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .records import decode_record, index_done_key, pack_int
+from .records import HEADER_SIZE, index_done_key, pack_int
 from .storage import META, Batch
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def _backfill(view: View, field: str, cf: str) -> int:
     batch = storage.batch()
     count = 0
     for key, data in storage.scan(view.entity_cf):
-        value = index_value(view.decode_quietly(decode_record(data).raw), path)
+        value = index_value(view.decode_quietly(data[HEADER_SIZE:]), path)
         if value is None:
             continue
         batch.put(cf, value + b"\x00" + key, b"")

@@ -277,8 +277,7 @@ class Ingestor:
                 self._recovered()
             else:
                 self._settle_holes(targets)
-        if view.bulk:
-            view.finish_bulk()
+        view.finish_bulk()  # a first bootstrap's bulk load: merge (no-op otherwise)
         elapsed = time.monotonic() - started
         self.caught_up = True
         if view.bootstrap_seconds is None:
@@ -340,9 +339,8 @@ class Ingestor:
             before = self._state_before_outage
             view.set_state(before, self.note if before == "ready" else None)
         if applied.failure is not None:
-            if view.bulk:
-                # What came before the bad record is applied and readable, as record by record.
-                view.finish_bulk()
+            # What came before the bad record is applied and readable, as record by record.
+            view.finish_bulk()
             view.set_state(
                 "failed",
                 f'bad record at {applied.failure} (on_error = "fail"); fix or skip it, '

@@ -34,7 +34,6 @@ from .records import (
     bulk_key,
     caught_up_key,
     counter_key,
-    decode_record,
     fingerprint_key,
     generation_key,
     pack_int,
@@ -288,7 +287,7 @@ class View:
         self, batch: Batch, key: bytes, old: bytes | None, new_raw: bytes | None
     ) -> None:
         """Move index entries of *key* from its old value to its new one (same batch)."""
-        old_value = self.decode_quietly(decode_record(old).raw) if old is not None else None
+        old_value = self.decode_quietly(old[HEADER_SIZE:]) if old is not None else None
         new_value = self.decode_quietly(new_raw) if new_raw is not None else None
         move_index_entries(self, batch, key, old_value, new_value)
 
