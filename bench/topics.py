@@ -151,11 +151,14 @@ def producer(**extra: Any) -> Producer:
 
 
 def _avro_serializer() -> Any:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
     from confluent_kafka.schema_registry.avro import AvroSerializer
 
-    client = SchemaRegistryClient({"url": REGISTRY})
-    return AvroSerializer(client, AVRO_SCHEMA)
+    client = SchemaRegistryClient({"url": REGISTRY, "timeout": 10})
+    # <topic>-value without a topic-association lookup (Apicurio lacks that endpoint)
+    return AvroSerializer(
+        client, AVRO_SCHEMA, conf={"subject.name.strategy": topic_subject_name_strategy}
+    )
 
 
 def fill(t: Topic) -> None:

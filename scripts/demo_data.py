@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 PATIENT_SCHEMA_V1 = REPO / "schemas" / "patient.v1.avsc"
 PATIENT_SCHEMA_V2 = REPO / "schemas" / "patient.avsc"
 DEFAULT_REGISTRY = "http://127.0.0.1:8081/apis/ccompat/v7"
+REGISTRY_TIMEOUT_S = 10.0  # per schema registry request
 
 DELIVERIES_TOPIC = "delivery.status"
 PATIENTS_TOPIC = "patient.records"
@@ -203,17 +204,34 @@ def json_values(events: list[Event]) -> list[bytes | None]:
     ]
 
 
-def avro_values(events: list[Event], topic: str, registry_url: str) -> list[bytes | None]:
+def avro_values(
+    events: list[Event], topic: str, registry_url: str, timeout: float
+) -> list[bytes | None]:
     """Patients in Avro through the schema registry: version 1 (no ward) for the first half
     of the history, version 2 (adds ``ward``, default "unassigned") after it — a schema that
     evolved while the topic was live."""
-    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry import (
+        Schema,
+        SchemaRegistryClient,
+        topic_subject_name_strategy,
+    )
     from confluent_kafka.schema_registry.avro import AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    client = SchemaRegistryClient({"url": registry_url})
+    # Without a timeout the client waits forever on a registry that accepted the
+    # connection but does not answer. A request that failed or timed out is retried once.
+    client = SchemaRegistryClient(
+        {"url": registry_url, "timeout": min(timeout, REGISTRY_TIMEOUT_S), "max.retries": 1}
+    )
     v1, v2 = (
-        AvroSerializer(client, Schema(path.read_text(), "AVRO"))
+        AvroSerializer(
+            client,
+            Schema(path.read_text(), "AVRO"),
+            # <topic>-value, without first asking for a topic association (an
+            # endpoint Apicurio's ccompat API does not have: it answers 404, and
+            # now and then not at all).
+            conf={"subject.name.strategy": topic_subject_name_strategy},
+        )
         for path in (PATIENT_SCHEMA_V1, PATIENT_SCHEMA_V2)
     )
     ctx = SerializationContext(topic, MessageField.VALUE)
@@ -263,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         "--topic-prefix", default="", help="prepended to both topic names (for tests)"
     )
     parser.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for Kafka (default 30)"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for Kafka (default 30)",
     )
     parser.add_argument(
         "--patients-format",
@@ -272,12 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         help="patient records in Avro through the schema registry (default) or JSON",
     )
     parser.add_argument(
-        "--registry-url", default=DEFAULT_REGISTRY, help=f"schema registry (default {DEFAULT_REGISTRY})"
+        "--registry-url",
+        default=DEFAULT_REGISTRY,
+        help=f"schema registry (default {DEFAULT_REGISTRY})",
     )
     args = parser.parse_args(argv)
     if args.deliveries < 0 or args.patients < 0:
         parser.error("--deliveries and --patients must be 0 or more")
 
+    import httpx
     from confluent_kafka import KafkaException, Producer
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -305,14 +329,22 @@ def main(argv: list[str] | None = None) -> int:
         })  # fmt: skip
         for topic, (_, events) in topics.items():
             avro = topic.endswith(PATIENTS_TOPIC) and args.patients_format == "avro"
-            values = avro_values(events, topic, args.registry_url) if avro else json_values(events)
+            values = (
+                avro_values(events, topic, args.registry_url, args.timeout)
+                if avro
+                else json_values(events)
+            )
             produce(producer, topic, events, values)
             print(summarise(topic, events).line())
     except KafkaException as exc:
         print(f"seed-demo: Kafka at {args.bootstrap_servers} failed: {exc}", file=sys.stderr)
         return 1
-    except SchemaRegistryError as exc:
-        print(f"seed-demo: schema registry at {args.registry_url} failed: {exc}", file=sys.stderr)
+    except (SchemaRegistryError, httpx.HTTPError) as exc:
+        # httpx.HTTPError: the registry refused the connection or did not answer in time
+        print(
+            f"seed-demo: schema registry at {args.registry_url} failed: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

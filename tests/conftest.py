@@ -19,6 +19,35 @@ BOOTSTRAP = os.environ.get("STATESTORE_TEST_BOOTSTRAP", "127.0.0.1:9092")
 
 KV = tuple[bytes | str | None, bytes | str | None]
 
+# The logs of the services `make test` starts, and the lines of each worth showing
+# (the registry's include its access log; the broker's INFO lines are routine).
+_VAR = Path(__file__).resolve().parents[1] / "var"
+_SERVICE_LOGS = {
+    "schema registry": (_VAR / "registry/logs/registry.log", ("",)),
+    "Kafka broker warnings and errors": (_VAR / "kafka/logs/server.log", (" WARN ", " ERROR ")),
+}
+_TAIL_LINES = 30
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """After a failed run, the last lines of each service log: a hung or restarted
+    service is then visible in the CI output, not only on the machine that ran it."""
+    if exitstatus == 0:
+        return
+    for name, (path, marks) in _SERVICE_LOGS.items():
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = [line for line in text.splitlines() if any(m in line for m in marks)]
+        lines = lines[-_TAIL_LINES:]
+        if not lines:
+            continue
+        terminalreporter.write_sep("-", f"{name} log, last {len(lines)} lines ({path})")
+        for line in lines:
+            terminalreporter.write_line(line[:400])
+
 
 def _b(x: bytes | str | None) -> bytes | None:
     return x.encode() if isinstance(x, str) else x

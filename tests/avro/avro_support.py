@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro import parse_schema, schemaless_writer
@@ -62,7 +62,13 @@ class Avro:
         self.client = SchemaRegistryClient({"url": url, "timeout": 30})
 
     def serializer(self, schema: dict[str, Any]) -> AvroSerializer:
-        return AvroSerializer(self.client, json.dumps(schema))
+        # <topic>-value without a topic-association lookup: Apicurio's ccompat API has no
+        # such endpoint (404, and now and then no answer at all).
+        return AvroSerializer(
+            self.client,
+            json.dumps(schema),
+            conf={"subject.name.strategy": topic_subject_name_strategy},
+        )
 
     def value(self, topic: str, schema: dict[str, Any], datum: Any) -> bytes:
         """The framed value (magic byte 0 + schema id + body) a producer would send."""

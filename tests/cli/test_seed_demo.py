@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,3 +126,43 @@ def test_seed_demo_topics_bootstrap_into_the_live_keys(prefix: str, tmp_path: Pa
         assert any(p.value["ward"] != "unassigned" for p in patients)
     finally:
         store.close()
+
+
+@pytest.fixture
+def silent_registry() -> Iterator[str]:
+    """A registry address that accepts connections and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_seed_demo_gives_up_on_a_registry_that_never_answers(
+    prefix: str, tmp_path: Path, silent_registry: str
+) -> None:
+    """A registry that accepts the connection but never answers ends the run with a clear error, not a hang."""
+    args = ["--topic-prefix", prefix, "--deliveries", "5", "--patients", "3"]
+    args += ["--registry-url", silent_registry, "--timeout", "3"]
+    # Each request waits 3 s and is retried once: well inside the 60 s given here,
+    # where a client without a timeout would wait forever.
+    result = run(args, tmp_path, exe=SEED_DEMO, timeout=60)
+
+    assert result.returncode == 1, result.stderr
+    assert f"seed-demo: schema registry at {silent_registry} failed: ReadTimeout" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro import parse_schema, schemaless_reader
@@ -314,8 +314,12 @@ AVRO_SCHEMA = {
 
 def avro_mix(rng: random.Random, scale: int, topic: str) -> list[Item]:
     """Good Avro records and tombstones, with truncated and otherwise broken Avro mixed in."""
-    client = SchemaRegistryClient({"url": REGISTRY_URL})
-    serializer = AvroSerializer(client, json.dumps(AVRO_SCHEMA))
+    client = SchemaRegistryClient({"url": REGISTRY_URL, "timeout": 10})
+    serializer = AvroSerializer(
+        client,
+        json.dumps(AVRO_SCHEMA),
+        conf={"subject.name.strategy": topic_subject_name_strategy},
+    )
     ctx = SerializationContext(topic, MessageField.VALUE)
 
     def encode(i: int, key: str) -> bytes:
