@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout",
         type=float,
         default=30.0,
-        help="seconds to wait for Kafka (default 30)",
+        help="seconds to wait for Kafka, and (10 at most) for each schema registry answer (default 30)",
     )
     parser.add_argument(
         "--patients-format",
