@@ -234,10 +234,6 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
             "key_check": "key check (UTF-8)",
             "header_pack": "stored-record header + value bytes",
             "get_per_key": "read of the stored record (a get per distinct key; none in a bulk load)",
-            "get_per_key_sorted": "read of the stored record, batch in key order",
-            "get_per_key_unsorted": "read of the stored record, batch in log order",
-            "put_and_write_sorted": "WriteBatch put + write, batch in key order",
-            "put_and_write_unsorted": "WriteBatch put + write, batch in log order",
             "put_and_write": "WriteBatch put + write, entity family (skiplist memtable)",
             "stage_put_and_write": "WriteBatch put + write, staging family of a bulk load (vector memtable)",
         }

@@ -38,6 +38,7 @@ from .records import (
     position_key,
     quarantine_key,
     schema_count_key,
+    stage_key,
     stage_suffix,
 )
 
@@ -144,13 +145,7 @@ def apply_records(
                     else:
                         data = _pack_header(1, partition, offset, timestamp, schema_id) + value
                         staged += 1
-                    # records.stage_key, inlined: NUL escaped, then NUL NUL and the partition.
-                    if b"\x00" in stored_key:
-                        stage_put(
-                            stored_key.replace(b"\x00", b"\x00\xff") + suffix, data, stage_handle
-                        )
-                    else:
-                        stage_put(stored_key + suffix, data, stage_handle)
+                    stage_put(stage_key(stored_key, suffix), data, stage_handle)
                     if track:
                         changes.append(
                             (stored_key, partition, offset, None if value is None else data)

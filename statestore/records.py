@@ -162,10 +162,11 @@ def stage_suffix(partition: int) -> bytes:
     return b"\x00\x00" + _PARTITION.pack(partition)
 
 
-def stage_key(stored_key: bytes, partition: int) -> bytes:
+def stage_key(stored_key: bytes, suffix: bytes) -> bytes:
+    """The staging key of *stored_key* in the partition whose ``stage_suffix`` is *suffix*."""
     if b"\x00" in stored_key:
         stored_key = stored_key.replace(b"\x00", b"\x00\xff")
-    return stored_key + stage_suffix(partition)
+    return stored_key + suffix
 
 
 def staged_key(key: bytes) -> bytes:

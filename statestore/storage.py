@@ -404,10 +404,10 @@ class Storage:
 
         Key by key: RocksDB's range deletion does not work with the row cache.
         """
-        handle = self.handle(cf)
+        self.handle(cf)  # a missing family is an error, as for any write
         batch = self.batch()
         for key, _ in self.scan(cf, start, end):
-            batch._wb.delete(key, handle)
+            batch.delete(cf, key)
         if len(batch):
             self.write(batch)
 

@@ -296,11 +296,7 @@ class StateStore:
 
     def get(self, view: str, key: str) -> Entity | None:
         """The entity under *key*, or None when absent or deleted."""
-        try:
-            found = self._views[view]
-        except KeyError:
-            raise UnknownViewError(view, list(self._views)) from None
-        return found.get(key)
+        return self.view(view).get(key)
 
     def lookup(self, view: str, keys: list[str]) -> list[Entity | None]:
         return self.view(view).lookup(keys)

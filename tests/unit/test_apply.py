@@ -30,6 +30,16 @@ def open_view(path: Path, **options: object) -> tuple[Storage, View]:
     return storage, view
 
 
+def apply_in(view: View, records: list[Record], cuts: list[int]) -> None:
+    """Apply *records* in batches of the sizes in *cuts*, then the rest in one batch."""
+    i = 0
+    for size in [*cuts, len(records)]:
+        if i >= len(records):
+            break
+        view.apply(records[i : i + size])
+        i += size
+
+
 def reduce_log(log: list[tuple[str, bytes | None]]) -> dict[str, object]:
     expected: dict[str, object] = {}
     for key, value in log:
@@ -56,12 +66,7 @@ def test_view_equals_last_value_per_key(log: list[tuple[str, bytes | None]], cut
             offset = offsets.get(partition, 0)
             offsets[partition] = offset + 1
             records.append((partition, offset, 1000 + offset, key.encode(), value))
-        i = 0
-        for size in [*cuts, len(records)]:
-            if i >= len(records):
-                break
-            view.apply(records[i : i + size])
-            i += size
+        apply_in(view, records, cuts)
         expected = reduce_log(log)
         got = {e.key: e.value for e in view.iter_entities()}
         assert got == expected

@@ -11,12 +11,12 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_apply import VALUES
+from test_apply import VALUES, apply_in
 from test_apply import open_view as open_plain_view
 
 from statestore.apply import Record
 from statestore.errors import NotReadyError, StorageError
-from statestore.records import stage_key, staged_key
+from statestore.records import stage_key, stage_suffix, staged_key
 from statestore.storage import Storage
 from statestore.view import View
 
@@ -41,15 +41,6 @@ def records_of(log: list[tuple[bytes, int, bytes | None]]) -> list[Record]:
         timestamp = 1_000 + offset * 10 + (6, 1, 5)[partition]
         out.append((partition, offset, timestamp, key, value))
     return out
-
-
-def apply_in(view: View, records: list[Record], cuts: list[int]) -> None:
-    i = 0
-    for size in [*cuts, len(records)]:
-        if i >= len(records):
-            break
-        view.apply(records[i : i + size])
-        i += size
 
 
 def bulk_load(
@@ -134,12 +125,14 @@ def test_a_key_in_several_partitions_resolves_to_its_newest_record(
 def test_staging_keys_group_each_key_and_decode(key: bytes, other: bytes, p: int) -> None:
     """The staging key decodes back to the key, and sorts like the key: every entry of one key
     sorts together, never interleaved with another key's entries."""
-    assert staged_key(stage_key(key, p)) == key
+    assert staged_key(stage_key(key, stage_suffix(p))) == key
     if key != other:
-        low = min(stage_key(key, 0), stage_key(key, 2**31 - 1))
-        high = max(stage_key(key, 0), stage_key(key, 2**31 - 1))
-        assert not low < stage_key(other, p) < high
-        assert (stage_key(key, p) < stage_key(other, 0)) == (key < other)
+        low = min(stage_key(key, stage_suffix(0)), stage_key(key, stage_suffix(2**31 - 1)))
+        high = max(stage_key(key, stage_suffix(0)), stage_key(key, stage_suffix(2**31 - 1)))
+        assert not low < stage_key(other, stage_suffix(p)) < high
+        assert (stage_key(key, stage_suffix(p)) < stage_key(other, stage_suffix(0))) == (
+            key < other
+        )
 
 
 def test_reads_refuse_while_loading_and_work_after(tmp_path: Path) -> None:
