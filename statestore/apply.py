@@ -10,18 +10,14 @@ written for it: locals instead of attribute lookups, one dict entry per key
 distinct key (needed for the exact key count, the cross-partition rule and
 index maintenance).
 
-A view's first bootstrap skips that read: it is a *bulk load* (``view.bulk``).
-Each record is put blindly into the slot's staging family under (key,
-partition), where a later record of the same partition simply replaces an
-earlier one; ``View.finish_bulk`` then keeps one record per key, counts the keys
-and builds the indexes, once per key instead of once per record.
+A view's first bootstrap and every rebuild copy skip this path: they are bulk
+loads (:mod:`statestore.bulk`), which stage sorted files and merge them once.
 """
 
 from __future__ import annotations
 
-import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,15 +27,18 @@ from .codecs import b64
 from .errors import CodecError
 from .records import (
     NO_SCHEMA,
-    TOMBSTONE_KIND,
+    STORED_KIND,
+    HeaderHook,
+    Record,
     applied_at_key,
     counter_key,
+    pack_header,
     pack_int,
     position_key,
     quarantine_key,
     schema_count_key,
-    stage_key,
-    stage_suffix,
+    supersedes,
+    unpack_header,
 )
 
 if TYPE_CHECKING:
@@ -47,19 +46,6 @@ if TYPE_CHECKING:
     from .view import View
 
 __all__ = ["Applied", "HeaderHook", "Record", "apply_records"]
-
-# (partition, offset, timestamp_ms, key, value) as read from Kafka; value None = tombstone.
-Record = tuple[int, int, int, bytes | None, bytes | None]
-
-# Rewrites (headers, key, value) into (key, value) for views whose framing may live in
-# record headers (schema ids written as headers instead of a value prefix).
-HeaderHook = Callable[
-    [list[tuple[str, bytes]] | None, bytes | None, bytes | None], tuple[bytes | None, bytes | None]
-]
-
-_HEADER = struct.Struct(">Biqqi")
-_pack_header = _HEADER.pack
-_unpack_header = _HEADER.unpack_from
 
 
 @dataclass(slots=True)
@@ -89,7 +75,7 @@ def apply_records(
     *end_positions* may carry positions the consumer reached beyond the last
     record (compaction holes, transaction markers) so the view records them.
     A key that moved partitions (the topic grew) resolves to its newest record
-    by timestamp, whichever partition was read last.
+    (``records.supersedes``), whichever partition was read last.
     """
     out = Applied()
     latest: dict[bytes, tuple[int, int, int, int, bytes | None]] = {}
@@ -105,13 +91,6 @@ def apply_records(
     nbytes = 0
     storage = view.storage
     batch = storage.batch()
-    bulk = view.bulk
-    changes = out.changes
-    track = bool(view.listeners)
-    if bulk:
-        stage_put, stage_handle = batch.fast_put(view.staging_cf)
-        suffixes: dict[int, bytes] = {}
-        staged = tombstones = 0
 
     for partition, offset, timestamp, key, value in records:
         positions[partition] = offset + 1
@@ -135,24 +114,8 @@ def apply_records(
             except CodecError as exc:
                 reason = str(exc)
             else:
-                if bulk:
-                    suffix = suffixes.get(partition)
-                    if suffix is None:
-                        suffix = suffixes[partition] = stage_suffix(partition)
-                    if value is None:
-                        data = _pack_header(TOMBSTONE_KIND, partition, offset, timestamp, NO_SCHEMA)
-                        tombstones += 1
-                    else:
-                        data = _pack_header(1, partition, offset, timestamp, schema_id) + value
-                        staged += 1
-                    stage_put(stage_key(stored_key, suffix), data, stage_handle)
-                    if track:
-                        changes.append(
-                            (stored_key, partition, offset, None if value is None else data)
-                        )
-                    continue
                 prev = latest_get(stored_key)
-                if prev is None or prev[0] == partition or prev[2] <= timestamp:
+                if prev is None or supersedes(partition, offset, timestamp, *prev[:3]):
                     latest[stored_key] = (partition, offset, timestamp, schema_id, value)
                 continue
         if fail_fast:
@@ -168,10 +131,7 @@ def apply_records(
             if pos > positions.get(partition, view.positions.get(partition, -1)):
                 positions[partition] = pos
 
-    if bulk:
-        out.puts, out.deletes = staged, tombstones
-    else:
-        _apply_latest(view, batch, latest, out)
+    _apply_latest(view, batch, latest, out)
 
     if quarantined:
         qcf = view.quarantine_cf
@@ -236,8 +196,8 @@ def _apply_latest(
         latest.items(), olds, strict=True
     ):
         if old is not None:
-            _, old_partition, _, old_ts, old_schema = _unpack_header(old)
-            if old_partition != partition and old_ts > timestamp:
+            _, old_partition, old_offset, old_ts, old_schema = unpack_header(old)
+            if not supersedes(partition, offset, timestamp, old_partition, old_offset, old_ts):
                 continue
             if schemas:
                 schema_delta[old_schema] = schema_delta.get(old_schema, 0) - 1
@@ -249,7 +209,7 @@ def _apply_latest(
                 if track:
                     changes.append((stored_key, partition, offset, None))
         else:
-            data = _pack_header(1, partition, offset, timestamp, schema_id) + value
+            data = pack_header(STORED_KIND, partition, offset, timestamp, schema_id) + value
             put(stored_key, data, handle)
             if old is None:
                 delta += 1

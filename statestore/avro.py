@@ -32,14 +32,13 @@ from typing import Any
 import orjson
 from fastavro import parse_schema, schemaless_reader
 
-from .apply import HeaderHook
 from .avro_check import BodyCheck
 from .avro_compat import incompatibility
 from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
-from .config import Config, ViewConfig
+from .config import ViewConfig
 from .errors import CodecError, ConfigError, InvalidKeyError
+from .records import HeaderHook
 from .schemas import BAD_HEADER, GUID_FRAME, ID_FRAME, Schemas, Writer, schema_info
-from .storage import Storage
 
 __all__ = [
     "KEY_SCHEMA_HEADER",
@@ -254,14 +253,13 @@ def _fold(frame: bytes | str | None, body: bytes | None) -> bytes | None:
 
 
 def avro_codecs(
-    view_config: ViewConfig, config: Config, storage: Storage
+    view_config: ViewConfig, schemas: Schemas
 ) -> tuple[KeyCodec, ValueCodec, HeaderHook | None]:
     """The key codec, value codec and header hook of a view with Avro keys and/or values."""
     key_avro = view_config.key == "avro"
     value_avro = view_config.value == "avro"
     if not (key_avro or value_avro):
         return key_codec(view_config.key), value_codec(view_config.value), None
-    schemas = Schemas(storage, config.schema_registry.client_config())
     keys: KeyCodec = AvroKey(schemas) if key_avro else key_codec(view_config.key)
     values: ValueCodec = (
         AvroValue(schemas, view_config.reader_schema)

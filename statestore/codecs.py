@@ -16,6 +16,9 @@ import orjson
 
 from .errors import CodecError, InvalidKeyError
 
+# JSON nested deeper than this parses, but cannot be encoded again when served.
+_MAX_JSON_DEPTH = 254
+
 __all__ = [
     "BytesKey",
     "BytesValue",
@@ -141,6 +144,8 @@ class JsonValue:
                     "value is empty, which is not JSON (a tombstone is a null value, not an empty one)"
                 ) from None
             raise CodecError(f"value is not valid JSON: {exc}") from None
+        if len(raw) > _MAX_JSON_DEPTH:
+            _check_depth(raw)
         return -1
 
     def decode(self, raw: bytes) -> Any:
@@ -175,6 +180,33 @@ class BytesValue:
 
     def decode(self, raw: bytes) -> Any:
         return raw
+
+
+def _check_depth(value: bytes) -> None:
+    """Refuse JSON nested deeper than reads can encode (cheap unless it could be)."""
+    if value.count(b"[") + value.count(b"{") <= _MAX_JSON_DEPTH:
+        return
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in value:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    if deepest > _MAX_JSON_DEPTH:
+        raise CodecError(
+            f"value is JSON nested {deepest} levels deep; at most {_MAX_JSON_DEPTH} can be served"
+        )
 
 
 def key_codec(name: str) -> KeyCodec:

@@ -91,9 +91,26 @@ class StoreConfig(_Frozen):
     row_cache_mb: int = Field(default=32, ge=0)
     write_buffer_mb: int = Field(default=64, ge=4)
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    # Processes that read a bulk load (a first bootstrap, a rebuild copy) in parallel;
+    # 0: one per usable core. Fewer run when there is less work (bulk_min_records).
+    bootstrap_workers: int = Field(default=0, ge=0, le=256)
+    # One budget for the memory of a bulk load's processes together (the owner and its
+    # workers): what is left after each process's base goes to the workers' buffers.
+    memory_mb: int = Field(default=400, ge=128)
+    # Records per worker below which a bulk load uses fewer processes (one: no process
+    # is spawned, the load runs in the bootstrap's own thread).
+    bulk_min_records: int = Field(default=100_000, ge=1)
     # A store RocksDB reports as damaged at open: set it aside and rebuild every view from
     # Kafka ("rebuild"), or refuse to start ("fail").
     on_corruption: Literal["rebuild", "fail"] = "rebuild"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class TokenConfig(_Frozen):

@@ -60,6 +60,10 @@ class TopicMissingError(KafkaError):
     """The view's topic does not exist on the cluster."""
 
 
+class StaleViewError(KafkaError):
+    """The stored view may have missed records or tombstones: it cannot be trusted."""
+
+
 class OffsetOutOfRangeError(KafkaError):
     """A stored position is no longer in the partition (retention or delete_records)."""
 

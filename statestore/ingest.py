@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .apply import Record
-from .errors import KafkaError, RegistryUnavailableError, StateStoreError
+from .bulk import BulkSettings, BulkWorkerError, bulk_load
+from .errors import KafkaError, RegistryUnavailableError, StaleViewError, StateStoreError
 from .kafka import KafkaClient, OffsetOutOfRangeError, Source, TopicMissingError
+from .records import Record
 from .status import ViewState
 from .view import View
 
@@ -32,10 +33,8 @@ log = logging.getLogger(__name__)
 HOLE_SETTLE_S = 3.0
 # How often a caught-up follower records that it is in sync (for the tombstone guard).
 SYNC_INTERVAL_S = 10.0
-
-
-class StaleViewError(KafkaError):
-    """The stored view may have missed records or tombstones: it cannot be trusted."""
+# A bulk load whose workers keep dying fails the view after this many tries in a row.
+BULK_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +68,12 @@ class Ingestor:
         poll_timeout: float = 0.2,
         metadata_interval: float = 5.0,
         wait_interval: float = 2.0,
+        bulk: BulkSettings | None = None,
     ) -> None:
         self.view = view
         self.client = client
+        self.bulk = bulk or BulkSettings(kafka=client.settings(), registry={}, workers=1)
+        self._bulk_failures = 0
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.metadata_interval = metadata_interval
@@ -106,6 +108,18 @@ class Ingestor:
                 view.set_state("failed", str(exc))
                 return False
             except KafkaError as exc:
+                self._trouble(str(exc))
+                stop.wait(self.wait_interval)
+            except BulkWorkerError as exc:
+                # The load resumes from what the ingested files made durable.
+                self._bulk_failures += 1
+                if self._bulk_failures >= BULK_TRIES:
+                    view.set_state("failed", f"{exc} ({BULK_TRIES} tries in a row)")
+                    log.error("view.failed view=%s reason=%s", view.name, exc)
+                    return False
+                log.warning(
+                    "bulk.retry view=%s try=%d reason=%s", view.name, self._bulk_failures, exc
+                )
                 self._trouble(str(exc))
                 stop.wait(self.wait_interval)
             except StateStoreError as exc:
@@ -182,7 +196,11 @@ class Ingestor:
         live.set_state("rebuilding", reason)
         shadow = live.shadow()
         builder = Ingestor(
-            shadow, self.client, batch_size=self.batch_size, poll_timeout=self.poll_timeout
+            shadow,
+            self.client,
+            batch_size=self.batch_size,
+            poll_timeout=self.poll_timeout,
+            bulk=self.bulk,
         )
         try:
             done = builder.catch_up(stop, progress)
@@ -222,8 +240,10 @@ class Ingestor:
         self._check_tombstone_horizon()
         targets: dict[int, int] = {}
         starts: dict[int, int] = {}
+        lows: dict[int, int] = {}
         for p in partitions:
             low, high = self.client.watermarks(topic, p)
+            lows[p] = low
             stored = view.positions.get(p, 0)
             if stored > high:
                 raise StaleViewError(
@@ -238,7 +258,15 @@ class Ingestor:
             targets[p] = high
             starts[p] = max(stored, low)
         view.end_offsets = dict(targets)
+        started = time.monotonic()
+        records = 0
         view.begin_bulk()
+        if view.bulk:
+            read = self._bulk_load(stop, progress, targets, lows, started)
+            if read is None:
+                return False
+            records = read
+            starts = {p: max(s, view.positions.get(p, 0)) for p, s in starts.items()}
         moved = {
             p: s for p, s in starts.items() if p not in view.positions or s > view.positions[p]
         }
@@ -247,9 +275,7 @@ class Ingestor:
         if self.source is None:
             self.source = self.client.source(f"statestore.{view.name}", topic, view.header_hook)
         self.source.assign(starts)
-        expected = sum(max(0, targets[p] - starts[p]) for p in targets)
-        started = time.monotonic()
-        records = 0
+        expected = sum(max(0, targets[p] - starts[p]) for p in targets) + records
         last_report = 0.0
         log.info(
             "bootstrap.start view=%s topic=%s partitions=%d expected=%d",
@@ -277,7 +303,6 @@ class Ingestor:
                 self._recovered()
             else:
                 self._settle_holes(targets)
-        view.finish_bulk()  # a first bootstrap's bulk load: merge (no-op otherwise)
         elapsed = time.monotonic() - started
         self.caught_up = True
         if view.bootstrap_seconds is None:
@@ -297,6 +322,40 @@ class Ingestor:
         if progress is not None:
             progress(Progress(view.name, records, expected, 0, elapsed, True))
         return True
+
+    def _bulk_load(
+        self,
+        stop: threading.Event,
+        progress: ProgressCallback | None,
+        targets: dict[int, int],
+        lows: dict[int, int],
+        started: float,
+    ) -> int | None:
+        """Load the view's slot in bulk to *targets*; records read, or None (stopped, failed)."""
+        view = self.view
+        expected = sum(max(0, end - lows.get(p, 0)) for p, end in targets.items())
+        last = [0.0]
+
+        def report(records: int, remaining: int) -> None:
+            self._recovered()
+            now = time.monotonic()
+            if progress is not None and now - last[0] >= 0.2:
+                last[0] = now
+                progress(Progress(view.name, records, expected, remaining, now - started, False))
+
+        records, failure = bulk_load(
+            view, self.bulk, targets, lows, stop, report=report, trouble=self._trouble
+        )
+        self._bulk_failures = 0
+        if failure is not None:
+            view.set_state(
+                "failed",
+                f'bad record at {failure} (on_error = "fail"); fix or skip it, '
+                'or set on_error = "quarantine"',
+            )
+            log.error("view.failed view=%s reason=%s", view.name, failure)
+            return None
+        return None if view.bulk else records
 
     def _check_tombstone_horizon(self) -> None:
         """A view not in sync for longer than delete.retention.ms may have missed tombstones."""
@@ -339,8 +398,6 @@ class Ingestor:
             before = self._state_before_outage
             view.set_state(before, self.note if before == "ready" else None)
         if applied.failure is not None:
-            # What came before the bad record is applied and readable, as record by record.
-            view.finish_bulk()
             view.set_state(
                 "failed",
                 f'bad record at {applied.failure} (on_error = "fail"); fix or skip it, '

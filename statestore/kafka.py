@@ -18,13 +18,20 @@ from confluent_kafka import KafkaError as _KError
 from confluent_kafka import admin as _admin
 from confluent_kafka.admin import AdminClient
 
-from .apply import HeaderHook, Record
 from .errors import KafkaError, OffsetOutOfRangeError, TopicMissingError
+from .records import HeaderHook, Record
 
 # Not re-exported in the package's type stubs, though public at run time.
 ConfigResource: Any = getattr(_admin, "ConfigResource")  # noqa: B009
 
-__all__ = ["HeaderHook", "KafkaClient", "OffsetOutOfRangeError", "Source", "TopicMissingError"]
+__all__ = [
+    "HeaderHook",
+    "KafkaClient",
+    "OffsetOutOfRangeError",
+    "RangeReader",
+    "Source",
+    "TopicMissingError",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,10 @@ class KafkaClient:
         self._lock = threading.Lock()
         self.on_error: Callable[[str, bool], None] | None = None
         self._logged: dict[str, float] = {}
+
+    def settings(self) -> dict[str, Any]:
+        """The librdkafka properties this client was made with (secrets included: never log)."""
+        return dict(self._conf)
 
     def _admin_client(self) -> Any:
         with self._lock:
@@ -186,6 +197,11 @@ class KafkaClient:
     def source(self, name: str, topic: str, header_hook: HeaderHook | None = None) -> Source:
         return Source(self.consumer_config(name), topic, header_hook)
 
+    def range_reader(self, name: str, topic: str) -> RangeReader:
+        conf = self.consumer_config(name)
+        conf["enable.partition.eof"] = True
+        return RangeReader(conf, topic)
+
     def close(self) -> None:
         with self._lock:
             if self._probe is not None:
@@ -242,7 +258,7 @@ class Source:
             for m in msgs:
                 err = m.error()
                 if err is not None:
-                    self._raise_for(m, err)
+                    _raise_for(self.topic, m, err)
                     continue
                 headers = m.headers()
                 if headers:
@@ -254,24 +270,10 @@ class Source:
         for m in msgs:
             err = m.error()
             if err is not None:
-                self._raise_for(m, err)
+                _raise_for(self.topic, m, err)
                 continue
             append((m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value()))  # type: ignore[arg-type]
         return out
-
-    def _raise_for(self, msg: Any, err: Any) -> None:
-        code = err.code()
-        if code == _KError._PARTITION_EOF:
-            return
-        if code in (_KError.OFFSET_OUT_OF_RANGE, _KError._AUTO_OFFSET_RESET):
-            raise OffsetOutOfRangeError(self.topic, msg.partition() or 0, err.str())
-        if code in (
-            _KError.UNKNOWN_TOPIC_OR_PART,
-            _KError._UNKNOWN_TOPIC,
-            _KError._UNKNOWN_PARTITION,
-        ):
-            raise TopicMissingError(f"topic {self.topic!r} disappeared: {err.str()}")
-        log.warning("kafka.consume_error topic=%s error=%s", self.topic, err.str())
 
     def positions(self) -> dict[int, int]:
         """Next offset to read per assigned partition, as the consumer knows it."""
@@ -297,3 +299,76 @@ class Source:
     def close(self) -> None:
         with contextlib.suppress(KafkaException, RuntimeError):
             self._consumer.close()
+
+
+class RangeReader:
+    """One consumer reading offset ranges of partitions, for a bulk-load worker.
+
+    ``poll`` returns the consumer's own message objects (no tuple per record: a
+    bulk load reads them once, in one loop) and notes where each partition's end
+    was reached: ``eof[p]`` is the end offset the broker reported, which proves
+    that no record is left below it (compaction holes, transaction markers).
+    """
+
+    def __init__(self, conf: dict[str, Any], topic: str) -> None:
+        self.topic = topic
+        self._consumer = Consumer(conf)
+        self.eof: dict[int, int] = {}
+
+    def assign(self, partition: int, offset: int) -> None:
+        self.eof.pop(partition, None)
+        self._consumer.incremental_assign(
+            [TopicPartition(self.topic, partition, offset if offset > 0 else OFFSET_BEGINNING)]
+        )
+
+    def seek(self, partition: int, offset: int) -> None:
+        self.eof.pop(partition, None)
+        self._consumer.seek(
+            TopicPartition(self.topic, partition, offset if offset > 0 else OFFSET_BEGINNING)
+        )
+
+    def unassign(self, partition: int) -> None:
+        self._consumer.incremental_unassign([TopicPartition(self.topic, partition)])
+
+    def poll(self, max_records: int, timeout: float) -> list[Any]:
+        """Up to *max_records* messages with a key/value (never an error or EOF event).
+
+        What is already fetched comes back at once; otherwise the first message to
+        arrive within *timeout* (``consume(n, timeout)`` alone would wait for all *n*).
+        """
+        consume = self._consumer.consume
+        msgs = consume(max_records, 0)
+        if not msgs:
+            msgs = consume(1, timeout)
+            if msgs:
+                msgs.extend(consume(max_records - 1, 0))
+        good = [m for m in msgs if m.error() is None]
+        if len(good) != len(msgs):
+            for m in msgs:
+                err = m.error()
+                if err is None:
+                    continue
+                if err.code() == _KError._PARTITION_EOF:
+                    self.eof[m.partition() or 0] = m.offset() or 0
+                    continue
+                _raise_for(self.topic, m, err)
+        return good
+
+    def close(self) -> None:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self._consumer.close()
+
+
+def _raise_for(topic: str, msg: Any, err: Any) -> None:
+    code = err.code()
+    if code == _KError._PARTITION_EOF:
+        return
+    if code in (_KError.OFFSET_OUT_OF_RANGE, _KError._AUTO_OFFSET_RESET):
+        raise OffsetOutOfRangeError(topic, msg.partition() or 0, err.str())
+    if code in (
+        _KError.UNKNOWN_TOPIC_OR_PART,
+        _KError._UNKNOWN_TOPIC,
+        _KError._UNKNOWN_PARTITION,
+    ):
+        raise TopicMissingError(f"topic {topic!r} disappeared: {err.str()}")
+    log.warning("kafka.consume_error topic=%s error=%s", topic, err.str())

@@ -7,19 +7,32 @@ followed by the raw value bytes from Kafka: ingest copies bytes, reads decode.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["Entity", "StoredRecord", "decode_record", "encode_record"]
+__all__ = ["Entity", "HeaderHook", "Record", "StoredRecord", "decode_record", "encode_record"]
 
-_VERSION = 1
+# (partition, offset, timestamp_ms, key, value) as read from Kafka; value None = tombstone.
+Record = tuple[int, int, int, bytes | None, bytes | None]
+
+# Rewrites (headers, key, value) into (key, value) for views whose framing may live in
+# record headers (schema ids written as headers instead of a value prefix).
+HeaderHook = Callable[
+    [list[tuple[str, bytes]] | None, bytes | None, bytes | None], tuple[bytes | None, bytes | None]
+]
+
 _HEADER = struct.Struct(">Biqqi")
 HEADER_SIZE = _HEADER.size
 # (kind, partition, offset, timestamp, schema id) of a stored or staged record.
 unpack_header = _HEADER.unpack_from
+pack_header = _HEADER.pack
 _PARTITION = struct.Struct(">i")
 _U64 = struct.Struct(">q")
 NO_SCHEMA = -1
+# The first header byte: a stored (or staged) value, or a staged tombstone.
+STORED_KIND = 1
+TOMBSTONE_KIND = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +70,7 @@ class Entity(NamedTuple):
 
 
 def encode_record(partition: int, offset: int, timestamp: int, schema_id: int, raw: bytes) -> bytes:
-    return _HEADER.pack(_VERSION, partition, offset, timestamp, schema_id) + raw
+    return _HEADER.pack(STORED_KIND, partition, offset, timestamp, schema_id) + raw
 
 
 def decode_record(data: bytes) -> StoredRecord:
@@ -146,33 +159,92 @@ def bulk_key(slot: str) -> bytes:
     return f"t/{slot}/bulk".encode()
 
 
+# -- which record of a key wins --------------------------------------------------------
+
+
+def supersedes(
+    partition: int,
+    offset: int,
+    timestamp: int,
+    other_partition: int,
+    other_offset: int,
+    other_ts: int,
+) -> bool:
+    """Whether a record replaces *other* as the current record of their key.
+
+    Within a partition the later offset wins. A key that moved partitions (the topic
+    grew) resolves to the newer timestamp, ties to the higher partition, so the
+    result never depends on the order partitions were read in. The follow path and
+    the bulk merge both ask this function.
+    """
+    if partition == other_partition:
+        return offset > other_offset
+    return (timestamp, partition) > (other_ts, other_partition)
+
+
 # -- the staging family of a bulk load ---------------------------------------------------
 #
-# A first bootstrap writes each record blindly under (key, partition) instead of reading
-# the stored record of its key first; the merge at the end keeps one record per key. The
-# staging key escapes NUL in the stored key (NUL -> NUL 0xFF) and ends with NUL NUL and
-# the partition, so every entry of one key sorts next to the others, before any longer
-# key that starts with it, and the key is recovered from all but the last 6 bytes.
+# A bulk load (first bootstrap, rebuild copy) stages the newest record of each key per
+# offset range under (key, partition, offset), in sorted SST files; one merge at the end
+# keeps one record per key. The staging key escapes NUL in the stored key
+# (NUL -> NUL 0xFF) and ends with NUL NUL, the partition and the offset, so every entry
+# of one key sorts next to the others in (partition, offset) order, before any longer key
+# that starts with it, and the key is recovered from all but the last 14 bytes.
+#
+# Each staged SST file also carries *control* entries under the prefix NUL 0x01, which no
+# staging key can start with: the progress of each offset range it covers and the records
+# it quarantined. They are ingested in the same file as the data they describe, so the
+# progress of a bulk load is durable exactly when its data is.
 
-_STAGE_TAIL = 6
-TOMBSTONE_KIND = 0
+_STAGE_TAIL = struct.Struct(">iq")
+_STAGE_TAIL_SIZE = 2 + _STAGE_TAIL.size
+_PROGRESS = struct.Struct(">qqqq")
+CONTROL_PREFIX = b"\x00\x01"
+CONTROL_END = b"\x00\x02"
+_PROGRESS_PREFIX = CONTROL_PREFIX + b"P"
+_QUARANTINE_PREFIX = CONTROL_PREFIX + b"Q"
 
 
-def stage_suffix(partition: int) -> bytes:
-    return b"\x00\x00" + _PARTITION.pack(partition)
-
-
-def stage_key(stored_key: bytes, suffix: bytes) -> bytes:
-    """The staging key of *stored_key* in the partition whose ``stage_suffix`` is *suffix*."""
+def stage_key(stored_key: bytes, partition: int, offset: int) -> bytes:
+    """The staging key of the record of *stored_key* at *partition*, *offset*."""
     if b"\x00" in stored_key:
         stored_key = stored_key.replace(b"\x00", b"\x00\xff")
-    return stored_key + suffix
+    return stored_key + b"\x00\x00" + _STAGE_TAIL.pack(partition, offset)
 
 
 def staged_key(key: bytes) -> bytes:
     """The stored key of a staging key."""
-    body = key[:-_STAGE_TAIL]
+    body = key[:-_STAGE_TAIL_SIZE]
     return body.replace(b"\x00\xff", b"\x00") if b"\x00" in body else body
+
+
+def progress_key(partition: int, start: int) -> bytes:
+    """Control entry: how far the staged range of *partition* that starts at *start* got."""
+    return _PROGRESS_PREFIX + _STAGE_TAIL.pack(partition, start)
+
+
+def pack_progress(reached: int, records: int, nbytes: int, quarantined: int) -> bytes:
+    return _PROGRESS.pack(reached, records, nbytes, quarantined)
+
+
+def is_progress_key(key: bytes) -> bool:
+    return key.startswith(_PROGRESS_PREFIX)
+
+
+def unpack_progress(key: bytes, value: bytes) -> tuple[int, int, int, int, int, int]:
+    """(partition, start, reached, records, bytes, quarantined) of a progress entry."""
+    partition, start = _STAGE_TAIL.unpack_from(key, len(_PROGRESS_PREFIX))
+    return (partition, start, *_PROGRESS.unpack(value))
+
+
+def staged_quarantine_key(partition: int, offset: int) -> bytes:
+    """Control entry: a record quarantined by a bulk load (moved to ``q.<slot>`` by the merge)."""
+    return _QUARANTINE_PREFIX + _STAGE_TAIL.pack(partition, offset)
+
+
+def staged_quarantine_origin(key: bytes) -> tuple[int, int]:
+    partition, offset = _STAGE_TAIL.unpack_from(key, len(_QUARANTINE_PREFIX))
+    return int(partition), int(offset)
 
 
 def quarantine_key(partition: int, offset: int) -> bytes:

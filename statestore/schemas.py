@@ -77,8 +77,15 @@ class Schemas:
     """Writer schemas of one store, by framing prefix; fetched once, cached in ``meta``."""
 
     def __init__(
-        self, storage: Storage, registry_conf: dict[str, Any], *, client: Any = None
+        self,
+        storage: Storage | None,
+        registry_conf: dict[str, Any],
+        *,
+        client: Any = None,
+        known: tuple[dict[int, dict[str, Any]], dict[bytes, int]] | None = None,
     ) -> None:
+        """Schemas cached in *storage*'s ``meta``; without a store (a bulk-load worker),
+        those in *known* (``cached()`` of the store's), and new ones kept for ``take_new``."""
         self._storage = storage
         self._conf = {**_CLIENT_DEFAULTS, **registry_conf}
         # A SchemaRegistryClient, made on the first fetch (a restart may never need one).
@@ -89,10 +96,40 @@ class Schemas:
         self._writers: dict[int, Writer] = {}
         self._guid_writers: dict[bytes, Writer] = {}
         self._unknown: dict[int | bytes, tuple[float, str]] = {}
+        self._new: list[tuple[int, dict[str, Any], bytes | None]] = []
+        if known is not None:
+            self._docs.update(known[0])
+            self._guids.update(known[1])
+        if storage is None:
+            return
         for key, value in storage.scan(META, _ID_PREFIX, _ID_PREFIX[:-1] + b"0"):
             self._docs[_INT.unpack(key[len(_ID_PREFIX) :])[0]] = orjson.loads(value)
         for key, value in storage.scan(META, _GUID_PREFIX, _GUID_PREFIX[:-1] + b"0"):
             self._guids[key[len(_GUID_PREFIX) :]] = _INT.unpack(value)[0]
+
+    def cached(self) -> tuple[dict[int, dict[str, Any]], dict[bytes, int]]:
+        """Every schema known here, by id, and the local ids of GUIDs (for a worker)."""
+        with self._lock:
+            return dict(self._docs), dict(self._guids)
+
+    def take_new(self) -> list[tuple[int, dict[str, Any], bytes | None]]:
+        """Schemas fetched since the last call, by a store-less instance (a worker)."""
+        with self._lock:
+            new, self._new = self._new, []
+            return new
+
+    def adopt(self, schema_id: int, doc: dict[str, Any], guid: bytes | None = None) -> None:
+        """Cache a schema a worker fetched, as if fetched here."""
+        with self._lock:
+            known = self._docs.get(schema_id)
+            if known is not None:
+                if guid is not None and self._guids.get(guid) != schema_id:
+                    raise CodecError(
+                        f"local schema id {schema_id} names two schema GUIDs; "
+                        "rebuild the view to assign them again"
+                    )
+                return
+            self._remember(schema_id, doc, guid)
 
     # -- framing -------------------------------------------------------------------------
 
@@ -152,7 +189,7 @@ class Schemas:
             if schema_id is None:
                 self._fail_if_unknown(guid)
                 doc = self._fetch_guid(guid)
-                schema_id = min([-1, *self._docs]) - 1
+                schema_id = _guid_id(guid, self._docs)
                 self._remember(schema_id, doc, guid)
             w = self._parse(schema_id, self._docs[schema_id], GUID_FRAME)
             self._guid_writers[guid] = w
@@ -266,6 +303,9 @@ class Schemas:
         self._docs[schema_id] = doc
         if guid is not None:
             self._guids[guid] = schema_id
+        if self._storage is None:
+            self._new.append((schema_id, doc, guid))
+            return
         if self._storage.read_only:
             return
         batch = self._storage.batch()
@@ -273,6 +313,15 @@ class Schemas:
         if guid is not None:
             batch.put(META, _GUID_PREFIX + guid, _INT.pack(schema_id))
         self._storage.write(batch)
+
+
+def _guid_id(guid: bytes, taken: dict[int, Any]) -> int:
+    """The local id of a GUID: derived from the GUID, so that bulk-load workers fetching
+    schemas apart from each other agree on it; the next free one below on a clash."""
+    schema_id = -2 - (int.from_bytes(guid[:4], "big") & 0x3FFFFFFF)
+    while schema_id in taken:
+        schema_id -= 1
+    return schema_id
 
 
 def schema_info(

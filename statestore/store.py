@@ -10,8 +10,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from .bulk import BulkSettings, read_progress, shown
 from .changes import Subscription, open_changes
-from .config import Config
+from .config import Config, usable_cores
 from .cursor import CursorSigner
 from .errors import NotReadyError, UnknownViewError, ViewFailedError
 from .ingest import Ingestor, ProgressCallback
@@ -63,6 +64,8 @@ class StateStore:
                 log.warning("view.rebuild view=%s reason=%s", vc.name, reason)
                 view.wipe()
                 view.reason = f"rebuilt: {reason}"
+            if view.bulk:
+                view.show_bulk_progress(*shown(read_progress(view)))
             self._views[vc.name] = view
         if not read_only:
             self._drop_leftovers()
@@ -88,9 +91,19 @@ class StateStore:
     def _make_view(self, vc: Any) -> View:
         if vc.key == "avro" or vc.value == "avro":
             from .avro import avro_codecs
+            from .schemas import Schemas
 
-            keys, values, hook = avro_codecs(vc, self.config, self.storage)
-            return View(vc, self.storage, self._signer, keys=keys, values=values, header_hook=hook)
+            schemas = Schemas(self.storage, self.config.schema_registry.client_config())
+            keys, values, hook = avro_codecs(vc, schemas)
+            return View(
+                vc,
+                self.storage,
+                self._signer,
+                keys=keys,
+                values=values,
+                header_hook=hook,
+                schemas=schemas,
+            )
         return View(vc, self.storage, self._signer)
 
     def _secret(self) -> bytes:
@@ -128,9 +141,26 @@ class StateStore:
     def _ingestor(self, name: str) -> Ingestor:
         ing = self._ingestors.get(name)
         if ing is None:
-            ing = Ingestor(self._views[name], self.client, batch_size=self.config.store.batch_size)
+            ing = Ingestor(
+                self._views[name],
+                self.client,
+                batch_size=self.config.store.batch_size,
+                bulk=self.bulk_settings(),
+            )
             self._ingestors[name] = ing
         return ing
+
+    def bulk_settings(self) -> BulkSettings:
+        """How bulk loads run: ``[store] bootstrap_workers`` processes within ``memory_mb``."""
+        store = self.config.store
+        registry = self.config.schema_registry
+        return BulkSettings(
+            kafka=self.config.kafka_config(),
+            registry=registry.client_config() if registry.url else {},
+            workers=store.bootstrap_workers or usable_cores(),
+            memory_mb=store.memory_mb,
+            min_records_per_worker=store.bulk_min_records,
+        )
 
     def bootstrap(
         self,

@@ -7,11 +7,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .apply import Applied, HeaderHook, Record, apply_records
+from .apply import Applied, apply_records
 from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
 from .config import ViewConfig
 from .cursor import CursorSigner
@@ -28,8 +28,9 @@ from .position import format_position
 from .records import (
     HEADER_SIZE,
     NO_SCHEMA,
-    TOMBSTONE_KIND,
     Entity,
+    HeaderHook,
+    Record,
     applied_at_key,
     bulk_key,
     caught_up_key,
@@ -40,16 +41,17 @@ from .records import (
     partition_of_position_key,
     position_prefix,
     prefix_end,
-    schema_count_key,
     schema_count_prefix,
     slot_meta_prefix,
-    staged_key,
     synced_at_key,
     unpack_header,
     unpack_int,
 )
 from .status import PartitionStatus, ViewState, ViewStatus
 from .storage import META, Batch, Storage
+
+if TYPE_CHECKING:
+    from .schemas import Schemas
 
 __all__ = ["Page", "View"]
 
@@ -79,6 +81,7 @@ class View:
         keys: KeyCodec | None = None,
         values: ValueCodec | None = None,
         header_hook: HeaderHook | None = None,
+        schemas: Schemas | None = None,
         generation: int | None = None,
     ) -> None:
         self.config = config
@@ -93,6 +96,8 @@ class View:
         self.tracks_schemas = "avro" in (config.key, config.value)
         # Codecs whose framing may sit in record headers fold it into the key/value with this.
         self.header_hook = header_hook
+        # The writer schemas of an Avro view (bulk-load workers fetch some; the view keeps them).
+        self.schemas = schemas
         # An RLock-backed condition: status() and applied_position() nest under it.
         self._cond = threading.Condition(threading.RLock())
         self.state: ViewState = "starting"
@@ -192,6 +197,7 @@ class View:
             keys=self.key_codec,
             values=self.value_codec,
             header_hook=self.header_hook,
+            schemas=self.schemas,
             generation=generation,
         )
         shadow.state = "rebuilding"
@@ -307,71 +313,33 @@ class View:
         self.storage.write(batch)
         self.bulk = True
 
-    def finish_bulk(self, chunk: int = 10_000) -> int:
-        """Merge the staging family into the entities; return the number of keys.
-
-        Per key, the newest record by timestamp wins across partitions (ties: the
-        higher partition), the rule apply follows for a key that moved partitions;
-        a tombstone that wins leaves the key absent. The merge writes in chunks and
-        clears the bulk mark in its last write: one interrupted by a crash is done
-        again from the unchanged staging family, which gives the same result.
-        """
-        if not self.bulk:
-            return int(self.counters["keys"])
-        started = time.monotonic()
-        storage = self.storage
-        schemas = self.tracks_schemas
-        indexed = self.has_indexes
-        schema_counts: dict[int, int] = {}
-        keys = 0
-        batch = storage.batch()
-        put, handle = batch.fast_put(self.entity_cf)
-        for key, data in self._staged_winners():
-            put(key, data, handle)
-            keys += 1
-            if schemas:
-                schema_id = unpack_header(data)[4]
-                schema_counts[schema_id] = schema_counts.get(schema_id, 0) + 1
-            if indexed:
-                value = self.decode_quietly(data[HEADER_SIZE:])
-                move_index_entries(self, batch, key, None, value)
-            if keys % chunk == 0:
-                storage.write(batch)
-                batch = storage.batch()
-                put, handle = batch.fast_put(self.entity_cf)
-        batch.put(META, counter_key(self.slot, "keys"), pack_int(keys))
-        for schema_id, count in schema_counts.items():
-            batch.put(META, schema_count_key(self.slot, schema_id), pack_int(count))
-        batch.delete(META, bulk_key(self.slot))
-        storage.write(batch)
+    def show_bulk_progress(self, positions: dict[int, int], records: int) -> None:
+        """How far a bulk load has read each partition without a gap, and the records read
+        that far (status and lag only: the view serves nothing until the merge)."""
         with self._cond:
-            self.counters["keys"] = keys
-            self.schema_counts = schema_counts
-            self.bulk = False
-        storage.drop_family(self.staging_cf)
-        log.info(
-            "bootstrap.merged view=%s keys=%d seconds=%.3f",
-            self.name,
-            keys,
-            time.monotonic() - started,
-        )
-        return keys
+            self.positions.update(positions)
+            self.counters["records"] = records
+            self._applied_batches += 1
 
-    def _staged_winners(self) -> Iterator[tuple[bytes, bytes]]:
-        """(key, stored record) the merge keeps, in key order: see ``finish_bulk``."""
-        current: bytes | None = None
-        best = b""
-        for skey, data in self.storage.scan(self.staging_cf, cache=False):
-            key = staged_key(skey)
-            if key == current:
-                if unpack_header(data)[3] >= unpack_header(best)[3]:
-                    best = data
-                continue
-            if current is not None and best[0] != TOMBSTONE_KIND:
-                yield current, best
-            current, best = key, data
-        if current is not None and best[0] != TOMBSTONE_KIND:
-            yield current, best
+    def finish_bulk(
+        self,
+        positions: dict[int, int],
+        keys: int,
+        records: int,
+        nbytes: int,
+        quarantined: int,
+        schema_counts: dict[int, int],
+        applied_at_ms: int,
+    ) -> None:
+        """Take the state a bulk load's merge has just written; reads are served from now."""
+        with self._cond:
+            self.positions = dict(positions)
+            self.counters.update(keys=keys, records=records, bytes=nbytes, quarantined=quarantined)
+            self.schema_counts = dict(schema_counts)
+            self.last_applied_at_ms = applied_at_ms
+            self.bulk = False
+            self._applied_batches += 1
+            self._cond.notify_all()
 
     def mark_caught_up(self) -> None:
         """Record that this generation has caught up once, so restarts may serve it at once."""
@@ -510,9 +478,10 @@ class View:
         return items, None
 
     def iter_entities(self) -> Iterator[Entity]:
-        """Every entity in key order; during a bulk load, those its merge would keep (to inspect)."""
-        items = self._staged_winners() if self.bulk else self.storage.scan(self.entity_cf)
-        for key, data in items:
+        """Every entity in key order."""
+        if self.bulk:
+            raise self._loading()
+        for key, data in self.storage.scan(self.entity_cf):
             yield self.entity(key, data)
 
     # -- positions ---------------------------------------------------------------------

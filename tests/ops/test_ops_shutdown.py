@@ -24,7 +24,7 @@ from ops_support import (
     write_config,
 )
 
-from statestore import load_config
+from statestore import StateStore, load_config
 
 pytestmark = pytest.mark.integration
 
@@ -83,10 +83,12 @@ def _check_resumes_without_rereading(config: Path, topic: str) -> dict[int, int]
     return positions
 
 
-def test_sigterm_during_bootstrap_keeps_what_was_applied_and_the_next_run_resumes(
+def test_sigterm_during_bootstrap_keeps_what_was_read_and_the_next_run_resumes(
     topic_factory: Callable[..., str], tmp_path: Path
 ) -> None:
-    """SIGTERM mid-bootstrap exits 130 with positions equal to the data applied; the next run reads only the rest."""
+    """SIGTERM mid-bootstrap (a bulk load) exits 130 keeping what was read, shown as the
+    view's positions and records; the next run reads only the rest, and the view then
+    equals the log."""
     topic = topic_factory(2)
     _produce_many(topic, 10_000, 2)
     config = write_config(
@@ -121,8 +123,19 @@ def test_sigterm_during_bootstrap_keeps_what_was_applied_and_the_next_run_resume
     assert code == 130, "".join(seen) + rest
     assert "cli.stopping signal=SIGTERM" in rest
     assert "error: interrupted" in rest
-    positions = _check_resumes_without_rereading(config, topic)
-    assert 0 < sum(positions.values()) < 10_000
+    kept = re.search(r"bulk\.stopped view=v records=(\d+)", rest)
+    assert kept, rest
+    with StateStore(load_config(config, environ={}), read_only=True) as store:
+        status = store.view("v").status()
+    assert status.records_applied == int(kept.group(1))
+    assert 0 < status.records_applied < 10_000
+    assert sum(p.position for p in status.partitions) == status.records_applied
+
+    log = read_log(topic)
+    again = _run(config, "bootstrap")
+    assert again.returncode == 0, again.stderr
+    assert _records_read(again, "v") == len(log) - status.records_applied
+    assert _check_resumes_without_rereading(config, topic) == {0: 5_000, 1: 5_000}
 
 
 def test_sigterm_while_serving_closes_cleanly_and_a_restart_reads_nothing_again(
