@@ -54,7 +54,9 @@ from .records import (
     counter_key,
     is_progress_key,
     pack_int,
+    pack_progress,
     position_key,
+    progress_key,
     quarantine_key,
     schema_count_key,
     staged_key,
@@ -74,6 +76,7 @@ __all__ = [
     "BulkWorkerError",
     "StagedFiles",
     "StaleRangeError",
+    "begin",
     "bulk_load",
     "limits_of",
     "merge",
@@ -145,6 +148,27 @@ def covered(progress: Progress, partition: int, base: int) -> int:
             break
         reach = max(reach, reached)
     return reach
+
+
+def begin(
+    view: View, targets: dict[int, int], lows: dict[int, int]
+) -> tuple[Progress, list[Piece]]:
+    """The progress of the view's bulk load so far and the ranges left to read.
+
+    A partition's first load records where it starts (an empty progress entry), so a
+    worker that dies before writing anything leaves a gap from there, never a range
+    nobody knows was to be read.
+    """
+    progress = read_progress(view)
+    started = {p for p, _ in progress}
+    fresh = {p: lows.get(p, 0) for p in targets if p not in started}
+    if fresh:
+        batch = view.storage.batch()
+        for p, start in fresh.items():
+            batch.put(view.staging_cf, progress_key(p, start), pack_progress(start, 0, 0, 0))
+            progress[(p, start)] = (start, 0, 0, 0)
+        view.storage.write(batch)
+    return progress, remaining(progress, targets, lows, view.config.topic)
 
 
 def remaining(
@@ -233,8 +257,7 @@ def bulk_load(
     read); or, after a bad record under ``on_error = "fail"``, merged up to it with the
     failure text.
     """
-    progress = read_progress(view)
-    gaps = remaining(progress, targets, lows, view.config.topic)
+    progress, gaps = begin(view, targets, lows)
     total = sum(g.size for g in gaps)
     processes = max(1, min(settings.workers, total // max(1, settings.min_records_per_worker)))
     groups = plan(gaps, processes) if gaps else []
@@ -679,6 +702,7 @@ def merge(view: View, limits: dict[int, int], tmp_dir: Path) -> int:
     storage = view.storage
     slot = view.slot
     progress = read_progress(view)
+    log.info("bulk.merging view=%s slot=%s", view.name, slot)
     # Redone from scratch if an earlier merge was cut short.
     for cf in (view.entity_cf, view.quarantine_cf, *view.index_cfs.values()):
         storage.reset_family(cf)

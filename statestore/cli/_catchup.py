@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -17,10 +18,30 @@ from ._signals import interrupts
 __all__ = ["bootstrap", "rebuild"]
 
 
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=256,
+        help="Processes that read a bulk load in parallel (default: the store's bootstrap_workers).",
+    ),
+]
+
+
 def _catch_up(
-    ctx: typer.Context, config: Path | None, views: list[str] | None, *, rebuild: bool
+    ctx: typer.Context,
+    config: Path | None,
+    views: list[str] | None,
+    workers: int | None,
+    *,
+    rebuild: bool,
 ) -> None:
     cfg = load(ctx, config)
+    if workers is not None:
+        cfg = cfg.model_copy(
+            update={"store": cfg.store.model_copy(update={"bootstrap_workers": workers})}
+        )
     names = check_views(cfg, views)
     action = "rebuild" if rebuild else "bootstrap"
     with interrupts(), errors(cfg):
@@ -56,17 +77,28 @@ def _catch_up(
 
 
 @handled
-def bootstrap(ctx: typer.Context, view: ViewsOption = None, config: ConfigOption = None) -> None:
+def bootstrap(
+    ctx: typer.Context,
+    view: ViewsOption = None,
+    config: ConfigOption = None,
+    workers: WorkersOption = None,
+) -> None:
     """Catch every view up to the topics' end offsets as of now, then exit.
 
-    SIGTERM or Ctrl-C stops after the batch in flight (exit 130) and the next run
-    resumes from there; a second signal exits at once.
+    A view's first bootstrap is a bulk load read by --workers processes. SIGTERM or
+    Ctrl-C stops after what was read is written (exit 130) and the next run resumes
+    from there; a second signal exits at once.
     """
-    _catch_up(ctx, config, view, rebuild=False)
+    _catch_up(ctx, config, view, workers, rebuild=False)
 
 
 @handled
-def rebuild(ctx: typer.Context, view: ViewsOption = None, config: ConfigOption = None) -> None:
+def rebuild(
+    ctx: typer.Context,
+    view: ViewsOption = None,
+    config: ConfigOption = None,
+    workers: WorkersOption = None,
+) -> None:
     """Rebuild the view(s) from offset 0 beside the current copy, then swap it in.
 
     When a running server holds the store, the server is asked to do it (through
@@ -74,4 +106,4 @@ def rebuild(ctx: typer.Context, view: ViewsOption = None, config: ConfigOption =
     command shows its progress until the swap. Exit 0 rebuilt, 1 a view failed,
     2 bad usage or the store is held by a process that does not answer.
     """
-    _catch_up(ctx, config, view, rebuild=True)
+    _catch_up(ctx, config, view, workers, rebuild=True)

@@ -4,6 +4,7 @@ and wherever it was stopped and resumed."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from test_apply import open_view as open_plain_view
 from statestore.bulk import (
     StagedFiles,
     StaleRangeError,
+    begin,
     limits_of,
     merge,
     plan,
@@ -115,6 +117,10 @@ def records_of(log: list[tuple[bytes, int, bytes | None]], holes: list[int]) -> 
     return out
 
 
+class Died(Exception):
+    """A worker killed before it could hand over its next file."""
+
+
 def bulk_load(
     path: Path,
     records: list[Record],
@@ -123,25 +129,36 @@ def bulk_load(
     workers: int,
     budget: int,
     stops: list[int],
+    deaths: list[int] = (),  # type: ignore[assignment]
 ) -> tuple[Storage, View]:
-    """Load *records* in bulk, stopping after each count of files in *stops* and reopening
-    the store, as a crash or a restart would; then merge."""
+    """Load *records* in bulk. Run k stops after ``stops[k]`` files (the stager writes what it
+    holds) and, when ``deaths[k]`` is given, its first worker dies after that many files
+    (what it holds is lost); the store is reopened between runs, as after a crash."""
     storage, view = open_view(path)
     view.begin_bulk()
-    for stop_after in [*stops, None]:
-        progress = read_progress(view)
-        gaps = remaining(progress, ends, {}, "t")
+    runs = max(len(stops), len(deaths))
+    for run in range(runs + 1):
+        stop_after = stops[run] if run < len(stops) else None
+        die_after = deaths[run] if run < len(deaths) else None
+        progress, gaps = begin(view, ends, {})
         files = StagedFiles(view, progress, None, 0, sum(g.size for g in gaps))
-        written = 0
+        for i, pieces in enumerate(plan(gaps, workers) if gaps else []):
+            written = [0]
+            dies = die_after if i == 0 else None
 
-        def emit(staged: Any, files: StagedFiles = files) -> None:
-            nonlocal written
-            written += 1
-            files.ingest(staged)
+            def emit(
+                staged: Any,
+                written: list[int] = written,
+                dies: int | None = dies,
+                files: StagedFiles = files,
+            ) -> None:
+                if dies is not None and written[0] >= dies:
+                    raise Died
+                written[0] += 1
+                files.ingest(staged)
 
-        for pieces in plan(gaps, workers) if gaps else []:
             stager = Stager(
-                worker=0,
+                worker=i,
                 topic="t",
                 keys=view.key_codec,
                 values=view.value_codec,
@@ -155,12 +172,13 @@ def bulk_load(
                 batch_size=4,
             )
             (path / "bulk").mkdir(exist_ok=True)
-            stager.run(
-                Reader(records, ends),
-                pieces,
-                lambda s=stop_after: s is not None and written >= s,  # type: ignore[misc]
-            )
-        if stop_after is not None:
+            with contextlib.suppress(Died):
+                stager.run(
+                    Reader(records, ends),
+                    pieces,
+                    lambda s=stop_after, w=written: s is not None and w[0] >= s,  # type: ignore[misc]
+                )
+        if run < runs:
             storage.close()
             storage, view = open_view(path)
             assert view.bulk
@@ -198,6 +216,7 @@ RUNS = {
     "workers": st.integers(1, 4),
     "budget": st.sampled_from([1, 2_000, 1 << 20]),
     "stops": st.lists(st.integers(0, 4), max_size=3),
+    "deaths": st.lists(st.integers(0, 3), max_size=3),
     "tail": st.integers(0, 3),
 }
 
@@ -211,12 +230,13 @@ def test_bulk_load_equals_record_by_record_apply(
     workers: int,
     budget: int,
     stops: list[int],
+    deaths: list[int],
     tail: int,
 ) -> None:
     """Each key in one partition (as a key-hashing producer writes), tombstones, bad records,
-    compaction holes, partitions split over workers, any buffer size, stopped and resumed
-    anywhere: the merged view equals the one applied record by record, counts, positions,
-    quarantine and indexes included."""
+    compaction holes, partitions split over workers, any buffer size, stopped, or a worker
+    killed, anywhere and resumed: the merged view equals the one applied record by record,
+    counts, positions, quarantine and indexes included."""
     records = records_of([(key, sum(key) % 3, value) for key, _, value in log], holes)
     ends = ends_of(records, tail)
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
@@ -224,7 +244,7 @@ def test_bulk_load_equals_record_by_record_apply(
         apply_in(plain, records, cuts)
         plain.apply([], ends)
         bulk_storage, bulk = bulk_load(
-            Path(b), records, ends, workers=workers, budget=budget, stops=stops
+            Path(b), records, ends, workers=workers, budget=budget, stops=stops, deaths=deaths
         )
         assert snapshot(bulk) == snapshot(plain)
         plain_storage.close()
@@ -234,7 +254,12 @@ def test_bulk_load_equals_record_by_record_apply(
 @settings(max_examples=40, deadline=None)
 @given(log=LOGS, **RUNS)
 def test_a_key_in_several_partitions_resolves_to_its_newest_record(
-    log: list[tuple[bytes, int, bytes | None]], workers: int, budget: int, stops: list[int], tail: int
+    log: list[tuple[bytes, int, bytes | None]],
+    workers: int,
+    budget: int,
+    stops: list[int],
+    deaths: list[int],
+    tail: int,
 ) -> None:
     """A key written to several partitions (the topic grew): the newest record by timestamp
     among each partition's last good record of the key wins, and a newest tombstone deletes
@@ -251,7 +276,13 @@ def test_a_key_in_several_partitions_resolves_to_its_newest_record(
             expected[key.hex()] = (partition, offset, timestamp, orjson.loads(value))
     with tempfile.TemporaryDirectory() as tmp:
         storage, view = bulk_load(
-            Path(tmp), records, ends_of(records, tail), workers=workers, budget=budget, stops=stops
+            Path(tmp),
+            records,
+            ends_of(records, tail),
+            workers=workers,
+            budget=budget,
+            stops=stops,
+            deaths=deaths,
         )
         assert snapshot(view)["entities"] == expected
         assert view.counters["keys"] == len(expected)
@@ -328,10 +359,10 @@ def test_a_merge_interrupted_by_a_crash_is_done_again(tmp_path: Path) -> None:
     ends = ends_of(records, 0)
     storage, view = open_view(tmp_path)
     view.begin_bulk()
-    progress = read_progress(view)
+    progress, gaps = begin(view, ends, {})
     files = StagedFiles(view, progress, None, 0, 0)
     (tmp_path / "bulk").mkdir()
-    for pieces in plan(remaining(progress, ends, {}, "t"), 2):
+    for pieces in plan(gaps, 2):
         Stager(
             worker=0,
             topic="t",
