@@ -92,7 +92,7 @@ log = logging.getLogger(__name__)
 # interpreter, the Kafka client and its fetch queue, RocksDB's caches), in MB.
 _OWNER_BASE_MB = 140
 _WORKER_BASE_MB = 70
-_MIN_BUFFER_MB = 16
+_MIN_BUFFER_MB = 4
 _MERGE_CHUNK = 20_000
 
 # (partition, start) -> (reached, records, bytes, quarantined)
@@ -601,6 +601,13 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     else:
         keys, values = key_codec(vc.key), value_codec(vc.value)
 
+    def tell(msg: tuple[Any, ...]) -> None:
+        try:
+            conn.send(msg)
+        except OSError:
+            # The owner is gone (killed): nobody will ingest what this worker writes.
+            os._exit(1)
+
     said: dict[str, float] = {}
     told = [0.0]
 
@@ -608,13 +615,13 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         now = time.monotonic()
         if now - told[0] >= 0.1:
             told[0] = now
-            conn.send(("read", spec.worker, records))
+            tell(("read", spec.worker, records))
 
     def on_trouble(text: str) -> None:
         now = time.monotonic()
         if now - said.get(text, -1e9) >= 5.0:
             said[text] = now
-            conn.send(("trouble", spec.worker, text))
+            tell(("trouble", spec.worker, text))
 
     def stopped() -> bool:
         if os.getppid() != owner_pid:
@@ -636,7 +643,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         fail_fast=vc.on_error == "fail",
         out_dir=Path(spec.out_dir),
         budget_bytes=spec.budget_bytes,
-        emit=lambda staged: conn.send(("staged", staged)),
+        emit=lambda staged: tell(("staged", staged)),
         new_schemas=schemas.take_new if schemas is not None else None,
         on_trouble=on_trouble,
         on_read=on_read,
@@ -644,18 +651,18 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     )
     try:
         failure = stager.run(reader, list(spec.pieces), stopped)
-        conn.send(("done", spec.worker, failure))
+        tell(("done", spec.worker, failure))
     except OffsetOutOfRangeError as exc:
-        conn.send(("error", spec.worker, "stale", str(exc)))
+        tell(("error", spec.worker, "stale", str(exc)))
     except TopicMissingError as exc:
-        conn.send(("error", spec.worker, "missing", str(exc)))
+        tell(("error", spec.worker, "missing", str(exc)))
     except KafkaError as exc:
-        conn.send(("error", spec.worker, "kafka", str(exc)))
+        tell(("error", spec.worker, "kafka", str(exc)))
     except StorageError as exc:
-        conn.send(("error", spec.worker, "storage", str(exc)))
+        tell(("error", spec.worker, "storage", str(exc)))
     except Exception as exc:
         log.exception("bulk.worker_crashed worker=%d", spec.worker)
-        conn.send(("error", spec.worker, "fatal", f"bulk-load worker {spec.worker}: {exc!r}"))
+        tell(("error", spec.worker, "fatal", f"bulk-load worker {spec.worker}: {exc!r}"))
     finally:
         reader.close()
         client.close()

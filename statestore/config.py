@@ -96,7 +96,7 @@ class StoreConfig(_Frozen):
     bootstrap_workers: int = Field(default=0, ge=0, le=256)
     # One budget for the memory of a bulk load's processes together (the owner and its
     # workers): what is left after each process's base goes to the workers' buffers.
-    memory_mb: int = Field(default=400, ge=128)
+    memory_mb: int = Field(default=400, ge=32)
     # Records per worker below which a bulk load uses fewer processes (one: no process
     # is spawned, the load runs in the bootstrap's own thread).
     bulk_min_records: int = Field(default=100_000, ge=1)

@@ -260,6 +260,14 @@ class Ingestor:
         view.end_offsets = dict(targets)
         started = time.monotonic()
         records = 0
+        expected = sum(max(0, targets[p] - starts[p]) for p in targets)
+        log.info(
+            "bootstrap.start view=%s topic=%s partitions=%d expected=%d",
+            view.name,
+            topic,
+            len(partitions),
+            expected,
+        )
         view.begin_bulk()
         if view.bulk:
             read = self._bulk_load(stop, progress, targets, lows, started)
@@ -275,15 +283,8 @@ class Ingestor:
         if self.source is None:
             self.source = self.client.source(f"statestore.{view.name}", topic, view.header_hook)
         self.source.assign(starts)
-        expected = sum(max(0, targets[p] - starts[p]) for p in targets) + records
+        expected = max(expected, sum(max(0, targets[p] - starts[p]) for p in targets) + records)
         last_report = 0.0
-        log.info(
-            "bootstrap.start view=%s topic=%s partitions=%d expected=%d",
-            view.name,
-            topic,
-            len(partitions),
-            expected,
-        )
         while True:
             if stop.is_set():
                 return False

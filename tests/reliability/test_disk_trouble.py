@@ -241,7 +241,8 @@ def test_disk_filling_up_while_serving_fails_the_view_not_the_process(
     )
     with tmpfs(tmp_path / "disk", "6m") as disk:
         store = disk / "store"
-        config = config_for(tmp_path, topic, shared_bootstrap, store)
+        # Small bulk-load buffers: the first staged files fit on the disk, a later one fills it.
+        config = config_for(tmp_path, topic, shared_bootstrap, store, memory_mb="32")
         server = Server(config, free_port(), tmp_path, tmp_path / "serve.log")
         try:
             deadline = time.monotonic() + 120
@@ -268,7 +269,7 @@ def test_disk_filling_up_while_serving_fails_the_view_not_the_process(
         _sh("mount", "-o", "remount,size=256m", str(disk))
         result = run_cli(["-c", config, "bootstrap"], tmp_path)
         assert result.returncode == 0, result.stderr
-        match = re.search(r"bootstrap\.start view=disk .* expected=(\d+)", result.stderr)
+        match = re.search(r"bulk\.start view=disk .* offsets=(\d+)", result.stderr)
         assert match is not None, result.stderr
         assert 0 < int(match.group(1)) < total, "the bootstrap after the failure started from zero"
         mismatches = assert_equals_log(config, shared_bootstrap, topic)
