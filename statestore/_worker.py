@@ -1,4 +1,4 @@
-"""``python -m statestore._worker FD``: a bulk-load worker process (see ``bulk``).
+"""``python -m statestore._worker FD``: a worker process (see ``workers``).
 
 Its spec arrives pickled on stdin from the owning process; its reports leave
 through the pipe whose file descriptor is the argument.
@@ -13,9 +13,7 @@ from multiprocessing.connection import Connection
 
 def main() -> None:
     spec = pickle.loads(sys.stdin.buffer.read())
-    from .bulk import worker_main
-
-    worker_main(spec, Connection(int(sys.argv[1])))
+    spec.run(Connection(int(sys.argv[1])))
 
 
 if __name__ == "__main__":

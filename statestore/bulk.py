@@ -17,18 +17,14 @@ cut short is done again from the unchanged staging family.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing
 import os
-import pickle
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -36,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import ViewConfig
 from .errors import (
+    BulkWorkerError,
     KafkaError,
     OffsetOutOfRangeError,
     StaleViewError,
@@ -43,30 +40,17 @@ from .errors import (
     StorageError,
     TopicMissingError,
 )
+from .merge import merge
 from .records import (
     CONTROL_END,
     CONTROL_PREFIX,
-    HEADER_SIZE,
-    NO_SCHEMA,
-    TOMBSTONE_KIND,
-    applied_at_key,
-    bulk_key,
-    counter_key,
     is_progress_key,
-    pack_int,
     pack_progress,
-    position_key,
     progress_key,
-    quarantine_key,
-    schema_count_key,
-    staged_key,
-    staged_quarantine_origin,
-    supersedes,
-    unpack_header,
     unpack_progress,
 )
 from .stage import Piece, Staged, Stager
-from .storage import META, SstFile
+from .workers import Process, exit_text, owner_gone
 
 if TYPE_CHECKING:
     from .view import View
@@ -79,11 +63,9 @@ __all__ = [
     "begin",
     "bulk_load",
     "limits_of",
-    "merge",
     "plan",
     "read_progress",
     "remaining",
-    "staged_winners",
 ]
 
 log = logging.getLogger(__name__)
@@ -97,10 +79,6 @@ _MERGE_CHUNK = 20_000
 
 # (partition, start) -> (reached, records, bytes, quarantined)
 Progress = dict[tuple[int, int], tuple[int, int, int, int]]
-
-
-class BulkWorkerError(StateStoreError):
-    """A bulk-load worker process died or failed; the load resumes from what was ingested."""
 
 
 class StaleRangeError(StaleViewError):
@@ -223,7 +201,7 @@ def plan(gaps: list[Piece], workers: int) -> list[list[Piece]]:
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
-    """What a spawned worker needs: picklable, no open handle."""
+    """What a staging worker process needs: picklable, no open handle."""
 
     worker: int
     view: ViewConfig
@@ -235,6 +213,9 @@ class WorkerSpec:
     budget_bytes: int
     batch_size: int
     log_level: int
+
+    def run(self, conn: Connection) -> None:
+        worker_main(self, conn)
 
 
 ReportFn = Callable[[int, int], None]  # (records read so far in this run, remaining)
@@ -259,8 +240,7 @@ def bulk_load(
     """
     progress, gaps = begin(view, targets, lows)
     total = sum(g.size for g in gaps)
-    processes = max(1, min(settings.workers, total // max(1, settings.min_records_per_worker)))
-    groups = plan(gaps, processes) if gaps else []
+    groups = plan(gaps, _processes(settings, total)) if gaps else []
     out_dir = Path(view.storage.path) / "bulk" / view.slot
     shutil.rmtree(out_dir, ignore_errors=True)  # files of a run that died before ingesting them
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,9 +272,21 @@ def bulk_load(
             f"view {view.name!r}: the bulk load ended with ranges unread "
             f"({ {p: (limits[p], targets[p]) for p in targets if limits[p] < targets[p]} })"
         )
-    merge(view, limits, out_dir)
+    merge(
+        view,
+        limits,
+        state.progress,
+        out_dir,
+        processes=_processes(settings, sum(v[1] for v in state.progress.values())),
+        registry=settings.registry,
+    )
     shutil.rmtree(out_dir, ignore_errors=True)
     return state.read_now, failure
+
+
+def _processes(settings: BulkSettings, records: int) -> int:
+    """How many processes share *records*: no more than the work is worth."""
+    return max(1, min(settings.workers, records // max(1, settings.min_records_per_worker)))
 
 
 def limits_of(progress: Progress, targets: dict[int, int], lows: dict[int, int]) -> dict[int, int]:
@@ -423,7 +415,7 @@ def _run_workers(
     """
     known = view.schemas.cached() if view.schemas is not None else None
     budget = settings.buffer_bytes(len(groups))
-    workers: list[_Worker] = []
+    workers: list[Process] = []
     try:
         for i, pieces in enumerate(groups):
             spec = WorkerSpec(
@@ -438,7 +430,7 @@ def _run_workers(
                 batch_size=settings.batch_size,
                 log_level=logging.getLogger("statestore").getEffectiveLevel(),
             )
-            workers.append(_Worker.start(spec))
+            workers.append(Process.start(spec.worker, spec))
         return _collect(view, workers, owner, stop, trouble)
     finally:
         for w in workers:
@@ -447,52 +439,9 @@ def _run_workers(
             w.reap()
 
 
-class _Worker:
-    """One worker process and the pipe it reports through."""
-
-    def __init__(self, index: int, proc: subprocess.Popen[bytes], conn: Connection) -> None:
-        self.index = index
-        self.proc = proc
-        self.conn = conn
-        self.open = True
-        self.halted = False
-
-    @classmethod
-    def start(cls, spec: WorkerSpec) -> _Worker:
-        reader, writer = multiprocessing.Pipe(duplex=False)
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "statestore._worker", str(writer.fileno())],
-                stdin=subprocess.PIPE,
-                pass_fds=(writer.fileno(),),
-                start_new_session=False,
-            )
-        finally:
-            writer.close()
-        assert proc.stdin is not None
-        proc.stdin.write(pickle.dumps(spec))
-        proc.stdin.close()
-        return cls(spec.worker, proc, reader)
-
-    def halt(self) -> None:
-        """Ask the worker to write what it holds and stop (once)."""
-        if not self.halted and self.proc.poll() is None:
-            self.halted = True
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-
-    def reap(self) -> None:
-        try:
-            self.proc.wait(10.0)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.conn.close()
-
-
 def _collect(
     view: View,
-    workers: list[_Worker],
+    workers: list[Process],
     owner: StagedFiles,
     stop: threading.Event,
     trouble: Callable[[str], None] | None,
@@ -524,7 +473,7 @@ def _collect(
                 if error is None:
                     error = BulkWorkerError(
                         f"view {view.name!r}: bulk-load worker {w.index} (pid {w.proc.pid}) "
-                        f"died: {_exit_text(code)}"
+                        f"died: {exit_text(code)}"
                     )
                 continue
             kind = msg[0]
@@ -560,15 +509,6 @@ def _error_of(kind: str, text: str) -> StateStoreError:
     if kind == "storage":
         return StorageError(text)
     return BulkWorkerError(text)
-
-
-def _exit_text(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 # -- the worker process --------------------------------------------------------------------
@@ -624,7 +564,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
             tell(("trouble", spec.worker, text))
 
     def stopped() -> bool:
-        if os.getppid() != owner_pid:
+        if owner_gone(owner_pid):
             # The owner is gone (killed): nobody will ingest what this worker writes.
             os._exit(1)
         return halted.is_set()
@@ -667,109 +607,3 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         reader.close()
         client.close()
         conn.close()
-
-
-# -- the merge -------------------------------------------------------------------------------
-
-
-def staged_winners(
-    view: View, limits: dict[int, int] | None = None
-) -> Iterator[tuple[bytes, bytes]]:
-    """(key, stored record) the merge keeps, in key order.
-
-    Per key the newest record wins (``records.supersedes``); a tombstone that wins
-    leaves the key absent. With *limits*, records at or past a partition's limit
-    are left out (the part read beyond a bad record, under ``on_error = "fail"``).
-    """
-    storage = view.storage
-    cf = view.staging_cf
-    current: bytes | None = None
-    best = b""
-    bp = bo = bt = 0
-    for lo, hi in ((b"", CONTROL_PREFIX), (CONTROL_END, None)):
-        for skey, data in storage.scan(cf, lo, hi, cache=False):
-            _, p, o, t, _ = unpack_header(data)
-            if limits is not None and o >= limits.get(p, 0):
-                continue
-            key = staged_key(skey)
-            if key == current:
-                if supersedes(p, o, t, bp, bo, bt):
-                    best, bp, bo, bt = data, p, o, t
-                continue
-            if current is not None and best[0] != TOMBSTONE_KIND:
-                yield current, best
-            current, best, bp, bo, bt = key, data, p, o, t
-    if current is not None and best[0] != TOMBSTONE_KIND:
-        yield current, best
-
-
-def merge(view: View, limits: dict[int, int], tmp_dir: Path) -> int:
-    """Turn the staging family into the slot's entities, indexes and counters; return the keys."""
-    started = time.monotonic()
-    storage = view.storage
-    slot = view.slot
-    progress = read_progress(view)
-    log.info("bulk.merging view=%s slot=%s", view.name, slot)
-    # Redone from scratch if an earlier merge was cut short.
-    for cf in (view.entity_cf, view.quarantine_cf, *view.index_cfs.values()):
-        storage.reset_family(cf)
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    sst = SstFile(tmp_dir / "entities.sst", compress=True)
-    schemas = view.tracks_schemas
-    indexed = view.has_indexes
-    schema_counts: dict[int, int] = {}
-    keys = 0
-    batch = storage.batch()
-    partial = any(limits.get(p, 0) < reached for (p, _), (reached, *_) in progress.items())
-    for key, data in staged_winners(view, limits if partial else None):
-        sst.add(key, data)
-        keys += 1
-        if schemas:
-            schema_id = unpack_header(data)[4]
-            schema_counts[schema_id] = schema_counts.get(schema_id, 0) + 1
-        if indexed:
-            view.index_changes(batch, key, None, data[HEADER_SIZE:])
-            if len(batch) >= _MERGE_CHUNK:
-                storage.write(batch)
-                batch = storage.batch()
-    quarantined = 0
-    for skey, report in storage.scan(view.staging_cf, CONTROL_PREFIX, CONTROL_END, cache=False):
-        if is_progress_key(skey):
-            continue
-        p, o = staged_quarantine_origin(skey)
-        if o < limits.get(p, 0):
-            batch.put(view.quarantine_cf, quarantine_key(p, o), report)
-            quarantined += 1
-    storage.write(batch)
-    if sst.finish():
-        storage.ingest(view.entity_cf, sst.path)
-    records = nbytes = 0
-    for (p, _), (reached, n, b, _) in progress.items():
-        if reached <= limits.get(p, 0):
-            records += n
-            nbytes += b
-    batch = storage.batch()
-    for p, pos in limits.items():
-        batch.put(META, position_key(slot, p), pack_int(pos))
-    batch.put(META, counter_key(slot, "keys"), pack_int(keys))
-    batch.put(META, counter_key(slot, "records"), pack_int(records))
-    batch.put(META, counter_key(slot, "bytes"), pack_int(nbytes))
-    batch.put(META, counter_key(slot, "quarantined"), pack_int(quarantined))
-    for schema_id, count in schema_counts.items():
-        if schema_id != NO_SCHEMA or schemas:
-            batch.put(META, schema_count_key(slot, schema_id), pack_int(count))
-    applied_at = int(time.time() * 1000)
-    batch.put(META, applied_at_key(slot), pack_int(applied_at))
-    batch.delete(META, bulk_key(slot))
-    storage.write(batch)
-    view.finish_bulk(limits, keys, records, nbytes, quarantined, schema_counts, applied_at)
-    storage.drop_family(view.staging_cf)
-    log.info(
-        "bulk.merged view=%s keys=%d records=%d quarantined=%d seconds=%.3f",
-        view.name,
-        keys,
-        records,
-        quarantined,
-        time.monotonic() - started,
-    )
-    return keys

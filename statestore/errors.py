@@ -60,6 +60,10 @@ class TopicMissingError(KafkaError):
     """The view's topic does not exist on the cluster."""
 
 
+class BulkWorkerError(StateStoreError):
+    """A bulk-load worker process died or failed; the load resumes from what was ingested."""
+
+
 class StaleViewError(KafkaError):
     """The stored view may have missed records or tombstones: it cannot be trusted."""
 

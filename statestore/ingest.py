@@ -16,8 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .bulk import BulkSettings, BulkWorkerError, bulk_load
-from .errors import KafkaError, RegistryUnavailableError, StaleViewError, StateStoreError
+from .bulk import BulkSettings, bulk_load
+from .errors import (
+    BulkWorkerError,
+    KafkaError,
+    RegistryUnavailableError,
+    StaleViewError,
+    StateStoreError,
+)
 from .kafka import KafkaClient, OffsetOutOfRangeError, Source, TopicMissingError
 from .records import Record
 from .status import ViewState

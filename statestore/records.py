@@ -197,12 +197,14 @@ def supersedes(
 # progress of a bulk load is durable exactly when its data is.
 
 _STAGE_TAIL = struct.Struct(">iq")
-_STAGE_TAIL_SIZE = 2 + _STAGE_TAIL.size
+STAGE_TAIL_SIZE = 2 + _STAGE_TAIL.size  # NUL NUL, partition, offset
 _PROGRESS = struct.Struct(">qqqq")
 CONTROL_PREFIX = b"\x00\x01"
 CONTROL_END = b"\x00\x02"
 _PROGRESS_PREFIX = CONTROL_PREFIX + b"P"
 _QUARANTINE_PREFIX = CONTROL_PREFIX + b"Q"
+_SAMPLE_PREFIX = CONTROL_PREFIX + b"S"
+_LEN = struct.Struct(">H")
 
 
 def stage_key(stored_key: bytes, partition: int, offset: int) -> bytes:
@@ -212,9 +214,30 @@ def stage_key(stored_key: bytes, partition: int, offset: int) -> bytes:
     return stored_key + b"\x00\x00" + _STAGE_TAIL.pack(partition, offset)
 
 
+def stage_key_maker(partition: int) -> Callable[[bytes, int], bytes]:
+    """``stage_key`` for one partition, faster in a loop over that partition's records."""
+    middle = b"\x00\x00" + _PARTITION.pack(partition)
+    pack_offset = _U64.pack
+
+    def make(stored_key: bytes, offset: int) -> bytes:
+        if b"\x00" in stored_key:
+            stored_key = stored_key.replace(b"\x00", b"\x00\xff")
+        return stored_key + middle + pack_offset(offset)
+
+    return make
+
+
+def key_group_start(stored_key: bytes) -> bytes:
+    """The smallest staging key of *stored_key*: where its entries begin, after every entry
+    of any smaller key (a bound that never splits one key's entries)."""
+    if b"\x00" in stored_key:
+        stored_key = stored_key.replace(b"\x00", b"\x00\xff")
+    return stored_key + b"\x00\x00"
+
+
 def staged_key(key: bytes) -> bytes:
     """The stored key of a staging key."""
-    body = key[:-_STAGE_TAIL_SIZE]
+    body = key[:-STAGE_TAIL_SIZE]
     return body.replace(b"\x00\xff", b"\x00") if b"\x00" in body else body
 
 
@@ -235,6 +258,33 @@ def unpack_progress(key: bytes, value: bytes) -> tuple[int, int, int, int, int, 
     """(partition, start, reached, records, bytes, quarantined) of a progress entry."""
     partition, start = _STAGE_TAIL.unpack_from(key, len(_PROGRESS_PREFIX))
     return (partition, start, *_PROGRESS.unpack(value))
+
+
+def sample_key(worker: int, pid: int, file: int) -> bytes:
+    """Control entry: stored keys sampled from one staged file (to split the merge by key)."""
+    return _SAMPLE_PREFIX + struct.pack(">iiq", worker, pid, file)
+
+
+def is_sample_key(key: bytes) -> bool:
+    return key.startswith(_SAMPLE_PREFIX)
+
+
+def pack_samples(keys: list[bytes]) -> bytes:
+    return b"".join(_LEN.pack(min(len(k), 0xFFFF)) + k[:0xFFFF] for k in keys)
+
+
+def unpack_samples(data: bytes) -> list[bytes]:
+    out = []
+    i = 0
+    while i < len(data):
+        (n,) = _LEN.unpack_from(data, i)
+        out.append(data[i + 2 : i + 2 + n])
+        i += 2 + n
+    return out
+
+
+def is_staged_quarantine_key(key: bytes) -> bool:
+    return key.startswith(_QUARANTINE_PREFIX)
 
 
 def staged_quarantine_key(partition: int, offset: int) -> bytes:

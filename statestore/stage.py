@@ -15,6 +15,7 @@ thread of the bootstrap itself; the loop is the same.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +33,11 @@ from .records import (
     HeaderHook,
     pack_header,
     pack_progress,
+    pack_samples,
     progress_key,
-    stage_key,
+    sample_key,
+    stage_key_maker,
+    staged_key,
     staged_quarantine_key,
 )
 from .storage import SstFile
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 # Rough bytes of memory one buffered record takes beyond its key and value (the dict
 # slot, the tuple, the bytes and int objects), for the buffer budget.
 _ENTRY_OVERHEAD = 320
+# Stored keys sampled from each staged file, for splitting the merge by key range.
+_SAMPLES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +176,7 @@ class Stager:
                 self.read += n - len(pending)
                 if self._on_read is not None:
                     self._on_read(self.read)
+                self._settle(reader)
             except _Retry as exc:
                 # What came before the record is staged; the record is tried again.
                 pending = exc.rest
@@ -319,10 +326,11 @@ class Stager:
             r.nbytes += len(value)
 
     def _settle(self, reader: Any) -> None:
-        """Finish pieces whose partition end the broker reported at or past the piece's end."""
+        """Finish pieces read to their last offset, or whose partition end the broker
+        reported at or past the piece's end (compaction holes, transaction markers)."""
         for partition, r in list(self._reading.items()):
             eof = reader.eof.get(partition)
-            if eof is not None and eof >= r.piece.end:
+            if r.reached >= r.piece.end or (eof is not None and eof >= r.piece.end):
                 self._done(r, reader)
 
     def _done(self, r: _Reading, reader: Any) -> None:
@@ -352,19 +360,28 @@ class Stager:
             return
         items: list[tuple[bytes, bytes]] = []
         append = items.append
+        pack = pack_header
         for partition, buf in self._buffers.items():
+            key_of = stage_key_maker(partition)
             for stored_key, entry in buf.items():
                 if type(entry) is tuple:
                     offset, timestamp, schema_id, value = entry
                 else:
-                    offset, timestamp, value = entry.offset(), entry.timestamp()[1], entry.value()
+                    offset = entry.offset()
+                    timestamp = entry.timestamp()[1]
+                    value = entry.value()
                     schema_id = NO_SCHEMA
                 if value is None:
-                    data = pack_header(TOMBSTONE_KIND, partition, offset, timestamp, NO_SCHEMA)
+                    data = pack(TOMBSTONE_KIND, partition, offset, timestamp, NO_SCHEMA)
                 else:
-                    data = pack_header(STORED_KIND, partition, offset, timestamp, schema_id) + value
-                append((stage_key(stored_key, partition, offset), data))
+                    data = pack(STORED_KIND, partition, offset, timestamp, schema_id) + value
+                append((key_of(stored_key, offset), data))
             buf.clear()
+        self._files += 1
+        if items:
+            step = max(1, len(items) // _SAMPLES)
+            keys = sorted(staged_key(k) for k, _ in items[::step])
+            append((sample_key(self.worker, os.getpid(), self._files), pack_samples(keys)))
         for partition, offset, report in self._quarantine:
             append((staged_quarantine_key(partition, offset), report))
         self._quarantine.clear()
@@ -377,7 +394,6 @@ class Stager:
             )
             r.flushed_at = r.reached
         items.sort()
-        self._files += 1
         path = self._out / f"w{self.worker}-{self._files:06d}.sst"
         sst = SstFile(path)
         sst.add_sorted(items)

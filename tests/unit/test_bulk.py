@@ -5,6 +5,7 @@ and wherever it was stopped and resumed."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,13 @@ from statestore.bulk import (
     StaleRangeError,
     begin,
     limits_of,
-    merge,
     plan,
     read_progress,
     remaining,
 )
 from statestore.errors import NotReadyError, StorageError
-from statestore.records import Record, stage_key, staged_key
+from statestore.merge import merge
+from statestore.records import Record, stage_key, stage_key_maker, staged_key
 from statestore.stage import Piece, Stager
 from statestore.storage import Storage
 from statestore.view import View
@@ -182,8 +183,13 @@ def bulk_load(
             storage.close()
             storage, view = open_view(path)
             assert view.bulk
-    merge(view, limits_of(read_progress(view), ends, {}), path / "bulk")
+    _merge(view, ends, path / "bulk")
     return storage, view
+
+
+def _merge(view: View, ends: dict[int, int], tmp: Path) -> int:
+    progress = read_progress(view)
+    return merge(view, limits_of(progress, ends, {}), progress, tmp)
 
 
 def entities(view: View) -> dict[str, Any]:
@@ -300,6 +306,7 @@ def test_staging_keys_group_each_key_and_decode(key: bytes, other: bytes, p: int
     sorts together, never interleaved with another key's entries, and never among the
     control entries."""
     assert staged_key(stage_key(key, p, o)) == key
+    assert stage_key_maker(p)(key, o) == stage_key(key, p, o)
     assert not (b"\x00\x01" <= stage_key(key, p, o) < b"\x00\x02")
     if key != other:
         low = stage_key(key, 0, 0)
@@ -385,12 +392,12 @@ def test_a_merge_interrupted_by_a_crash_is_done_again(tmp_path: Path) -> None:
 
     storage.ingest = failing_ingest  # type: ignore[method-assign]
     with pytest.raises(StorageError, match="disk went away"):
-        merge(view, limits_of(read_progress(view), ends, {}), tmp_path / "bulk")
+        _merge(view, ends, tmp_path / "bulk")
     storage.close()
 
     storage, view = open_view(tmp_path)
     assert view.bulk and storage.has_family(view.staging_cf)
-    assert merge(view, limits_of(read_progress(view), ends, {}), tmp_path / "bulk") == 7
+    assert _merge(view, ends, tmp_path / "bulk") == 7
     assert view.counters["keys"] == 7
     assert view.counters["records"] == 40
     assert sorted(e.key for e in view.by("status", "y", limit=100).items) == [
@@ -410,3 +417,51 @@ def test_a_used_slot_is_never_bulk_loaded(tmp_path: Path) -> None:
     view.begin_bulk()
     assert not view.bulk
     storage.close()
+
+
+def test_a_merge_split_over_processes_equals_one_in_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Split by key range over three worker processes (each reading the store read-only),
+    the merge leaves the same entities, index and counters as one merge in this process."""
+    rnd = __import__("random").Random(5)
+    log = [
+        (bytes([rnd.randrange(97, 123)]) * rnd.randrange(1, 4), rnd.randrange(3), v)
+        for v in [
+            None if rnd.random() < 0.1 else orjson.dumps({"status": rnd.choice("xyz")})
+            for _ in range(3_000)
+        ]
+    ]
+    records = records_of(log, [1, 0, 2])
+    ends = ends_of(records, 1)
+    snapshots = []
+    caplog.set_level(logging.INFO, logger="statestore")
+    for processes in (1, 3):
+        path = tmp_path / str(processes)
+        path.mkdir()
+        storage, view = open_view(path)
+        view.begin_bulk()
+        progress, gaps = begin(view, ends, {})
+        files = StagedFiles(view, progress, None, 0, 0)
+        (path / "bulk").mkdir()
+        for pieces in plan(gaps, 2):
+            Stager(
+                worker=0,
+                topic="t",
+                keys=view.key_codec,
+                values=view.value_codec,
+                checks_values=True,
+                tracks_schemas=False,
+                header_hook=None,
+                fail_fast=False,
+                out_dir=path / "bulk",
+                budget_bytes=4_000,
+                emit=files.ingest,
+            ).run(Reader(records, ends), pieces, lambda: False)
+        progress = read_progress(view)
+        merge(view, limits_of(progress, ends, {}), progress, path / "bulk", processes=processes)
+        snapshots.append(snapshot(view))
+        storage.close()
+    assert snapshots[0] == snapshots[1]
+    assert snapshots[0]["keys"] == len(snapshots[0]["entities"]) > 0
+    assert "processes=3 seconds" in caplog.text
