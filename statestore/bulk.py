@@ -18,55 +18,32 @@ cut short is done again from the unchanged staging family.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import ViewConfig
 from .errors import (
     BulkWorkerError,
     KafkaError,
-    OffsetOutOfRangeError,
-    StaleViewError,
     StateStoreError,
     StorageError,
     TopicMissingError,
 )
 from .merge import merge
-from .records import (
-    CONTROL_END,
-    CONTROL_PREFIX,
-    is_progress_key,
-    pack_progress,
-    progress_key,
-    unpack_progress,
-)
+from .ranges import Progress, StaleRangeError, begin, limits_of, plan, shown
 from .stage import Piece, Staged, Stager
-from .workers import Process, exit_text, owner_gone
+from .stage_worker import WorkerSpec
+from .workers import Process, exit_text
 
 if TYPE_CHECKING:
     from .view import View
 
-__all__ = [
-    "BulkSettings",
-    "BulkWorkerError",
-    "StagedFiles",
-    "StaleRangeError",
-    "begin",
-    "bulk_load",
-    "limits_of",
-    "plan",
-    "read_progress",
-    "remaining",
-]
+__all__ = ["BulkSettings", "StagedFiles", "bulk_load"]
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +52,6 @@ log = logging.getLogger(__name__)
 _OWNER_BASE_MB = 140
 _WORKER_BASE_MB = 70
 _MIN_BUFFER_MB = 4
-_MERGE_CHUNK = 20_000
-
-# (partition, start) -> (reached, records, bytes, quarantined)
-Progress = dict[tuple[int, int], tuple[int, int, int, int]]
-
-
-class StaleRangeError(StaleViewError):
-    """Records a bulk load still had to read were deleted (retention) before it read them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,117 +74,7 @@ class BulkSettings:
         return max(_MIN_BUFFER_MB, free // max(1, processes)) * 1024 * 1024
 
 
-# -- planning ---------------------------------------------------------------------------
-
-
-def read_progress(view: View) -> Progress:
-    """The progress entries of the slot's staging family."""
-    out: Progress = {}
-    for key, value in view.storage.scan(view.staging_cf, CONTROL_PREFIX, CONTROL_END):
-        if is_progress_key(key):
-            p, start, reached, records, nbytes, quarantined = unpack_progress(key, value)
-            out[(p, start)] = (reached, records, nbytes, quarantined)
-    return out
-
-
-def covered(progress: Progress, partition: int, base: int) -> int:
-    """How far from *base* the ranges read of *partition* reach without a gap."""
-    reach = base
-    for start, (reached, *_) in sorted((s, v) for (p, s), v in progress.items() if p == partition):
-        if start > reach:
-            break
-        reach = max(reach, reached)
-    return reach
-
-
-def begin(
-    view: View, targets: dict[int, int], lows: dict[int, int]
-) -> tuple[Progress, list[Piece]]:
-    """The progress of the view's bulk load so far and the ranges left to read.
-
-    A partition's first load records where it starts (an empty progress entry), so a
-    worker that dies before writing anything leaves a gap from there, never a range
-    nobody knows was to be read.
-    """
-    progress = read_progress(view)
-    started = {p for p, _ in progress}
-    fresh = {p: lows.get(p, 0) for p in targets if p not in started}
-    if fresh:
-        batch = view.storage.batch()
-        for p, start in fresh.items():
-            batch.put(view.staging_cf, progress_key(p, start), pack_progress(start, 0, 0, 0))
-            progress[(p, start)] = (start, 0, 0, 0)
-        view.storage.write(batch)
-    return progress, remaining(progress, targets, lows, view.config.topic)
-
-
-def remaining(
-    progress: Progress, targets: dict[int, int], lows: dict[int, int], topic: str
-) -> list[Piece]:
-    """The ranges below *targets* no ingested file covers; raise when one was deleted."""
-    gaps: list[Piece] = []
-    for partition, end in sorted(targets.items()):
-        spans = sorted((s, v[0]) for (p, s), v in progress.items() if p == partition)
-        low = lows.get(partition, 0)
-        cur = spans[0][0] if spans else low
-        for start, reached in spans:
-            if start > cur:
-                gaps.append(Piece(partition, cur, start))
-            cur = max(cur, reached)
-        if cur < end:
-            gaps.append(Piece(partition, cur, end))
-    for gap in gaps:
-        if gap.start < lows.get(gap.partition, 0):
-            raise StaleRangeError(
-                f"{topic}[{gap.partition}]: offsets from {gap.start} were deleted (log start "
-                f"{lows[gap.partition]}) before the bulk load read them"
-            )
-    return gaps
-
-
-def plan(gaps: list[Piece], workers: int) -> list[list[Piece]]:
-    """Share *gaps* among *workers* by records, cutting a partition where a share ends.
-
-    Each worker gets one contiguous run of the ranges laid end to end, so it reads at
-    most one range of a partition per gap.
-    """
-    total = sum(g.size for g in gaps)
-    workers = max(1, min(workers, total)) if total else 1
-    share = -(-total // workers)
-    groups: list[list[Piece]] = [[] for _ in range(workers)]
-    w, room = 0, share
-    for gap in gaps:
-        start = gap.start
-        while start < gap.end:
-            take = gap.end - start if w == workers - 1 else min(gap.end - start, room)
-            groups[w].append(Piece(gap.partition, start, start + take))
-            start += take
-            room -= take
-            if room <= 0 and w < workers - 1:
-                w, room = w + 1, share
-    return [g for g in groups if g]
-
-
 # -- the owning process ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSpec:
-    """What a staging worker process needs: picklable, no open handle."""
-
-    worker: int
-    view: ViewConfig
-    kafka: dict[str, Any]
-    registry: dict[str, Any]
-    known_schemas: tuple[dict[int, dict[str, Any]], dict[bytes, int]] | None
-    pieces: tuple[Piece, ...]
-    out_dir: str
-    budget_bytes: int
-    batch_size: int
-    log_level: int
-
-    def run(self, conn: Connection) -> None:
-        worker_main(self, conn)
 
 
 ReportFn = Callable[[int, int], None]  # (records read so far in this run, remaining)
@@ -287,24 +146,6 @@ def bulk_load(
 def _processes(settings: BulkSettings, records: int) -> int:
     """How many processes share *records*: no more than the work is worth."""
     return max(1, min(settings.workers, records // max(1, settings.min_records_per_worker)))
-
-
-def limits_of(progress: Progress, targets: dict[int, int], lows: dict[int, int]) -> dict[int, int]:
-    """Per partition of *targets*, how far the ingested ranges reach without a gap."""
-    return {p: covered(progress, p, _base(progress, p, lows)) for p in targets}
-
-
-def shown(progress: Progress) -> tuple[dict[int, int], int]:
-    """What status shows of a bulk load: how far each partition is read without a gap, and
-    the records read that far."""
-    positions = {p: covered(progress, p, _base(progress, p, {})) for p, _ in progress}
-    records = sum(v[1] for (p, _), v in progress.items() if v[0] <= positions[p])
-    return positions, records
-
-
-def _base(progress: Progress, partition: int, lows: dict[int, int]) -> int:
-    starts = [s for p, s in progress if p == partition]
-    return min(starts) if starts else lows.get(partition, 0)
 
 
 class StagedFiles:
@@ -509,101 +350,3 @@ def _error_of(kind: str, text: str) -> StateStoreError:
     if kind == "storage":
         return StorageError(text)
     return BulkWorkerError(text)
-
-
-# -- the worker process --------------------------------------------------------------------
-
-
-def worker_main(spec: WorkerSpec, conn: Connection) -> None:
-    """A bulk-load worker process: stage its pieces, report to the owner over *conn*."""
-    logging.basicConfig(
-        level=spec.log_level,
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s bulk-worker-{spec.worker} %(name)s: %(message)s",
-    )
-    owner_pid = os.getppid()
-    halted = threading.Event()
-    # The owner decides when to stop: Ctrl-C reaches the whole process group.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: halted.set())
-    from .codecs import key_codec, value_codec
-    from .kafka import KafkaClient
-
-    vc = spec.view
-    schemas: Any = None
-    hook = None
-    if "avro" in (vc.key, vc.value):
-        from .avro import avro_codecs
-        from .schemas import Schemas
-
-        schemas = Schemas(None, spec.registry, known=spec.known_schemas)
-        keys, values, hook = avro_codecs(vc, schemas)
-    else:
-        keys, values = key_codec(vc.key), value_codec(vc.value)
-
-    def tell(msg: tuple[Any, ...]) -> None:
-        try:
-            conn.send(msg)
-        except OSError:
-            # The owner is gone (killed): nobody will ingest what this worker writes.
-            os._exit(1)
-
-    said: dict[str, float] = {}
-    told = [0.0]
-
-    def on_read(records: int) -> None:
-        now = time.monotonic()
-        if now - told[0] >= 0.1:
-            told[0] = now
-            tell(("read", spec.worker, records))
-
-    def on_trouble(text: str) -> None:
-        now = time.monotonic()
-        if now - said.get(text, -1e9) >= 5.0:
-            said[text] = now
-            tell(("trouble", spec.worker, text))
-
-    def stopped() -> bool:
-        if owner_gone(owner_pid):
-            # The owner is gone (killed): nobody will ingest what this worker writes.
-            os._exit(1)
-        return halted.is_set()
-
-    client = KafkaClient(spec.kafka)
-    client.on_error = lambda text, fatal: on_trouble(f"Kafka unreachable: {text}")
-    reader = client.range_reader(f"statestore.{vc.name}.bulk{spec.worker}", vc.topic)
-    stager = Stager(
-        worker=spec.worker,
-        topic=vc.topic,
-        keys=keys,
-        values=values,
-        checks_values=vc.value != "bytes",
-        tracks_schemas="avro" in (vc.key, vc.value),
-        header_hook=hook,
-        fail_fast=vc.on_error == "fail",
-        out_dir=Path(spec.out_dir),
-        budget_bytes=spec.budget_bytes,
-        emit=lambda staged: tell(("staged", staged)),
-        new_schemas=schemas.take_new if schemas is not None else None,
-        on_trouble=on_trouble,
-        on_read=on_read,
-        batch_size=spec.batch_size,
-    )
-    try:
-        failure = stager.run(reader, list(spec.pieces), stopped)
-        tell(("done", spec.worker, failure))
-    except OffsetOutOfRangeError as exc:
-        tell(("error", spec.worker, "stale", str(exc)))
-    except TopicMissingError as exc:
-        tell(("error", spec.worker, "missing", str(exc)))
-    except KafkaError as exc:
-        tell(("error", spec.worker, "kafka", str(exc)))
-    except StorageError as exc:
-        tell(("error", spec.worker, "storage", str(exc)))
-    except Exception as exc:
-        log.exception("bulk.worker_crashed worker=%d", spec.worker)
-        tell(("error", spec.worker, "fatal", f"bulk-load worker {spec.worker}: {exc!r}"))
-    finally:
-        reader.close()
-        client.close()
-        conn.close()

@@ -54,7 +54,7 @@ from .storage import META, SstFile, Storage
 from .workers import Process, exit_text, owner_gone
 
 if TYPE_CHECKING:
-    from .bulk import Progress
+    from .ranges import Progress
     from .view import View
 
 __all__ = ["MergeSpec", "merge", "staged_winners"]

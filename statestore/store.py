@@ -10,13 +10,14 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from .bulk import BulkSettings, read_progress, shown
+from .bulk import BulkSettings
 from .changes import Subscription, open_changes
 from .config import Config, usable_cores
 from .cursor import CursorSigner
 from .errors import NotReadyError, UnknownViewError, ViewFailedError
 from .ingest import Ingestor, ProgressCallback
 from .kafka import KafkaClient
+from .ranges import read_progress, shown
 from .records import NO_SCHEMA, Entity
 from .status import ViewStatus
 from .storage import META, RocksOptions, Storage

@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from test_apply import VALUES, apply_in
 from test_apply import open_view as open_plain_view
 
-from statestore.bulk import (
-    StagedFiles,
+from statestore.bulk import StagedFiles
+from statestore.errors import NotReadyError, StorageError
+from statestore.merge import merge
+from statestore.ranges import (
     StaleRangeError,
     begin,
     limits_of,
@@ -26,8 +28,6 @@ from statestore.bulk import (
     read_progress,
     remaining,
 )
-from statestore.errors import NotReadyError, StorageError
-from statestore.merge import merge
 from statestore.records import Record, stage_key, stage_key_maker, staged_key
 from statestore.stage import Piece, Stager
 from statestore.storage import Storage
