@@ -26,7 +26,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -170,15 +170,20 @@ class SstFile:
         self._writer[key] = value
         self.entries += 1
 
-    def add_sorted(self, items: list[tuple[bytes, bytes]]) -> None:
-        """Add *items* (already in ascending key order)."""
+    def add_sorted(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Add *items* (in ascending key order)."""
         writer = self._writer
+        n = 0
         try:
             for key, value in items:
                 writer[key] = value
+                n += 1
+        except StorageError:
+            raise
         except Exception as exc:
             raise StorageError(f"cannot write the SST file {self.path}: {exc}") from exc
-        self.entries += len(items)
+        finally:
+            self.entries += n
 
     def finish(self) -> bool:
         """Close the file; False (and no file) when nothing was added."""
