@@ -56,8 +56,8 @@ _MIN_BUFFER_MB = 4
 # 19-20 s with 4, 8, 32 and 60 MB each (more, smaller files merge at the same cost),
 # while the peak RSS of all processes went 440 MB (8) -> 510 MB (32).
 _MAX_BUFFER_MB = 8
-# Writing a file holds the buffer and its sorted keys: about 1.3 times the buffer.
-_FLUSH_FACTOR = 1.3
+# Writing a file holds the buffer and the encoded records of one partition's share of it.
+_FLUSH_FACTOR = 1.2
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,31 +358,47 @@ class Stager:
         ]
         if not readings and not self._quarantine:
             return
-        # Sorted by staging key first, then written one by one, each record leaving the
-        # buffer as it is written: memory peaks at the buffer plus its keys, not two copies.
-        order: list[tuple[bytes, int, bytes]] = []
-        append = order.append
+        # Each partition's buffer is freed as its records are encoded: the file's records
+        # never sit in memory twice over.
+        items: list[tuple[bytes, bytes]] = []
+        append = items.append
+        pack = pack_header
         for partition, buf in self._buffers.items():
             key_of = stage_key_maker(partition)
             for stored_key, entry in buf.items():
-                offset = entry[0] if type(entry) is tuple else entry.offset()
-                append((key_of(stored_key, offset), partition, stored_key))
+                if type(entry) is tuple:
+                    offset, timestamp, schema_id, value = entry
+                else:
+                    offset = entry.offset()
+                    timestamp = entry.timestamp()[1]
+                    value = entry.value()
+                    schema_id = NO_SCHEMA
+                if value is None:
+                    data = pack(TOMBSTONE_KIND, partition, offset, timestamp, NO_SCHEMA)
+                else:
+                    data = pack(STORED_KIND, partition, offset, timestamp, schema_id) + value
+                append((key_of(stored_key, offset), data))
+            buf.clear()
         self._files += 1
-        if order:
-            step = max(1, len(order) // _SAMPLES)
-            keys = sorted(staged_key(k) for k, _, _ in order[::step])
-            append((sample_key(self.worker, os.getpid(), self._files), -1, pack_samples(keys)))
+        if items:
+            step = max(1, len(items) // _SAMPLES)
+            keys = sorted(staged_key(k) for k, _ in items[::step])
+            append((sample_key(self.worker, os.getpid(), self._files), pack_samples(keys)))
         for partition, offset, report in self._quarantine:
-            append((staged_quarantine_key(partition, offset), -1, report))
+            append((staged_quarantine_key(partition, offset), report))
         self._quarantine.clear()
         for r in readings:
-            p = r.piece
-            append((progress_key(p.partition, p.start), -1, pack_progress(*r.as_progress()[2:])))
+            append(
+                (
+                    progress_key(r.piece.partition, r.piece.start),
+                    pack_progress(*r.as_progress()[2:]),
+                )
+            )
             r.flushed_at = r.reached
-        order.sort()
+        items.sort()
         path = self._out / f"w{self.worker}-{self._files:06d}.sst"
         sst = SstFile(path)
-        sst.add_sorted(self._records(order))
+        sst.add_sorted(items)
         sst.finish()
         self._used = 0
         self._finished.clear()
@@ -390,28 +406,6 @@ class Stager:
         self._emit(
             Staged(self.worker, str(path), tuple(r.as_progress() for r in readings), schemas)
         )
-
-    def _records(self, order: list[tuple[bytes, int, bytes]]) -> Iterator[tuple[bytes, bytes]]:
-        """The staged records (and control entries, partition -1) in *order*, taken out of
-        the buffers as they go."""
-        buffers = self._buffers
-        pack = pack_header
-        for skey, partition, ref in order:
-            if partition < 0:
-                yield skey, ref
-                continue
-            entry = buffers[partition].pop(ref)
-            if type(entry) is tuple:
-                offset, timestamp, schema_id, value = entry
-            else:
-                offset = entry.offset()
-                timestamp = entry.timestamp()[1]
-                value = entry.value()
-                schema_id = NO_SCHEMA
-            if value is None:
-                yield skey, pack(TOMBSTONE_KIND, partition, offset, timestamp, NO_SCHEMA)
-            else:
-                yield skey, pack(STORED_KIND, partition, offset, timestamp, schema_id) + value
 
     def _trouble(self, text: str) -> None:
         log.warning("bulk.trouble worker=%d reason=%s", self.worker, text)
