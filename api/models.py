@@ -162,6 +162,20 @@ class SchemaInfo(BaseModel):
     entities: int = Field(description="Entities currently stored with this writer schema.")
 
 
+class LoadInfo(BaseModel):
+    """A bulk load under way: a first bootstrap or a rebuild's new copy."""
+
+    phase: Literal["reading", "merging"]
+    processes: int = Field(
+        description="Worker processes reading (0: read in the server's process)."
+    )
+    records_read: int = Field(description="Records read by this run so far.")
+    offsets_left: int = Field(
+        description="Offsets left to read below the end offsets of the start."
+    )
+    started_at_ms: int
+
+
 class ViewInfo(BaseModel):
     """A view's status at one moment."""
 
@@ -199,6 +213,9 @@ class ViewInfo(BaseModel):
     )
     position: str = Field(
         description="Applied position `<partition>:<offset>,...` (offset of the last applied record, -1: none)."
+    )
+    load: LoadInfo | None = Field(
+        default=None, description="The bulk load under way, if any (progress of a bootstrap)."
     )
 
 

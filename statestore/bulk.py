@@ -38,6 +38,7 @@ from .merge import merge
 from .ranges import Progress, StaleRangeError, begin, limits_of, plan, shown
 from .stage import Piece, Staged, Stager
 from .stage_worker import WorkerSpec
+from .status import LoadStatus
 from .workers import Process, exit_text
 
 if TYPE_CHECKING:
@@ -110,8 +111,7 @@ def bulk_load(
     out_dir = Path(view.storage.path) / "bulk" / view.slot
     shutil.rmtree(out_dir, ignore_errors=True)  # files of a run that died before ingesting them
     out_dir.mkdir(parents=True, exist_ok=True)
-    read_before = sum(v[1] for v in progress.values())
-    state = StagedFiles(view, progress, report, read_before, total)
+    state = StagedFiles(view, progress, report, total, len(groups) if len(groups) > 1 else 0)
     log.info(
         "bulk.start view=%s slot=%s ranges=%d offsets=%d processes=%d",
         view.name,
@@ -126,6 +126,7 @@ def bulk_load(
     elif groups:
         failure = _run_workers(view, settings, groups, out_dir, state, stop, trouble)
     if stop.is_set() and failure is None:
+        view.show_load(None)
         log.info(
             "bulk.stopped view=%s records=%d (kept: the next run reads the rest)",
             view.name,
@@ -138,14 +139,9 @@ def bulk_load(
             f"view {view.name!r}: the bulk load ended with ranges unread "
             f"({ {p: (limits[p], targets[p]) for p in targets if limits[p] < targets[p]} })"
         )
-    merge(
-        view,
-        limits,
-        state.progress,
-        out_dir,
-        processes=_processes(settings, sum(v[1] for v in state.progress.values())),
-        registry=settings.registry,
-    )
+    processes = _processes(settings, sum(v[1] for v in state.progress.values()))
+    state.merging(processes)
+    merge(view, limits, state.progress, out_dir, processes=processes, registry=settings.registry)
     shutil.rmtree(out_dir, ignore_errors=True)
     return state.read_now, failure
 
@@ -159,13 +155,19 @@ class StagedFiles:
     """The owning process's side of a load: ingest each staged file, keep the progress."""
 
     def __init__(
-        self, view: View, progress: Progress, report: ReportFn | None, read_before: int, total: int
+        self,
+        view: View,
+        progress: Progress,
+        report: ReportFn | None,
+        total: int,
+        processes: int = 0,
     ) -> None:
         self.view = view
         self.progress = progress
         self.report = report
-        self.read_before = read_before
         self.total = total
+        self.processes = processes
+        self._started_ms = int(time.time() * 1000)
         self.read_now = 0
         self.offsets_done = 0
         # Records each stager has read so far (durable or not yet), for progress reports.
@@ -181,9 +183,14 @@ class StagedFiles:
             self._report()
 
     def _report(self) -> None:
+        read = max(self.read_now, sum(self._reading.values()))
+        left = max(0, self.total - max(self.offsets_done, read))
+        self.view.show_load(LoadStatus("reading", self.processes, read, left, self._started_ms))
         if self.report is not None:
-            read = max(self.read_now, sum(self._reading.values()))
-            self.report(read, max(0, self.total - max(self.offsets_done, read)))
+            self.report(read, left)
+
+    def merging(self, processes: int) -> None:
+        self.view.show_load(LoadStatus("merging", processes, self.read_now, 0, self._started_ms))
 
     def ingest(self, staged: Staged) -> None:
         view = self.view

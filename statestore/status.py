@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["PartitionStatus", "ViewState", "ViewStatus"]
+__all__ = ["LoadStatus", "PartitionStatus", "ViewState", "ViewStatus"]
 
 ViewState = Literal[
     "starting", "bootstrapping", "ready", "rebuilding", "degraded", "failed", "stopped"
@@ -25,6 +25,22 @@ class PartitionStatus:
     position: int
     end_offset: int | None
     lag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadStatus:
+    """A bulk load under way (a first bootstrap, a rebuild's new copy).
+
+    ``processes`` is the number of worker processes (0: read in the owning
+    process); ``records_read`` counts this run's records, durable or not yet;
+    ``offsets_left`` what is left to read below the end offsets of the start.
+    """
+
+    phase: Literal["reading", "merging"]
+    processes: int
+    records_read: int
+    offsets_left: int
+    started_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +69,11 @@ class ViewStatus:
     stale_events: int = 0
     servable: bool = False
     schema_entities: dict[int, int] = field(default_factory=dict)
+    load: LoadStatus | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["partitions"] = [asdict(p) for p in self.partitions]
+        data["load"] = asdict(self.load) if self.load is not None else None
         data["schema_entities"] = {str(k): n for k, n in self.schema_entities.items()}
         return data

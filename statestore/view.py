@@ -47,7 +47,7 @@ from .records import (
     unpack_header,
     unpack_int,
 )
-from .status import PartitionStatus, ViewState, ViewStatus
+from .status import LoadStatus, PartitionStatus, ViewState, ViewStatus
 from .storage import META, Batch, Storage
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ class View:
         self.rebuilds = 0
         self.stale_events = 0
         self.listeners: list[ChangeListener] = []
+        self.load: LoadStatus | None = None
         self._applied_batches = 0
         self._position_cache: tuple[tuple[int, int], str] | None = None
         self._load_slot(generation)
@@ -313,6 +314,11 @@ class View:
         self.storage.write(batch)
         self.bulk = True
 
+    def show_load(self, load: LoadStatus | None) -> None:
+        """A bulk load's phase and progress, for status (None: no load under way)."""
+        with self._cond:
+            self.load = load
+
     def show_bulk_progress(self, positions: dict[int, int], records: int) -> None:
         """How far a bulk load has read each partition without a gap, and the records read
         that far (status and lag only: the view serves nothing until the merge)."""
@@ -338,6 +344,7 @@ class View:
             self.schema_counts = dict(schema_counts)
             self.last_applied_at_ms = applied_at_ms
             self.bulk = False
+            self.load = None
             self._applied_batches += 1
             self._cond.notify_all()
 
@@ -558,4 +565,5 @@ class View:
                 stale_events=self.stale_events,
                 servable=self.servable,
                 schema_entities={k: n for k, n in sorted(self.schema_counts.items()) if n},
+                load=self.load,
             )

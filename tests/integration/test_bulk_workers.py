@@ -80,10 +80,16 @@ def test_worker_processes_load_the_view_exactly(
     topic = topic_factory(3)
     produced = produce(topic, records_with_bad(3_000, 30_000))
     caplog.set_level(logging.INFO, logger="statestore")
+    loads: list[Any] = []
     with StateStore(worker_config(make_config, topic)) as store:
-        store.bootstrap()
+        store.bootstrap(on_progress=lambda _: loads.append(store.view("v").status().load))
         check_exact(store, produced)
+        assert store.view("v").status().load is None
     assert "processes=2" in caplog.text
+    # While it loaded, status showed the phase, the processes and the records read.
+    reading = [load for load in loads if load is not None and load.phase == "reading"]
+    assert reading and all(load.processes == 2 for load in reading)
+    assert reading[-1].records_read <= len(produced.records)
     # Reopened, it is served at once and reads nothing again.
     with StateStore(worker_config(make_config, topic)) as store:
         status = store.bootstrap()["v"]

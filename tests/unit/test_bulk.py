@@ -142,7 +142,7 @@ def bulk_load(
         stop_after = stops[run] if run < len(stops) else None
         die_after = deaths[run] if run < len(deaths) else None
         progress, gaps = begin(view, ends, {})
-        files = StagedFiles(view, progress, None, 0, sum(g.size for g in gaps))
+        files = StagedFiles(view, progress, None, sum(g.size for g in gaps))
         for i, pieces in enumerate(plan(gaps, workers) if gaps else []):
             written = [0]
             dies = die_after if i == 0 else None
@@ -367,7 +367,7 @@ def test_a_merge_interrupted_by_a_crash_is_done_again(tmp_path: Path) -> None:
     storage, view = open_view(tmp_path)
     view.begin_bulk()
     progress, gaps = begin(view, ends, {})
-    files = StagedFiles(view, progress, None, 0, 0)
+    files = StagedFiles(view, progress, None, 0)
     (tmp_path / "bulk").mkdir()
     for pieces in plan(gaps, 2):
         Stager(
@@ -442,7 +442,7 @@ def test_a_merge_split_over_processes_equals_one_in_process(
         storage, view = open_view(path)
         view.begin_bulk()
         progress, gaps = begin(view, ends, {})
-        files = StagedFiles(view, progress, None, 0, 0)
+        files = StagedFiles(view, progress, None, 0)
         (path / "bulk").mkdir()
         for pieces in plan(gaps, 2):
             Stager(
