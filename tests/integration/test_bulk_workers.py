@@ -98,11 +98,15 @@ def test_worker_processes_load_the_view_exactly(
 
 
 def _workers() -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.Process(os.getpid()).children()
-        if "statestore._worker" in " ".join(p.cmdline())
-    ]
+    """The live worker processes of this test process (exited ones left out)."""
+    out = []
+    for p in psutil.Process(os.getpid()).children():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "statestore._worker" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
 
 
 def test_a_killed_worker_is_reported_and_the_load_resumes(
