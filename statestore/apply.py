@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -78,7 +78,8 @@ def apply_records(
     (``records.supersedes``), whichever partition was read last.
     """
     out = Applied()
-    latest: dict[bytes, tuple[int, int, int, int, bytes | None]] = {}
+    # stored key -> (partition, offset, timestamp, schema id, value, parsed value or None)
+    latest: dict[bytes, tuple[int, int, int, int, bytes | None, Any]] = {}
     latest_get = latest.get
     quarantined: list[tuple[int, int, int, bytes | None, bytes | None, str]] = []
     positions = out.positions
@@ -86,6 +87,9 @@ def apply_records(
     key_from_kafka = view.key_codec.from_kafka
     check = view.value_codec.check
     check_value = view.checks_values
+    # An indexed JSON view parses each value once: the check's result feeds the index.
+    parse = getattr(view.value_codec, "parse", None) if view.has_indexes else None
+    parsed: Any = None
     fail_fast = view.config.on_error == "fail"
     count = 0
     nbytes = 0
@@ -107,7 +111,11 @@ def apply_records(
                 if value is None:
                     schema_id = NO_SCHEMA
                 else:
-                    schema_id = check(value) if check_value else NO_SCHEMA
+                    if parse is not None:
+                        parsed = parse(value)
+                        schema_id = NO_SCHEMA
+                    else:
+                        schema_id = check(value) if check_value else NO_SCHEMA
                     nbytes += len(value)
             except UnicodeDecodeError as exc:
                 reason = f"key is not valid UTF-8 ({exc.reason} at byte {exc.start})"
@@ -116,7 +124,7 @@ def apply_records(
             else:
                 prev = latest_get(stored_key)
                 if prev is None or supersedes(partition, offset, timestamp, *prev[:3]):
-                    latest[stored_key] = (partition, offset, timestamp, schema_id, value)
+                    latest[stored_key] = (partition, offset, timestamp, schema_id, value, parsed)
                 continue
         if fail_fast:
             out.failure = f"partition {partition} offset {offset}: {reason}"
@@ -177,7 +185,7 @@ def apply_records(
 def _apply_latest(
     view: View,
     batch: Batch,
-    latest: dict[bytes, tuple[int, int, int, int, bytes | None]],
+    latest: dict[bytes, tuple[int, int, int, int, bytes | None, Any]],
     out: Applied,
 ) -> None:
     """Put the newest record of each key of the batch, reading its stored record first."""
@@ -192,7 +200,7 @@ def _apply_latest(
     indexed = view.has_indexes
     schemas = view.tracks_schemas
     schema_delta = out.schema_delta
-    for (stored_key, (partition, offset, timestamp, schema_id, value)), old in zip(
+    for (stored_key, (partition, offset, timestamp, schema_id, value, parsed)), old in zip(
         latest.items(), olds, strict=True
     ):
         if old is not None:
@@ -219,6 +227,6 @@ def _apply_latest(
             if track:
                 changes.append((stored_key, partition, offset, data))
         if indexed:
-            view.index_changes(batch, stored_key, old, value)
+            view.index_changes(batch, stored_key, old, value, parsed)
     out.puts = puts
     out.keys_delta = delta

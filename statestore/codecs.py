@@ -139,14 +139,20 @@ class JsonValue:
         try:
             orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            if not raw:
-                raise CodecError(
-                    "value is empty, which is not JSON (a tombstone is a null value, not an empty one)"
-                ) from None
-            raise CodecError(f"value is not valid JSON: {exc}") from None
+            raise _not_json(raw, exc) from None
         if len(raw) > _MAX_JSON_DEPTH:
             _check_depth(raw)
         return -1
+
+    def parse(self, raw: bytes) -> Any:
+        """The value, checked as ``check`` does: for a caller that needs both."""
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _not_json(raw, exc) from None
+        if len(raw) > _MAX_JSON_DEPTH:
+            _check_depth(raw)
+        return value
 
     def decode(self, raw: bytes) -> Any:
         return orjson.loads(raw)
@@ -180,6 +186,14 @@ class BytesValue:
 
     def decode(self, raw: bytes) -> Any:
         return raw
+
+
+def _not_json(raw: bytes, exc: Exception) -> CodecError:
+    if not raw:
+        return CodecError(
+            "value is empty, which is not JSON (a tombstone is a null value, not an empty one)"
+        )
+    return CodecError(f"value is not valid JSON: {exc}")
 
 
 def _check_depth(value: bytes) -> None:

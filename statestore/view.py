@@ -291,11 +291,20 @@ class View:
         return applied
 
     def index_changes(
-        self, batch: Batch, key: bytes, old: bytes | None, new_raw: bytes | None
+        self,
+        batch: Batch,
+        key: bytes,
+        old: bytes | None,
+        new_raw: bytes | None,
+        new_value: Any = None,
     ) -> None:
-        """Move index entries of *key* from its old value to its new one (same batch)."""
+        """Move index entries of *key* from its old value to its new one (same batch).
+
+        *new_value* is the new value already decoded, when the caller has it.
+        """
         old_value = self.decode_quietly(old[HEADER_SIZE:]) if old is not None else None
-        new_value = self.decode_quietly(new_raw) if new_raw is not None else None
+        if new_value is None and new_raw is not None:
+            new_value = self.decode_quietly(new_raw)
         move_index_entries(self, batch, key, old_value, new_value)
 
     def decode_quietly(self, raw: bytes) -> Any:

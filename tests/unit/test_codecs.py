@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -95,3 +96,18 @@ def test_codec_lookup_rejects_unknown_names() -> None:
         key_codec("xml")
     with pytest.raises(CodecError):
         value_codec("xml")
+
+
+def test_json_nested_deeper_than_reads_can_encode_is_refused_at_ingest() -> None:
+    """JSON that parses but is nested deeper than the encoder reads use (254) is a bad record
+    at ingest, not a value that fails every read; brackets inside strings do not count."""
+    codec = JsonValue()
+    deepest_served = b"[" * 254 + b"]" * 254
+    assert codec.check(deepest_served) == -1
+    assert orjson.dumps(codec.decode(deepest_served))
+    with pytest.raises(CodecError, match="nested 255 levels deep"):
+        codec.check(b"[" * 255 + b"]" * 255)
+    with pytest.raises(CodecError, match="nested 300 levels deep"):
+        codec.parse(b'{"a":' * 300 + b"1" + b"}" * 300)
+    in_strings = orjson.dumps({"s": "[" * 400, "t": '\\"{' * 300})
+    assert codec.parse(in_strings) == orjson.loads(in_strings)
