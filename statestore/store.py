@@ -173,18 +173,12 @@ class StateStore:
         """Catch the views up to the end offsets of now, in parallel; block until done."""
         self._writable("bootstrap")
         names = self._names(views)
-        threads = []
-        for name in names:
-            ing = self._ingestor(name)
-            t = threading.Thread(
-                target=ing.catch_up,
-                args=(self._stop, on_progress),
-                name=f"bootstrap-{name}",
-                daemon=True,
-            )
-            t.start()
-            threads.append(t)
-        self._join(threads)
+        self._run_all(
+            [
+                (f"bootstrap-{name}", self._ingestor(name).catch_up, (self._stop, on_progress))
+                for name in names
+            ]
+        )
         self.storage.flush()
         statuses = {n: self._views[n].status() for n in names}
         if raise_on_failure:
@@ -262,18 +256,12 @@ class StateStore:
                 ing.rebuild_requested = reason
             else:
                 offline.append(name)
-        threads = [
-            threading.Thread(
-                target=self._ingestor(name).rebuild,
-                args=(self._stop, reason, on_progress),
-                name=f"rebuild-{name}",
-                daemon=True,
-            )
-            for name in offline
-        ]
-        for t in threads:
-            t.start()
-        self._join(threads)
+        self._run_all(
+            [
+                (f"rebuild-{name}", self._ingestor(name).rebuild, (self._stop, reason, on_progress))
+                for name in offline
+            ]
+        )
         # A view whose follower ended (it failed) follows its topic again once rebuilt.
         for name in offline:
             if name in self._threads and self._views[name].state != "failed":
@@ -289,15 +277,38 @@ class StateStore:
         self.storage.flush()
         return {n: self._views[n].status() for n in names}
 
-    def _join(self, threads: list[threading.Thread]) -> None:
+    def _run_all(self, jobs: list[tuple[str, Callable[..., Any], tuple[Any, ...]]]) -> None:
+        """Run each (name, function, args) in a thread of its own; return when all are done.
+
+        Ctrl-C or SIGTERM (KeyboardInterrupt here) stops them, waits until they have
+        finished what they were writing, and re-raises. Completion is awaited on events
+        of our own: ``Thread.join`` interrupted by a signal can leave a running thread
+        looking finished (Python 3.11), and the store would then be closed under it.
+        """
+        done: list[threading.Event] = []
+        for name, fn, args in jobs:
+            finished = threading.Event()
+
+            def run(
+                fn: Callable[..., Any] = fn,
+                args: tuple[Any, ...] = args,
+                finished: threading.Event = finished,
+            ) -> None:
+                try:
+                    fn(*args)
+                finally:
+                    finished.set()
+
+            threading.Thread(target=run, name=name, daemon=True).start()
+            done.append(finished)
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.2)
+            for finished in done:
+                while not finished.wait(0.2):
+                    pass
         except KeyboardInterrupt:
             self._stop.set()
-            for t in threads:
-                t.join()
+            for finished in done:
+                finished.wait()
             raise
 
     def _writable(self, what: str) -> None:

@@ -47,16 +47,22 @@ def _records_read(result: subprocess.CompletedProcess[str], view: str) -> int:
     return int(match.group(1).replace(",", ""))
 
 
-def _produce_many(topic: str, n: int, partitions: int) -> None:
-    # One record per batch: with the small fetches below, bootstrap reads one at a time.
-    producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 0, "batch.num.messages": 1})
+def _produce_many(topic: str, n: int, partitions: int, batch: int = 1) -> None:
+    # One record per batch by default: with small fetches, bootstrap reads one at a time.
+    producer = Producer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "linger.ms": 0 if batch == 1 else 5,
+            "batch.num.messages": batch,
+        }
+    )
     for i in range(n):
         while True:
             try:
                 producer.produce(
                     topic,
                     key=f"k{i % 500}".encode(),
-                    value=orjson.dumps({"i": i}),
+                    value=orjson.dumps({"i": i, "n": i % 7}),
                     partition=i % partitions,
                 )
                 break
@@ -136,6 +142,57 @@ def test_sigterm_during_bootstrap_keeps_what_was_read_and_the_next_run_resumes(
     assert again.returncode == 0, again.stderr
     assert _records_read(again, "v") == len(log) - status.records_applied
     assert _check_resumes_without_rereading(config, topic) == {0: 5_000, 1: 5_000}
+
+
+def test_sigterm_during_the_merge_leaves_an_exact_view(
+    topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """SIGTERM while a bulk load of worker processes merges (a view with an index): the
+    command exits, and the view then equals the log, index included, and reads nothing
+    again."""
+    topic = topic_factory(4)
+    _produce_many(topic, 30_000, 4, batch=500)  # 500 keys: each lives in one partition
+    config = write_config(
+        tmp_path,
+        [{"name": "v", "topic": topic, "indexes": ["n"]}],
+        store={"bootstrap_workers": 2, "bulk_min_records": 1_000},
+    )
+    proc = subprocess.Popen(
+        [str(STATESTORE), "-c", str(config), "bootstrap"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if "bulk.merging view=v" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert any("bulk.merging view=v" in line for line in seen), "".join(seen)
+    assert "processes=2" in "".join(seen)
+    assert code in (0, 130), "".join(seen) + rest
+    assert "Traceback" not in "".join(seen) + rest
+    log = read_log(topic)
+    assert _check_resumes_without_rereading(config, topic) == {
+        p: 1 + max(o for q, o, _, _ in log if q == p) for p in range(4)
+    }
+    with StateStore(load_config(config, environ={}), read_only=True) as store:
+        entities = {e.key: e.value for e in store.view("v").iter_entities()}
+        for n in {v["n"] for v in entities.values()}:
+            hits = {e.key for e in store.by("v", "n", n, limit=100_000).items}
+            assert hits == {k for k, v in entities.items() if v["n"] == n}
 
 
 def test_sigterm_while_serving_closes_cleanly_and_a_restart_reads_nothing_again(
