@@ -252,6 +252,21 @@ def read_view(config_path: Path, view: str) -> tuple[dict[bytes, StoredEntity], 
         return entities, v.status()
 
 
+def index_differences(config_path: Path, view: str, field: str) -> list[str]:
+    """Values of an indexed *field* whose index lookup differs from a scan of the view."""
+    with StateStore(load_config(config_path), read_only=True) as store:
+        by_value: dict[Any, set[str]] = {}
+        for e in store.view(view).iter_entities():
+            if isinstance(e.value, dict) and field in e.value:
+                by_value.setdefault(e.value[field], set()).add(e.key)
+        diffs = []
+        for value, keys in sorted(by_value.items(), key=lambda kv: repr(kv[0])):
+            hits = {e.key for e in store.by(view, field, value, limit=1_000_000).items}
+            if hits != keys:
+                diffs.append(f"{field}={value!r}: index {len(hits)} keys, view {len(keys)}")
+        return diffs
+
+
 def differences(
     view: dict[bytes, StoredEntity],
     expected: dict[bytes, LogRecord],

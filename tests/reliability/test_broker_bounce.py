@@ -25,6 +25,7 @@ from reliability_support import (
     fast_producer,
     free_port,
     high_watermarks,
+    index_differences,
     produce_all,
     read_log,
     read_view,
@@ -155,7 +156,10 @@ def test_broker_bounces_mid_bootstrap_and_mid_follow(
         entity_records(random.Random(seed), mode.topic_records, keys=KEYS),
     )
     config = write_config(
-        tmp_path, [{"name": VIEW, "topic": topic}], bootstrap=bootstrap, kafka=THROTTLED_FETCH
+        tmp_path,
+        [{"name": VIEW, "topic": topic, "indexes": ["pad"]}],
+        bootstrap=bootstrap,
+        kafka=THROTTLED_FETCH,
     )
     writer = Writer(bootstrap, topic, seed + 1)
     server = Server(config, free_port(), tmp_path, tmp_path / "serve.log")
@@ -247,3 +251,4 @@ def test_broker_bounces_mid_bootstrap_and_mid_follow(
     )
     assert diffs == [], f"seed {seed}:\n" + "\n".join(diffs)
     assert status.records_applied == len(log_records)
+    assert index_differences(config, VIEW, "pad") == []

@@ -20,6 +20,7 @@ from reliability_support import (
     fast_producer,
     free_port,
     high_watermarks,
+    index_differences,
     produce_all,
     read_log,
     read_view,
@@ -99,7 +100,10 @@ def test_sigkill_at_random_moments_loses_nothing(
     producer = fast_producer(shared_bootstrap)
     seq = produce_all(producer, topic, entity_records(rng, mode.topic_records, keys=KEYS))
     config = write_config(
-        tmp_path, [{"name": VIEW, "topic": topic}], bootstrap=shared_bootstrap, port=free_port()
+        tmp_path,
+        [{"name": VIEW, "topic": topic, "indexes": ["pad"]}],
+        bootstrap=shared_bootstrap,
+        port=free_port(),
     )
     trickle = Trickle(shared_bootstrap, topic, random.Random(seed + 1), 10_000_000)
     log = tmp_path / "runs.log"
@@ -187,6 +191,7 @@ def test_sigkill_at_random_moments_loses_nothing(
     )
     assert diffs == [], f"seed {seed}: view differs from the log:\n" + "\n".join(diffs)
     assert status.keys == len(expected)
+    assert index_differences(config, VIEW, "pad") == []
     # Every offset was applied exactly once across all the kills: the counter is written
     # in the same batch as the data and the positions.
     assert status.records_applied == len(log_records)

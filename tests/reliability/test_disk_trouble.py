@@ -25,6 +25,7 @@ from reliability_support import (
     entity_records,
     fast_producer,
     free_port,
+    index_differences,
     produce_all,
     read_log,
     read_view,
@@ -120,7 +121,7 @@ def config_for(
 ) -> Path:
     return write_config(
         directory,
-        [{"name": VIEW, "topic": topic}],
+        [{"name": VIEW, "topic": topic, "indexes": ["pad"]}],
         bootstrap=bootstrap,
         store=store,
         store_options=store_options,
@@ -139,6 +140,7 @@ def assert_equals_log(config: Path, bootstrap: str, topic: str) -> int:
     view, _ = read_view(config, VIEW)
     diffs = differences(view, expected)
     assert diffs == [], "\n".join(diffs)
+    assert index_differences(config, VIEW, "pad") == []
     return len(diffs)
 
 
