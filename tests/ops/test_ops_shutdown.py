@@ -72,6 +72,33 @@ def _produce_many(topic: str, n: int, partitions: int, batch: int = 1) -> None:
     assert producer.flush(60) == 0
 
 
+def _sigterm_bootstrap_at(config: Path, cwd: Path, pattern: str) -> tuple[int, list[str], str]:
+    """Run `statestore bootstrap`, send SIGTERM at the first log line matching *pattern*;
+    (exit code, the lines up to it, the rest of the output)."""
+    proc = subprocess.Popen(
+        [str(STATESTORE), "-c", str(config), "bootstrap"],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if re.search(pattern, line):
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        return proc.wait(timeout=60), seen, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def _check_resumes_without_rereading(config: Path, topic: str) -> dict[int, int]:
     """Stored data equals the log up to the stored positions; bootstraps read the rest, then nothing."""
     positions, entities, applied = stored(config, "v")
@@ -103,28 +130,9 @@ def test_sigterm_during_bootstrap_keeps_what_was_read_and_the_next_run_resumes(
         kafka={"max.partition.fetch.bytes": 1},
         store={"batch_size": 1},
     )
-    proc = subprocess.Popen(
-        [str(STATESTORE), "-c", str(config), "bootstrap"],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    code, seen, rest = _sigterm_bootstrap_at(
+        config, tmp_path, r"bootstrap\.progress view=v records=[1-9]"
     )
-    seen: list[str] = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            seen.append(line)
-            if re.search(r"bootstrap\.progress view=v records=[1-9]", line):
-                break
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.stderr.read()
-        code = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
     assert code == 130, "".join(seen) + rest
     assert "cli.stopping signal=SIGTERM" in rest
@@ -157,30 +165,9 @@ def test_sigterm_during_the_merge_leaves_an_exact_view(
         [{"name": "v", "topic": topic, "indexes": ["n"]}],
         store={"bootstrap_workers": 2, "bulk_min_records": 1_000},
     )
-    proc = subprocess.Popen(
-        [str(STATESTORE), "-c", str(config), "bootstrap"],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seen: list[str] = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            seen.append(line)
-            if "bulk.merging view=v" in line:
-                break
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.stderr.read()
-        code = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    code, seen, rest = _sigterm_bootstrap_at(config, tmp_path, r"bulk\.merging view=v")
 
-    assert any("bulk.merging view=v" in line for line in seen), "".join(seen)
+    assert "bulk.merging view=v" in seen[-1], "".join(seen)
     assert "processes=2" in "".join(seen)
     assert code in (0, 130), "".join(seen) + rest
     assert "Traceback" not in "".join(seen) + rest

@@ -118,6 +118,36 @@ def records_of(log: list[tuple[bytes, int, bytes | None]], holes: list[int]) -> 
     return out
 
 
+def stage_all(
+    view: View, path: Path, records: list[Record], ends: dict[int, int], *, workers: int, budget: int
+) -> None:
+    """Stage every range left, one stager per worker's share, each running to the end."""
+    progress, gaps = begin(view, ends, {})
+    files = StagedFiles(view, progress, None, 0)
+    (path / "bulk").mkdir(exist_ok=True)
+    for i, pieces in enumerate(plan(gaps, workers)):
+        stager_for(view, path, i, budget, files.ingest).run(
+            Reader(records, ends), pieces, lambda: False
+        )
+
+
+def stager_for(view: View, path: Path, worker: int, budget: int, emit: Any) -> Stager:
+    return Stager(
+        worker=worker,
+        topic="t",
+        keys=view.key_codec,
+        values=view.value_codec,
+        checks_values=True,
+        tracks_schemas=False,
+        header_hook=None,
+        fail_fast=False,
+        out_dir=path / "bulk",
+        budget_bytes=budget,
+        emit=emit,
+        batch_size=4,
+    )
+
+
 class Died(Exception):
     """A worker killed before it could hand over its next file."""
 
@@ -158,20 +188,7 @@ def bulk_load(
                 written[0] += 1
                 files.ingest(staged)
 
-            stager = Stager(
-                worker=i,
-                topic="t",
-                keys=view.key_codec,
-                values=view.value_codec,
-                checks_values=True,
-                tracks_schemas=False,
-                header_hook=None,
-                fail_fast=False,
-                out_dir=path / "bulk",
-                budget_bytes=budget,
-                emit=emit,
-                batch_size=4,
-            )
+            stager = stager_for(view, path, i, budget, emit)
             (path / "bulk").mkdir(exist_ok=True)
             with contextlib.suppress(Died):
                 stager.run(
@@ -366,23 +383,7 @@ def test_a_merge_interrupted_by_a_crash_is_done_again(tmp_path: Path) -> None:
     ends = ends_of(records, 0)
     storage, view = open_view(tmp_path)
     view.begin_bulk()
-    progress, gaps = begin(view, ends, {})
-    files = StagedFiles(view, progress, None, 0)
-    (tmp_path / "bulk").mkdir()
-    for pieces in plan(gaps, 2):
-        Stager(
-            worker=0,
-            topic="t",
-            keys=view.key_codec,
-            values=view.value_codec,
-            checks_values=True,
-            tracks_schemas=False,
-            header_hook=None,
-            fail_fast=False,
-            out_dir=tmp_path / "bulk",
-            budget_bytes=1 << 20,
-            emit=files.ingest,
-        ).run(Reader(records, ends), pieces, lambda: False)
+    stage_all(view, tmp_path, records, ends, workers=2, budget=1 << 20)
     real_ingest = storage.ingest
 
     def failing_ingest(cf: str, path: Path) -> None:
@@ -441,23 +442,7 @@ def test_a_merge_split_over_processes_equals_one_in_process(
         path.mkdir()
         storage, view = open_view(path)
         view.begin_bulk()
-        progress, gaps = begin(view, ends, {})
-        files = StagedFiles(view, progress, None, 0)
-        (path / "bulk").mkdir()
-        for pieces in plan(gaps, 2):
-            Stager(
-                worker=0,
-                topic="t",
-                keys=view.key_codec,
-                values=view.value_codec,
-                checks_values=True,
-                tracks_schemas=False,
-                header_hook=None,
-                fail_fast=False,
-                out_dir=path / "bulk",
-                budget_bytes=4_000,
-                emit=files.ingest,
-            ).run(Reader(records, ends), pieces, lambda: False)
+        stage_all(view, path, records, ends, workers=2, budget=4_000)
         progress = read_progress(view)
         merge(view, limits_of(progress, ends, {}), progress, path / "bulk", processes=processes)
         snapshots.append(snapshot(view))
