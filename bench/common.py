@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
+import re
 import shutil
 import subprocess
 import sys
@@ -51,8 +51,15 @@ def write_config(
     indexes: Sequence[str] = (),
     port: int = 8000,
     batch_size: int | None = None,
+    workers: int | None = None,
+    bulk_min_records: int | None = None,
 ) -> Path:
-    """A statestore TOML config with one view named ``bench`` over *topic*."""
+    """A statestore TOML config with one view named ``bench`` over *topic*.
+
+    *workers* sets ``[store] bootstrap_workers`` (what a rebuild through the API uses);
+    *bulk_min_records* lowers the records per worker below which a bulk load uses fewer
+    processes (the quick run's 100k topics would otherwise load in one).
+    """
     lines = [
         "[kafka]",
         f'"bootstrap.servers" = "{BOOTSTRAP}"',
@@ -65,6 +72,10 @@ def write_config(
     ]
     if batch_size is not None:
         lines.append(f"batch_size = {batch_size}")
+    if workers is not None:
+        lines.append(f"bootstrap_workers = {workers}")
+    if bulk_min_records is not None:
+        lines.append(f"bulk_min_records = {bulk_min_records}")
     lines += [
         "",
         "[api]",
@@ -84,7 +95,18 @@ def write_config(
 
 @dataclass
 class Run:
-    """What a child process did: exit code, wall seconds, peak RSS, output."""
+    """What a child process did: exit code, wall seconds, peak RSS and CPU of its tree, output.
+
+    ``cpu_s`` is the CPU time (user + system) of the whole process tree: what ``wait4``
+    returns for the child, which the kernel sums over the child and every descendant
+    that was waited for (statestore reaps its workers; ``bench.raw`` its consumers).
+    ``orphans`` counts descendants still running when the child exited: their CPU is
+    not in ``cpu_s``. ``peak_rss_mb`` is the largest sum of the RSS of every process of
+    the tree at one sample. ``broker_cpu_s`` is the local broker's CPU meanwhile;
+    ``disk_write_mb`` what the disk holding var/ wrote meanwhile (anyone's writes, and
+    only what the kernel flushed before the end). ``samples`` are ``(seconds, RSS MB, CPU s so far)`` of the
+    tree; ``lines`` the stderr lines with the second each arrived (both from the start).
+    """
 
     returncode: int
     wall_s: float
@@ -93,6 +115,11 @@ class Run:
     stderr: str
     rss_samples: list[tuple[float, float]] = field(default_factory=list)
     cpu_s: float = 0.0
+    samples: list[tuple[float, float, float]] = field(default_factory=list)
+    lines: list[tuple[float, str]] = field(default_factory=list)
+    broker_cpu_s: float | None = None
+    orphans: int = 0
+    disk_write_mb: float | None = None
 
     def last_json(self) -> dict[str, Any]:
         for line in reversed(self.stdout.strip().splitlines()):
@@ -104,16 +131,144 @@ class Run:
             f"{self.stderr[-4000:]}"
         )
 
+    def at(self, pattern: str) -> float | None:
+        """Seconds from the start to the first stderr line that matches *pattern*."""
+        rx = re.compile(pattern)
+        return next((t for t, line in self.lines if rx.search(line)), None)
 
-def _rss(proc: psutil.Process) -> float:
+    def cpu_at(self, t: float) -> float | None:
+        """The tree's CPU seconds at *t* (interpolated between samples)."""
+        return cpu_at(self.samples, t)
+
+
+def cpu_at(samples: Sequence[tuple[float, float, float]], t: float) -> float | None:
+    """CPU seconds at *t* from ``(seconds, RSS MB, CPU s)`` samples, linearly interpolated."""
+    before = [s for s in samples if s[0] <= t]
+    after = [s for s in samples if s[0] >= t]
+    if not before or not after:
+        return None
+    (t0, _, c0), (t1, _, c1) = before[-1], after[0]
+    return c0 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+
+
+def _tree(proc: psutil.Process) -> tuple[float, float, dict[int, float]] | None:
+    """RSS MB and CPU s of *proc* and its descendants now, and the pids seen (with start times).
+
+    CPU of a process = its own plus that of the children it has reaped, so a process
+    that has exited and been reaped is counted once, by its parent. Parents are read
+    before their children: a race with a reap can only undercount, never twice.
+    None once *proc* has exited (a zombie's children cannot be listed).
+    """
+    rss = cpu = 0.0
+    seen: dict[int, float] = {}
     try:
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += child.memory_info().rss
-        return total / 2**20
+        with proc.oneshot():
+            t = proc.cpu_times()
+            cpu = t.user + t.system + t.children_user + t.children_system
+            rss = proc.memory_info().rss
+            children = proc.children(recursive=True)
     except psutil.Error:
-        return 0.0
+        return None
+    for p in children:
+        with contextlib.suppress(psutil.Error), p.oneshot():
+            t = p.cpu_times()
+            used = t.user + t.system + t.children_user + t.children_system
+            size = p.memory_info().rss
+            seen[p.pid] = p.create_time()
+            cpu += used
+            rss += size
+    return rss / 2**20, cpu, seen
+
+
+class Sampler:
+    """A thread sampling the RSS and CPU of a process tree every *interval* seconds."""
+
+    def __init__(self, pid: int, started: float, interval: float) -> None:
+        self.proc = psutil.Process(pid)
+        self.started = started
+        self.interval = interval
+        self.samples: list[tuple[float, float, float]] = []
+        self.seen: dict[int, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.is_set():
+            now = _tree(self.proc)
+            if now is not None:
+                rss, cpu, seen = now
+                self.seen.update(seen)
+                at = round(time.monotonic() - self.started, 3)
+                self.samples.append((at, round(rss, 1), round(cpu, 3)))
+            self._done.wait(self.interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max((s[1] for s in self.samples), default=0.0)
+
+    def alive(self) -> list[int]:
+        """Descendants seen that are still running (same pid and start time)."""
+        out = []
+        for pid, created in self.seen.items():
+            if pid == self.proc.pid:
+                continue
+            with contextlib.suppress(psutil.Error):
+                if psutil.Process(pid).create_time() == created:
+                    out.append(pid)
+        return out
+
+
+def broker_process() -> psutil.Process | None:
+    """The local broker's process (var/kafka/kafka.pid), to price its CPU per record."""
+    try:
+        pid = int((ROOT / "var" / "kafka" / "kafka.pid").read_text().strip())
+        proc = psutil.Process(pid)
+        if any("kafka.Kafka" in part for part in proc.cmdline()):
+            return proc
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
+def cpu_of(proc: psutil.Process | None) -> float | None:
+    """User + system CPU seconds of *proc* (None when it is unknown or gone)."""
+    if proc is None:
+        return None
+    try:
+        t = proc.cpu_times()
+    except psutil.Error:
+        return None
+    return float(t.user + t.system)
+
+
+def _disk_of(path: Path) -> str | None:
+    """The block device (as psutil names it) of the filesystem that holds *path*."""
+    best = None
+    for part in psutil.disk_partitions(all=False):
+        if str(path).startswith(part.mountpoint) and (
+            best is None or len(part.mountpoint) > len(best.mountpoint)
+        ):
+            best = part
+    return Path(best.device).name if best is not None else None
+
+
+def disk_written() -> int | None:
+    """Bytes written so far to the disk that holds var/ (None when it cannot be told)."""
+    name = _disk_of(WORK if WORK.exists() else ROOT)
+    counters = psutil.disk_io_counters(perdisk=True) or {}
+    return counters[name].write_bytes if name in counters else None
+
+
+def _collect(stream: Any, started: float, into: list[tuple[float, str]]) -> None:
+    """Read *stream* to its end, each line with the second it arrived."""
+    for line in stream:
+        into.append((round(time.monotonic() - started, 3), line))
+    stream.close()
 
 
 def run(
@@ -124,10 +279,12 @@ def run(
     interval: float = 0.05,
     check: bool = True,
 ) -> Run:
-    """Run *args* to completion, sampling the RSS of it and its children every *interval* s."""
+    """Run *args* to completion, sampling the RSS and CPU of it and its children every *interval* s."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    broker = broker_process()
+    broker_before = cpu_of(broker)
+    disk_before = disk_written()
     started = time.monotonic()
     proc = subprocess.Popen(
         list(args),
@@ -137,37 +294,69 @@ def run(
         stderr=subprocess.PIPE,
         text=True,
     )
-    ps = psutil.Process(proc.pid)
-    peak = 0.0
-    samples: list[tuple[float, float]] = []
-    done = threading.Event()
+    sampler = Sampler(proc.pid, started, interval)
+    out: list[tuple[float, str]] = []
+    err: list[tuple[float, str]] = []
+    readers = [
+        threading.Thread(target=_collect, args=(proc.stdout, started, out), daemon=True),
+        threading.Thread(target=_collect, args=(proc.stderr, started, err), daemon=True),
+    ]
+    for r in readers:
+        r.start()
+    timed_out = threading.Event()
 
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            mb = _rss(ps)
-            peak = max(peak, mb)
-            samples.append((round(time.monotonic() - started, 3), round(mb, 1)))
-            done.wait(interval)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    def kill() -> None:
+        timed_out.set()
         proc.kill()
-        out, err = proc.communicate()
-        raise RuntimeError(f"{args[:4]} did not finish within {timeout:.0f}s") from None
+
+    killer = threading.Timer(timeout, kill)
+    killer.start()
+    try:
+        # wait4, not Popen.wait: its rusage is the CPU of this child's whole tree.
+        _, status, usage = os.wait4(proc.pid, 0)
     finally:
-        done.set()
-        sampler.join()
+        killer.cancel()
+        sampler.stop()
     wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    result = Run(proc.returncode, wall, peak, out, err, samples, round(cpu, 3))
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for r in readers:
+        r.join(60)
+    broker_after = cpu_of(broker)
+    disk_after = disk_written()
+    stdout = "".join(line for _, line in out)
+    stderr = "".join(line for _, line in err)
+    if timed_out.is_set():
+        raise RuntimeError(f"{args[:4]} did not finish within {timeout:.0f}s")
+    orphans = sampler.alive()
+    if orphans:
+        log(
+            f"{' '.join(args[:4])}: {len(orphans)} descendant(s) outlived it; their CPU is not counted"
+        )
+    result = Run(
+        returncode=proc.returncode,
+        wall_s=wall,
+        peak_rss_mb=sampler.peak_rss_mb,
+        stdout=stdout,
+        stderr=stderr,
+        rss_samples=[(t, mb) for t, mb, _ in sampler.samples],
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
+        samples=sampler.samples,
+        lines=[(t, line.rstrip("\n")) for t, line in err],
+        broker_cpu_s=(
+            round(broker_after - broker_before, 3)
+            if broker_before is not None and broker_after is not None
+            else None
+        ),
+        orphans=len(orphans),
+        disk_write_mb=(
+            round((disk_after - disk_before) / 1e6, 1)
+            if disk_before is not None and disk_after is not None
+            else None
+        ),
+    )
     if check and proc.returncode != 0:
         raise RuntimeError(
-            f"{' '.join(args[:6])} exited {proc.returncode}:\n{out[-2000:]}\n{err[-4000:]}"
+            f"{' '.join(args[:6])} exited {proc.returncode}:\n{stdout[-2000:]}\n{stderr[-4000:]}"
         )
     return result
 

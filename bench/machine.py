@@ -8,6 +8,7 @@ import platform
 import subprocess
 import time
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -38,6 +39,29 @@ def _java() -> str | None:
         return None
     first = (out.stderr or out.stdout).splitlines()
     return first[0] if first else None
+
+
+def git() -> dict[str, Any]:
+    """The commit the code was measured at, and whether the work tree had changes beside it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def out(*args: str) -> str | None:
+        try:
+            res = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return res.stdout if res.returncode == 0 else None
+
+    commit = (out("rev-parse", "HEAD") or "").strip() or None
+    status = out("status", "--porcelain", "--untracked-files=no") or ""
+    return {
+        "commit": commit,
+        "subject": (out("log", "-1", "--format=%s") or "").strip() or None,
+        # Tracked files changed but not committed: the numbers are of commit + these.
+        "dirty": sorted(line[3:] for line in status.splitlines() if line.strip()),
+    }
 
 
 def describe() -> dict[str, Any]:

@@ -1,69 +1,136 @@
-"""The raw limit: a confluent-kafka consumer that reads every record of a topic and does nothing else.
+"""The raw limit: confluent-kafka consumers that read every record of a topic and do nothing else.
 
-It uses statestore's own consumer settings (``_CONSUMER_DEFAULTS``: the same fetch
-sizes, queue sizes and batch size), assigns every partition from the beginning
-and stops when its position reaches the end offsets taken at the start. Touching
-each value (its length, for MB/s) is all the work it does per record.
+Each consumer uses statestore's own consumer settings (``_CONSUMER_DEFAULTS``: the
+same fetch sizes, queue sizes and batch size), assigns its partitions from the
+beginning and stops when its position reaches the end offsets taken at its start.
+Touching each value (its length, for MB/s) is all the work it does per record.
 
-    python -m bench.raw TOPIC [--batch 5000]
+``--processes P`` runs P consumer processes (children of this one), the topic's
+partitions dealt round-robin among them, and prints one combined result: records
+over the seconds from the first process start to the last one done (``seconds``),
+and over the first assign to the last one done (``consume_seconds``). Without it
+one consumer reads every partition in this process, timed from its assign.
+
+    python -m bench.raw TOPIC [--batch 5000] [--processes P]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+STARTED = time.monotonic()  # CLOCK_MONOTONIC is one clock for all processes of the machine
 
-from statestore.kafka import _CONSUMER_DEFAULTS
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
 
-from .common import BOOTSTRAP
 
+def consume(topic: str, batch: int, share: int = 0, shares: int = 1) -> dict[str, Any]:
+    """Read this share of the topic's partitions (sorted, every *shares*-th from *share*)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("topic")
-    ap.add_argument("--batch", type=int, default=5000)
-    args = ap.parse_args()
+    from statestore.kafka import _CONSUMER_DEFAULTS
+
+    from .common import BOOTSTRAP
 
     conf = dict(_CONSUMER_DEFAULTS)
     conf.update({"bootstrap.servers": BOOTSTRAP, "group.id": "statestore.bench.raw"})
     consumer = Consumer(conf)
-    md = consumer.list_topics(args.topic, timeout=10).topics[args.topic]
-    parts = sorted(md.partitions)
-    ends = {}
+    md = consumer.list_topics(topic, timeout=10).topics[topic]
+    parts = sorted(md.partitions)[share::shares]
+    expected = 0
     for p in parts:
-        low, high = consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)
-        ends[p] = (low, high)
-    expected = sum(high - low for low, high in ends.values())
-    started = time.monotonic()
-    consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in parts])
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        expected += high - low
+    assigned = time.monotonic()
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     records = 0
     nbytes = 0
-    consume = consumer.consume
-    batch = args.batch
+    poll = consumer.consume
     while records < expected:
-        for m in consume(batch, 0.2):
+        for m in poll(batch, 0.2):
             if m.error() is not None:
                 continue
             v = m.value()
             records += 1
             if v is not None:
                 nbytes += len(v)
-    elapsed = time.monotonic() - started
+    done = time.monotonic()
     consumer.close()
-    print(
-        json.dumps(
-            {
-                "records": records,
-                "bytes": nbytes,
-                "seconds": round(elapsed, 4),
-                "records_per_s": round(records / elapsed),
-                "mb_per_s": round(nbytes / elapsed / 1e6, 2),
-            }
+    elapsed = done - assigned
+    return {
+        "partitions": parts,
+        "records": records,
+        "bytes": nbytes,
+        "seconds": round(elapsed, 4),
+        "records_per_s": round(records / elapsed) if elapsed > 0 else None,
+        "mb_per_s": round(nbytes / elapsed / 1e6, 2) if elapsed > 0 else None,
+        "started": STARTED,
+        "assigned": assigned,
+        "done": done,
+    }
+
+
+def launch(topic: str, batch: int, processes: int) -> dict[str, Any]:
+    """Run *processes* consumers side by side; their combined result."""
+    first = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "bench.raw", topic),
+                *("--share", f"{i}/{processes}", "--batch", str(batch)),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
-    )
+        for i in range(processes)
+    ]
+    each = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"a raw consumer exited {proc.returncode}")
+        each.append(json.loads(out.strip().splitlines()[-1]))
+    last = max(r["done"] for r in each)
+    records = sum(r["records"] for r in each)
+    nbytes = sum(r["bytes"] for r in each)
+    seconds = last - first
+    consume_s = last - min(r["assigned"] for r in each)
+    return {
+        "processes": processes,
+        "records": records,
+        "bytes": nbytes,
+        "seconds": round(seconds, 4),
+        "records_per_s": round(records / seconds),
+        "mb_per_s": round(nbytes / seconds / 1e6, 2),
+        "consume_seconds": round(consume_s, 4),
+        "consume_records_per_s": round(records / consume_s),
+        "start_spread_s": round(max(r["started"] for r in each) - first, 4),
+        "each": [
+            {k: r[k] for k in ("partitions", "records", "seconds", "records_per_s")} for r in each
+        ],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("topic")
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--processes", type=int, help="consumer processes, partitions round-robin")
+    ap.add_argument("--share", help=argparse.SUPPRESS)  # I/P: a consumer started by --processes
+    args = ap.parse_args()
+    if args.processes:
+        res = launch(args.topic, args.batch, args.processes)
+    elif args.share:
+        share, shares = (int(x) for x in args.share.split("/"))
+        res = consume(args.topic, args.batch, share, shares)
+    else:
+        res = consume(args.topic, args.batch)
+        for k in ("started", "assigned", "done", "partitions"):
+            res.pop(k)
+    print(json.dumps(res))
 
 
 if __name__ == "__main__":
