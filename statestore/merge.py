@@ -263,9 +263,10 @@ def merge(
     storage = view.storage
     slot = view.slot
     log.info("bulk.merging view=%s slot=%s processes=%d", view.name, slot, processes)
-    # Redone from scratch if an earlier merge was cut short.
+    # Redone from scratch if an earlier merge was cut short (a first merge finds them empty).
     for cf in (view.entity_cf, view.quarantine_cf, *view.index_cfs.values()):
-        storage.reset_family(cf)
+        if storage.has_data(cf):
+            storage.reset_family(cf)
     tmp_dir.mkdir(parents=True, exist_ok=True)
     partial = any(limits.get(p, 0) < reached for (p, _), (reached, *_) in progress.items())
     specs = [

@@ -358,6 +358,10 @@ class Storage:
                     f"cannot drop column family {name!r} in {self.path}: {exc}"
                 ) from exc
 
+    def has_data(self, cf: str) -> bool:
+        """Whether *cf* holds any key."""
+        return next(self.scan(cf, cache=False), None) is not None
+
     def reset_family(self, name: str) -> None:
         """Drop *name* and create it again, empty."""
         self.drop_family(name)
