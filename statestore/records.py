@@ -84,12 +84,6 @@ def decode_record(data: bytes) -> StoredRecord:
     )
 
 
-def record_origin(data: bytes) -> tuple[int, int]:
-    """(partition, timestamp) of a stored record, without copying its value."""
-    _, partition, _, timestamp, _ = _HEADER.unpack_from(data)
-    return partition, timestamp
-
-
 # -- metadata keys ----------------------------------------------------------------------
 
 

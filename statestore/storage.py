@@ -37,7 +37,6 @@ from rocksdict import (
     Cache,
     DBCompressionType,
     IngestExternalFileOptions,
-    MemtableFactory,
     Options,
     Rdict,
     ReadOptions,
@@ -78,18 +77,17 @@ class RocksOptions:
         opts.set_max_background_jobs(self.background_jobs)
         opts.set_write_buffer_size(self.write_buffer_mb * 1024 * 1024)
         opts.set_max_write_buffer_number(self.max_write_buffers)
-        # All column families' memtables together stay within what one family may use:
-        # a bulk load's merge fills the entity family while the staging one still holds its
-        # last memtable, which otherwise added ~100 MB to the peak RSS of a 5M bootstrap.
+        # All column families' memtables together stay within what one family may use
+        # (many views and indexes, each with its own families, share one process).
         opts.set_db_write_buffer_size(self.max_write_buffers * self.write_buffer_mb * 1024 * 1024)
         opts.set_level_compaction_dynamic_level_bytes(True)
         opts.set_compression_type(DBCompressionType.lz4())
         opts.set_bytes_per_sync(1024 * 1024)
-        # Needed by the staging families' vector memtables; writes hold the GIL anyway.
+        # Writes come from one thread per view and hold the GIL while they build a batch.
         opts.set_allow_concurrent_memtable_write(False)
-        # Apply reads the stored record of every key it writes, and during a bootstrap most
-        # of those reads miss the memtables: a memtable bloom filter (2% of its size) answers
-        # them without searching the skiplist.
+        # Apply reads the stored record of every key it writes, and while a view catches up
+        # most of those reads miss the memtables: a memtable bloom filter (2% of its size)
+        # answers them without searching the skiplist.
         opts.set_memtable_whole_key_filtering(True)
         opts.set_memtable_prefix_bloom_ratio(0.02)
         table = BlockBasedOptions()
@@ -112,8 +110,6 @@ class RocksOptions:
         ingestion down.
         """
         opts = self.to_options(cache, row_cache)
-        opts.set_memtable_factory(MemtableFactory.vector())
-        opts.set_memtable_prefix_bloom_ratio(0.0)
         opts.set_compression_type(DBCompressionType.none())
         opts.set_disable_auto_compactions(True)
         opts.set_level_zero_slowdown_writes_trigger(1 << 30)
