@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Security
+from fastapi import Depends, FastAPI, Security
 from fastapi.openapi.utils import get_openapi
 
 from statestore import Config, StateStore, __version__
@@ -23,6 +23,7 @@ from .errors import (
     CatchAllMiddleware,
     error_responses,
     install_error_handlers,
+    single_valued_query,
 )
 from .fastpath import EntityFastPath
 from .metrics import metrics_router
@@ -86,6 +87,7 @@ def create_app(
         description=_DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JSONBytesResponse,
+        dependencies=[Depends(single_valued_query)],
     )
     app.state.config = config
     app.state.auth = auth

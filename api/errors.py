@@ -47,6 +47,7 @@ __all__ = [
     "error_responses",
     "handled_error",
     "install_error_handlers",
+    "single_valued_query",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,15 @@ class ApiError(Exception):
         self.message = message
         self.headers = dict(headers or {})
         self.extra = extra
+
+
+async def single_valued_query(request: Request) -> None:
+    """Every query parameter of the API takes one value: one given twice is ambiguous (422)."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            raise ApiError(422, "invalid_request", f"query.{name}: given more than once")
+        seen.add(name)
 
 
 def error_response(

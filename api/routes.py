@@ -74,7 +74,9 @@ class ViewHandle(Protocol):
 
     config: ViewConfig
     state: ViewState
-    servable: bool
+
+    @property
+    def servable(self) -> bool: ...
 
     def status(self) -> ViewStatus: ...
 

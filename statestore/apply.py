@@ -25,6 +25,7 @@ import orjson
 
 from .codecs import b64
 from .errors import CodecError
+from .indexes import index_changes
 from .records import (
     NO_SCHEMA,
     STORED_KIND,
@@ -40,10 +41,11 @@ from .records import (
     supersedes,
     unpack_header,
 )
+from .storage import META
 
 if TYPE_CHECKING:
+    from .slot import Slot
     from .storage import Batch
-    from .view import View
 
 __all__ = ["Applied", "HeaderHook", "Record", "apply_records"]
 
@@ -68,9 +70,16 @@ class Applied:
 
 
 def apply_records(
-    view: View, records: Sequence[Record], *, end_positions: dict[int, int] | None = None
+    slot: Slot,
+    records: Sequence[Record],
+    *,
+    track: bool = False,
+    end_positions: dict[int, int] | None = None,
 ) -> Applied:
-    """Apply *records* (in consume order) to *view* in one write; return what changed.
+    """Apply *records* (in consume order) to *slot* in one write; return what changed.
+
+    *track* fills ``Applied.changes`` (for change listeners). The slot's in-memory
+    positions and counters are left for the caller to advance by what is returned.
 
     *end_positions* may carry positions the consumer reached beyond the last
     record (compaction holes, transaction markers) so the view records them.
@@ -83,17 +92,17 @@ def apply_records(
     latest_get = latest.get
     quarantined: list[tuple[int, int, int, bytes | None, bytes | None, str]] = []
     positions = out.positions
-    utf8_keys = view.key_codec.name == "string"
-    key_from_kafka = view.key_codec.from_kafka
-    check = view.value_codec.check
-    check_value = view.checks_values
+    utf8_keys = slot.key_codec.name == "string"
+    key_from_kafka = slot.key_codec.from_kafka
+    check = slot.value_codec.check
+    check_value = slot.checks_values
     # An indexed JSON view parses each value once: the check's result feeds the index.
-    parse = getattr(view.value_codec, "parse", None) if view.has_indexes else None
+    parse = getattr(slot.value_codec, "parse", None) if slot.has_indexes else None
     parsed: Any = None
-    fail_fast = view.config.on_error == "fail"
+    fail_fast = slot.config.on_error == "fail"
     count = 0
     nbytes = 0
-    storage = view.storage
+    storage = slot.storage
     batch = storage.batch()
 
     for partition, offset, timestamp, key, value in records:
@@ -136,14 +145,14 @@ def apply_records(
 
     if end_positions and out.failure is None:
         for partition, pos in end_positions.items():
-            if pos > positions.get(partition, view.positions.get(partition, -1)):
+            if pos > positions.get(partition, slot.positions.get(partition, -1)):
                 positions[partition] = pos
 
-    _apply_latest(view, batch, latest, out)
+    _apply_latest(slot, batch, latest, out, track)
 
     if quarantined:
-        qcf = view.quarantine_cf
-        topic = view.config.topic
+        qcf = slot.quarantine_cf
+        topic = slot.config.topic
         for partition, offset, timestamp, key, value, reason in quarantined:
             report = {
                 "topic": topic,
@@ -157,48 +166,48 @@ def apply_records(
             batch.put(qcf, quarantine_key(partition, offset), orjson.dumps(report))
         out.quarantined = len(quarantined)
 
-    slot = view.slot
+    sid = slot.id
     for partition, pos in positions.items():
-        batch.put("meta", position_key(slot, partition), pack_int(pos))
+        batch.put(META, position_key(sid, partition), pack_int(pos))
     out.records = count
     out.nbytes = nbytes
-    counters = view.counters
-    batch.put("meta", counter_key(slot, "keys"), pack_int(counters["keys"] + out.keys_delta))
-    batch.put("meta", counter_key(slot, "records"), pack_int(counters["records"] + count))
-    batch.put("meta", counter_key(slot, "bytes"), pack_int(counters["bytes"] + nbytes))
+    counters = slot.counters
+    batch.put(META, counter_key(sid, "keys"), pack_int(counters["keys"] + out.keys_delta))
+    batch.put(META, counter_key(sid, "records"), pack_int(counters["records"] + count))
+    batch.put(META, counter_key(sid, "bytes"), pack_int(counters["bytes"] + nbytes))
     if out.quarantined:
         batch.put(
-            "meta",
-            counter_key(slot, "quarantined"),
+            META,
+            counter_key(sid, "quarantined"),
             pack_int(counters["quarantined"] + out.quarantined),
         )
     for schema_id, change in out.schema_delta.items():
         if change:
-            total = view.schema_counts.get(schema_id, 0) + change
-            batch.put("meta", schema_count_key(slot, schema_id), pack_int(total))
+            total = slot.schema_counts.get(schema_id, 0) + change
+            batch.put(META, schema_count_key(sid, schema_id), pack_int(total))
     out.applied_at_ms = int(time.time() * 1000)
-    batch.put("meta", applied_at_key(slot), pack_int(out.applied_at_ms))
+    batch.put(META, applied_at_key(sid), pack_int(out.applied_at_ms))
     storage.write(batch)
     return out
 
 
 def _apply_latest(
-    view: View,
+    slot: Slot,
     batch: Batch,
     latest: dict[bytes, tuple[int, int, int, int, bytes | None, Any]],
     out: Applied,
+    track: bool,
 ) -> None:
     """Put the newest record of each key of the batch, reading its stored record first."""
-    storage = view.storage
-    cf = view.entity_cf
+    storage = slot.storage
+    cf = slot.entity_cf
     put, handle = batch.fast_put(cf)
     olds = storage.get_many(cf, list(latest))
     delta = 0
     puts = 0
     changes = out.changes
-    track = bool(view.listeners)
-    indexed = view.has_indexes
-    schemas = view.tracks_schemas
+    indexed = slot.has_indexes
+    schemas = slot.tracks_schemas
     schema_delta = out.schema_delta
     for (stored_key, (partition, offset, timestamp, schema_id, value, parsed)), old in zip(
         latest.items(), olds, strict=True
@@ -227,6 +236,6 @@ def _apply_latest(
             if track:
                 changes.append((stored_key, partition, offset, data))
         if indexed:
-            view.index_changes(batch, stored_key, old, value, parsed)
+            index_changes(slot, batch, stored_key, old, value, parsed)
     out.puts = puts
     out.keys_delta = delta

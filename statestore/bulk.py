@@ -44,18 +44,19 @@ from .workers import Process, exit_text
 if TYPE_CHECKING:
     from .view import View
 
-__all__ = ["BulkSettings", "StagedFiles", "bulk_load"]
+__all__ = ["BulkSettings", "StagedFiles", "bulk_load", "merge_view"]
 
 log = logging.getLogger(__name__)
 
 # Memory of the owning process and of each worker that is not staging buffer (the
-# interpreter, the Kafka client and its fetch queue, RocksDB), in MB, as measured here.
+# interpreter, the Kafka client and its 8 MB fetch queue, RocksDB), in MB, as measured
+# here: the owner peaks at ~80 MB, a worker at ~120 MB with its 8 MB buffer.
 _OWNER_BASE_MB = 80
-_WORKER_BASE_MB = 100
+_WORKER_BASE_MB = 110
 _MIN_BUFFER_MB = 4
 # Bigger buffers buy no speed, only memory: 5M records loaded by two workers in the same
-# 19-20 s with 4, 8, 32 and 60 MB each (more, smaller files merge at the same cost),
-# while the peak RSS of all processes went 440 MB (8) -> 510 MB (32).
+# time with 4, 8, 32 and 60 MB each (more, smaller files merge at the same cost), while
+# the peak RSS of all processes went up by ~70 MB from 8 to 32 MB.
 _MAX_BUFFER_MB = 8
 # Writing a file holds the buffer and the encoded records of one partition's share of it.
 _FLUSH_FACTOR = 1.2
@@ -105,17 +106,18 @@ def bulk_load(
     read); or, after a bad record under ``on_error = "fail"``, merged up to it with the
     failure text.
     """
-    progress, gaps = begin(view, targets, lows)
+    slot = view.slot
+    progress, gaps = begin(slot, targets, lows)
     total = sum(g.size for g in gaps)
     groups = plan(gaps, _processes(settings, total)) if gaps else []
-    out_dir = Path(view.storage.path) / "bulk" / view.slot
+    out_dir = Path(slot.storage.path) / "bulk" / slot.id
     shutil.rmtree(out_dir, ignore_errors=True)  # files of a run that died before ingesting them
     out_dir.mkdir(parents=True, exist_ok=True)
     state = StagedFiles(view, progress, report, total, len(groups) if len(groups) > 1 else 0)
     log.info(
         "bulk.start view=%s slot=%s ranges=%d offsets=%d processes=%d",
         view.name,
-        view.slot,
+        slot.id,
         len(gaps),
         total,
         len(groups) if len(groups) > 1 else 0,
@@ -141,9 +143,28 @@ def bulk_load(
         )
     processes = _processes(settings, sum(v[1] for v in state.progress.values()))
     state.merging(processes)
-    merge(view, limits, state.progress, out_dir, processes=processes, registry=settings.registry)
+    merge_view(
+        view, limits, state.progress, out_dir, processes=processes, registry=settings.registry
+    )
     shutil.rmtree(out_dir, ignore_errors=True)
     return state.read_now, failure
+
+
+def merge_view(
+    view: View,
+    limits: dict[int, int],
+    progress: Progress,
+    tmp_dir: Path,
+    *,
+    processes: int = 1,
+    registry: dict[str, Any] | None = None,
+) -> int:
+    """Merge the view's staged records into its slot and serve them from now; the keys."""
+    merged = merge(
+        view.slot, view.schemas, limits, progress, tmp_dir, processes=processes, registry=registry
+    )
+    view.finish_bulk(merged.positions, merged.counters, merged.schema_counts, merged.applied_at_ms)
+    return merged.counters["keys"]
 
 
 def _processes(settings: BulkSettings, records: int) -> int:
@@ -203,7 +224,7 @@ class StagedFiles:
             for schema_id, doc, guid in staged.schemas:
                 schemas.adopt(schema_id, doc, guid)
         if staged.path is not None:
-            view.storage.ingest(view.staging_cf, Path(staged.path))
+            view.storage.ingest(view.slot.staging_cf, Path(staged.path))
         for p, start, reached, records, nbytes, quarantined in staged.progress:
             before = self.progress.get((p, start))
             done_before = before[0] if before else start
@@ -227,14 +248,15 @@ def _run_here(
     from .kafka import KafkaClient
 
     client = KafkaClient(settings.kafka)
+    slot = view.slot
     reader = client.range_reader(f"statestore.{view.name}.bulk", view.config.topic)
     stager = Stager(
         worker=0,
         topic=view.config.topic,
-        keys=view.key_codec,
-        values=view.value_codec,
-        checks_values=view.checks_values,
-        tracks_schemas=view.tracks_schemas,
+        keys=slot.key_codec,
+        values=slot.value_codec,
+        checks_values=slot.checks_values,
+        tracks_schemas=slot.tracks_schemas,
         header_hook=view.header_hook,
         fail_fast=view.config.on_error == "fail",
         out_dir=out_dir,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .apply import Applied
 from .codecs import KeyCodec
 from .errors import CodecError, InvalidKeyError, StateStoreError
-from .records import decode_record
+from .records import unpack_header
 
 if TYPE_CHECKING:
     from .store import StateStore
@@ -453,7 +453,7 @@ class Subscription:
         try:
             entity = view.entity(key, data)
         except CodecError as exc:
-            ts = decode_record(data).timestamp
+            ts = unpack_header(data)[3]
             text = view.key_codec.to_text(key)
             return Change(
                 cid, text, None, partition, offset, ts if ts >= 0 else None, False, str(exc)

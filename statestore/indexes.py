@@ -18,9 +18,10 @@ from .records import HEADER_SIZE, index_done_key, pack_int
 from .storage import META, Batch
 
 if TYPE_CHECKING:
-    from .view import View
+    from .slot import Slot
 
 __all__ = [
+    "index_changes",
     "index_value",
     "index_value_key",
     "move_index_entries",
@@ -76,55 +77,73 @@ def index_value_key(value: Any) -> bytes:
     return orjson.dumps(value) + b"\x00"
 
 
+def index_changes(
+    slot: Slot,
+    batch: Batch,
+    key: bytes,
+    old: bytes | None,
+    new_raw: bytes | None,
+    new_value: Any = None,
+) -> None:
+    """Move index entries of *key* from its stored record *old* to its new value (same batch).
+
+    *new_value* is the new value already decoded, when the caller has it.
+    """
+    old_value = slot.decode_quietly(old[HEADER_SIZE:]) if old is not None else None
+    if new_value is None and new_raw is not None:
+        new_value = slot.decode_quietly(new_raw)
+    move_index_entries(slot, batch, key, old_value, new_value)
+
+
 def move_index_entries(
-    view: View, batch: Batch, key: bytes, old_value: Any, new_value: Any
+    slot: Slot, batch: Batch, key: bytes, old_value: Any, new_value: Any
 ) -> None:
     """Put in *batch* the index changes for *key* going from *old_value* to *new_value*."""
-    for field, path in view.index_paths.items():
+    for field, path in slot.index_paths.items():
         before = index_value(old_value, path) if old_value is not None else None
         after = index_value(new_value, path) if new_value is not None else None
         if before == after:
             continue
-        cf = view.index_cfs[field]
+        cf = slot.index_cfs[field]
         if before is not None:
             batch.delete(cf, before + b"\x00" + key)
         if after is not None:
             batch.put(cf, after + b"\x00" + key, b"")
 
 
-def sync_indexes(view: View) -> None:
+def sync_indexes(slot: Slot) -> None:
     """Make the slot's index families match the config: backfill new ones, drop removed ones.
 
     A backfill reads the stored view, not Kafka. It is marked done in the metadata
     only when complete, so one interrupted by a crash is redone from scratch.
     """
-    storage = view.storage
-    prefix = f"i.{view.slot}."
-    wanted = set(view.index_cfs.values())
+    storage = slot.storage
+    prefix = slot.index_prefix
+    wanted = set(slot.index_cfs.values())
     for family in storage.families():
         if family.startswith(prefix) and family not in wanted:
-            log.info("index.drop view=%s family=%s", view.name, family)
+            log.info("index.drop view=%s family=%s", slot.config.name, family)
             storage.drop_family(family)
-    for field, cf in view.index_cfs.items():
-        done = storage.get(META, index_done_key(view.slot, field)) is not None
+    for field, cf in slot.index_cfs.items():
+        done = storage.get(META, index_done_key(slot.id, field)) is not None
         if done and storage.has_family(cf):
             continue
         storage.drop_family(cf)
         storage.create_family(cf)
-        count = _backfill(view, field, cf)
+        count = _backfill(slot, field, cf)
         batch = storage.batch()
-        batch.put(META, index_done_key(view.slot, field), pack_int(count))
+        batch.put(META, index_done_key(slot.id, field), pack_int(count))
         storage.write(batch)
-        log.info("index.backfilled view=%s field=%s entries=%d", view.name, field, count)
+        log.info("index.backfilled view=%s field=%s entries=%d", slot.config.name, field, count)
 
 
-def _backfill(view: View, field: str, cf: str) -> int:
-    storage = view.storage
-    path = view.index_paths[field]
+def _backfill(slot: Slot, field: str, cf: str) -> int:
+    storage = slot.storage
+    path = slot.index_paths[field]
     batch = storage.batch()
     count = 0
-    for key, data in storage.scan(view.entity_cf):
-        value = index_value(view.decode_quietly(data[HEADER_SIZE:]), path)
+    for key, data in storage.scan(slot.entity_cf):
+        value = index_value(slot.decode_quietly(data[HEADER_SIZE:]), path)
         if value is None:
             continue
         batch.put(cf, value + b"\x00" + key, b"")

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .kafka import KafkaClient, OffsetOutOfRangeError, Source, TopicMissingError
 from .records import Record
+from .slot import discard_slot
 from .status import ViewState
 from .view import View
 
@@ -163,7 +164,7 @@ class Ingestor:
                 else:
                     self._settle_holes(view.end_offsets)
                 if now >= next_marks:
-                    view.end_offsets.update(self.source.cached_high())
+                    view.set_targets(self.source.cached_high())
                     next_marks = now + 1.0
                 if now >= next_sync and view.lag() == 0:
                     view.touch_synced()
@@ -216,7 +217,7 @@ class Ingestor:
                     f"rebuild failed: {shadow.reason}" if shadow.state == "failed" else None,
                 )
                 builder.close()
-                live.discard_slot(shadow.slot)
+                discard_slot(live.storage, shadow.slot.id)
                 return False
             self.close()
             live.adopt(shadow)
@@ -250,7 +251,7 @@ class Ingestor:
         for p in partitions:
             low, high = self.client.watermarks(topic, p)
             lows[p] = low
-            stored = view.positions.get(p, 0)
+            stored = view.slot.positions.get(p, 0)
             if stored > high:
                 raise StaleViewError(
                     f"{topic}[{p}]: stored position {stored} is past the end offset {high} "
@@ -263,7 +264,7 @@ class Ingestor:
                 )
             targets[p] = high
             starts[p] = max(stored, low)
-        view.end_offsets = dict(targets)
+        view.set_targets(targets, replace=True)
         started = time.monotonic()
         records = 0
         expected = sum(max(0, targets[p] - starts[p]) for p in targets)
@@ -274,16 +275,14 @@ class Ingestor:
             len(partitions),
             expected,
         )
-        view.begin_bulk()
-        if view.bulk:
+        if view.begin_bulk():
             read = self._bulk_load(stop, progress, targets, lows, started)
             if read is None:
                 return False
             records = read
-            starts = {p: max(s, view.positions.get(p, 0)) for p, s in starts.items()}
-        moved = {
-            p: s for p, s in starts.items() if p not in view.positions or s > view.positions[p]
-        }
+        have = view.slot.positions
+        starts = {p: max(s, have.get(p, 0)) for p, s in starts.items()}
+        moved = {p: s for p, s in starts.items() if p not in have or s > have[p]}
         if moved:
             view.apply([], moved)
         if self.source is None:
@@ -294,7 +293,9 @@ class Ingestor:
         while True:
             if stop.is_set():
                 return False
-            remaining = sum(max(0, end - view.positions.get(p, 0)) for p, end in targets.items())
+            remaining = sum(
+                max(0, end - view.slot.positions.get(p, 0)) for p, end in targets.items()
+            )
             now = time.monotonic()
             if remaining == 0:
                 break
@@ -312,9 +313,7 @@ class Ingestor:
                 self._settle_holes(targets)
         elapsed = time.monotonic() - started
         self.caught_up = True
-        if view.bootstrap_seconds is None:
-            view.bootstrap_seconds = elapsed
-            view.bootstrap_records = records
+        view.bootstrapped(elapsed, records)
         view.mark_caught_up()
         view.touch_synced()
         if view.state != "rebuilding":
@@ -323,7 +322,7 @@ class Ingestor:
             "bootstrap.done view=%s records=%d keys=%d seconds=%.3f",
             view.name,
             records,
-            view.counters["keys"],
+            view.slot.counters["keys"],
             elapsed,
         )
         if progress is not None:
@@ -367,8 +366,9 @@ class Ingestor:
     def _check_tombstone_horizon(self) -> None:
         """A view not in sync for longer than delete.retention.ms may have missed tombstones."""
         view = self.view
-        since = view.synced_at_ms or view.last_applied_at_ms
-        if not view.positions or since is None:
+        slot = view.slot
+        since = slot.synced_at_ms or slot.last_applied_at_ms
+        if not slot.positions or since is None:
             return
         config = self.client.topic_config(view.config.topic)
         if "compact" not in config.get("cleanup.policy", ""):
@@ -390,7 +390,7 @@ class Ingestor:
             # Nothing of the batch was written: read it again once the registry is back.
             if self.source is not None:
                 for p in {r[0] for r in records}:
-                    self.source.seek(p, view.positions.get(p, 0))
+                    self.source.seek(p, view.slot.positions.get(p, 0))
             self._registry_wait = min(30.0, max(0.5, self._registry_wait * 2))
             if view.state != "degraded":
                 self._state_before_outage = view.state
@@ -423,7 +423,7 @@ class Ingestor:
         moved: dict[int, int] = {}
         consumer_pos = self.source.positions()
         for p, end in targets.items():
-            pos = view.positions.get(p, 0)
+            pos = view.slot.positions.get(p, 0)
             cpos = consumer_pos.get(p, -1)
             if cpos > pos:
                 moved[p] = cpos
@@ -460,8 +460,7 @@ class Ingestor:
         new = [p for p in partitions if p not in self.source.assigned]
         if new:
             log.info("ingest.new_partitions view=%s partitions=%s", self.view.name, new)
-            for p in new:
-                self.view.end_offsets.setdefault(p, 0)
+            self.view.set_targets({p: 0 for p in new if p not in self.view.end_offsets})
             self.source.assign(dict.fromkeys(new, 0))
 
     def _stale(self, stop: threading.Event, reason: str, progress: ProgressCallback | None) -> bool:
@@ -469,7 +468,7 @@ class Ingestor:
         view = self.view
         policy = view.config.on_stale
         log.warning("view.stale view=%s policy=%s reason=%s", view.name, policy, reason)
-        view.stale_events += 1
+        view.went_stale()
         if policy == "fail":
             view.set_state(
                 "failed",
@@ -484,9 +483,9 @@ class Ingestor:
             return True
         # ignore: carry on from the log start, keeping what is stored.
         self.close()
-        view.positions.clear()
+        view.forget_positions()
         self.note = f"stale, ignored: {reason}"
-        view.reason = self.note
+        view.set_reason(self.note)
         return self.catch_up(stop, progress) if not stop.is_set() else False
 
     def _trouble(self, reason: str) -> None:

@@ -34,30 +34,25 @@ from .records import (
     NO_SCHEMA,
     STAGE_TAIL_SIZE,
     TOMBSTONE_KIND,
-    applied_at_key,
-    bulk_key,
-    counter_key,
     is_sample_key,
     is_staged_quarantine_key,
     key_group_start,
-    pack_int,
-    position_key,
     quarantine_key,
-    schema_count_key,
     staged_key,
     staged_quarantine_origin,
     supersedes,
     unpack_header,
     unpack_samples,
 )
-from .storage import META, SstFile, Storage
+from .storage import SstFile, Storage
 from .workers import Process, exit_text, owner_gone
 
 if TYPE_CHECKING:
     from .ranges import Progress
-    from .view import View
+    from .schemas import Schemas
+    from .slot import Slot
 
-__all__ = ["MergeSpec", "merge", "staged_winners"]
+__all__ = ["MergeSpec", "Merged", "merge", "staged_winners"]
 
 log = logging.getLogger(__name__)
 
@@ -249,22 +244,36 @@ def _split(storage: Storage, staging_cf: str, parts: int) -> list[tuple[bytes, b
     return list(zip(lows, highs, strict=True))
 
 
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """What a merge stored: the slot's positions, counters and schema counts."""
+
+    positions: dict[int, int]
+    counters: dict[str, int]
+    schema_counts: dict[int, int]
+    applied_at_ms: int
+
+
 def merge(
-    view: View,
+    slot: Slot,
+    schemas: Schemas | None,
     limits: dict[int, int],
     progress: Progress,
     tmp_dir: Path,
     *,
     processes: int = 1,
     registry: dict[str, Any] | None = None,
-) -> int:
-    """Turn the staging family into the slot's entities, indexes and counters; return the keys."""
+) -> Merged:
+    """Turn the staging family into the slot's entities, indexes and stored counters.
+
+    The slot's in-memory state is left as it was: the view takes what is returned.
+    """
     started = time.monotonic()
-    storage = view.storage
-    slot = view.slot
-    log.info("bulk.merging view=%s slot=%s processes=%d", view.name, slot, processes)
+    storage = slot.storage
+    name = slot.config.name
+    log.info("bulk.merging view=%s slot=%s processes=%d", name, slot.id, processes)
     # Redone from scratch if an earlier merge was cut short (a first merge finds them empty).
-    for cf in (view.entity_cf, view.quarantine_cf, *view.index_cfs.values()):
+    for cf in (slot.entity_cf, slot.quarantine_cf, *slot.index_cfs.values()):
         if storage.has_data(cf):
             storage.reset_family(cf)
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -273,23 +282,23 @@ def merge(
         MergeSpec(
             index=i,
             store=str(storage.path),
-            view=view.config,
-            staging_cf=view.staging_cf,
+            view=slot.config,
+            staging_cf=slot.staging_cf,
             limits=limits if partial else None,
             low=low,
             high=high,
             out_dir=str(tmp_dir),
             registry=registry or {},
-            known_schemas=view.schemas.cached() if view.schemas is not None else None,
+            known_schemas=schemas.cached() if schemas is not None else None,
             log_level=logging.getLogger("statestore").getEffectiveLevel(),
         )
-        for i, (low, high) in enumerate(_split(storage, view.staging_cf, max(1, processes)))
+        for i, (low, high) in enumerate(_split(storage, slot.staging_cf, max(1, processes)))
     ]
     if len(specs) == 1:
-        decode = view.decode_quietly if view.has_indexes else None
+        decode = slot.decode_quietly if slot.has_indexes else None
         results = [_merge_range(specs[0], storage, decode)]
     else:
-        results = _run_merge_workers(view.name, specs)
+        results = _run_merge_workers(name, specs)
     keys = 0
     schema_counts: dict[int, int] = {}
     for result in results:
@@ -297,17 +306,17 @@ def merge(
         for schema_id, n in result.schema_counts.items():
             schema_counts[schema_id] = schema_counts.get(schema_id, 0) + n
         if result.entities is not None:
-            storage.ingest(view.entity_cf, Path(result.entities))
+            storage.ingest(slot.entity_cf, Path(result.entities))
         for field, path in result.indexes.items():
-            storage.ingest(view.index_cfs[field], Path(path))
+            storage.ingest(slot.index_cfs[field], Path(path))
     batch = storage.batch()
     quarantined = 0
-    for skey, report in storage.scan(view.staging_cf, CONTROL_PREFIX, CONTROL_END, cache=False):
+    for skey, report in storage.scan(slot.staging_cf, CONTROL_PREFIX, CONTROL_END, cache=False):
         if not is_staged_quarantine_key(skey):
             continue
         p, o = staged_quarantine_origin(skey)
         if o < limits.get(p, 0):
-            batch.put(view.quarantine_cf, quarantine_key(p, o), report)
+            batch.put(slot.quarantine_cf, quarantine_key(p, o), report)
             quarantined += 1
     storage.write(batch)
     records = nbytes = 0
@@ -315,32 +324,20 @@ def merge(
         if reached <= limits.get(p, 0):
             records += n
             nbytes += b
-    batch = storage.batch()
-    for p, pos in limits.items():
-        batch.put(META, position_key(slot, p), pack_int(pos))
-    batch.put(META, counter_key(slot, "keys"), pack_int(keys))
-    batch.put(META, counter_key(slot, "records"), pack_int(records))
-    batch.put(META, counter_key(slot, "bytes"), pack_int(nbytes))
-    batch.put(META, counter_key(slot, "quarantined"), pack_int(quarantined))
-    for schema_id, count in schema_counts.items():
-        if schema_id != NO_SCHEMA:
-            batch.put(META, schema_count_key(slot, schema_id), pack_int(count))
-    applied_at = int(time.time() * 1000)
-    batch.put(META, applied_at_key(slot), pack_int(applied_at))
-    batch.delete(META, bulk_key(slot))
-    storage.write(batch)
-    view.finish_bulk(limits, keys, records, nbytes, quarantined, schema_counts, applied_at)
-    storage.drop_family(view.staging_cf)
+    counters = {"keys": keys, "records": records, "bytes": nbytes, "quarantined": quarantined}
+    schema_counts.pop(NO_SCHEMA, None)
+    applied_at = slot.store_merged(limits, counters, schema_counts)
+    storage.drop_family(slot.staging_cf)
     log.info(
         "bulk.merged view=%s keys=%d records=%d quarantined=%d processes=%d seconds=%.3f",
-        view.name,
+        name,
         keys,
         records,
         quarantined,
         len(specs),
         time.monotonic() - started,
     )
-    return keys
+    return Merged(dict(limits), counters, schema_counts, applied_at)
 
 
 def _run_merge_workers(view: str, specs: list[MergeSpec]) -> list[MergedRange]:

@@ -23,7 +23,7 @@ from .records import (
 from .stage import Piece
 
 if TYPE_CHECKING:
-    from .view import View
+    from .slot import Slot
 
 __all__ = [
     "Progress",
@@ -45,10 +45,10 @@ class StaleRangeError(StaleViewError):
     """Records a bulk load still had to read were deleted (retention) before it read them."""
 
 
-def read_progress(view: View) -> Progress:
+def read_progress(slot: Slot) -> Progress:
     """The progress entries of the slot's staging family."""
     out: Progress = {}
-    for key, value in view.storage.scan(view.staging_cf, CONTROL_PREFIX, CONTROL_END):
+    for key, value in slot.storage.scan(slot.staging_cf, CONTROL_PREFIX, CONTROL_END):
         if is_progress_key(key):
             p, start, reached, records, nbytes, quarantined = unpack_progress(key, value)
             out[(p, start)] = (reached, records, nbytes, quarantined)
@@ -66,7 +66,7 @@ def covered(progress: Progress, partition: int, base: int) -> int:
 
 
 def begin(
-    view: View, targets: dict[int, int], lows: dict[int, int]
+    slot: Slot, targets: dict[int, int], lows: dict[int, int]
 ) -> tuple[Progress, list[Piece]]:
     """The progress of the view's bulk load so far and the ranges left to read.
 
@@ -74,16 +74,16 @@ def begin(
     worker that dies before writing anything leaves a gap from there, never a range
     nobody knows was to be read.
     """
-    progress = read_progress(view)
+    progress = read_progress(slot)
     started = {p for p, _ in progress}
     fresh = {p: lows.get(p, 0) for p in targets if p not in started}
     if fresh:
-        batch = view.storage.batch()
+        batch = slot.storage.batch()
         for p, start in fresh.items():
-            batch.put(view.staging_cf, progress_key(p, start), pack_progress(start, 0, 0, 0))
+            batch.put(slot.staging_cf, progress_key(p, start), pack_progress(start, 0, 0, 0))
             progress[(p, start)] = (start, 0, 0, 0)
-        view.storage.write(batch)
-    return progress, remaining(progress, targets, lows, view.config.topic)
+        slot.storage.write(batch)
+    return progress, remaining(progress, targets, lows, slot.config.topic)
 
 
 def remaining(

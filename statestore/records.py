@@ -1,17 +1,71 @@
-"""The stored form of an entity and of the metadata keys.
+"""Records and every name the store's layout uses, defined once.
 
 An entity is stored as a fixed header (partition, offset, timestamp, schema id)
 followed by the raw value bytes from Kafka: ingest copies bytes, reads decode.
+Here too: the column-family names of a slot, the metadata keys, the staging and
+control keys of a bulk load, and the newest-record rule (``supersedes``).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["Entity", "HeaderHook", "Record", "StoredRecord", "decode_record", "encode_record"]
+__all__ = [
+    "CONTROL_END",
+    "CONTROL_PREFIX",
+    "HEADER_SIZE",
+    "NO_SCHEMA",
+    "STAGE_TAIL_SIZE",
+    "STORED_KIND",
+    "TOMBSTONE_KIND",
+    "Entity",
+    "HeaderHook",
+    "Record",
+    "applied_at_key",
+    "bulk_key",
+    "caught_up_key",
+    "counter_key",
+    "entity_family",
+    "family_owner",
+    "fingerprint_key",
+    "generation_key",
+    "index_done_key",
+    "index_family_prefix",
+    "is_progress_key",
+    "is_sample_key",
+    "is_staged_quarantine_key",
+    "key_group_start",
+    "pack_header",
+    "pack_int",
+    "pack_progress",
+    "pack_samples",
+    "partition_of_position_key",
+    "position_key",
+    "position_prefix",
+    "prefix_end",
+    "progress_key",
+    "quarantine_family",
+    "quarantine_key",
+    "sample_key",
+    "schema_count_key",
+    "schema_count_prefix",
+    "slot_id",
+    "slot_meta_prefix",
+    "stage_key",
+    "stage_key_maker",
+    "staged_key",
+    "staged_quarantine_key",
+    "staged_quarantine_origin",
+    "staging_family",
+    "supersedes",
+    "synced_at_key",
+    "unpack_header",
+    "unpack_int",
+    "unpack_progress",
+    "unpack_samples",
+]
 
 # (partition, offset, timestamp_ms, key, value) as read from Kafka; value None = tombstone.
 Record = tuple[int, int, int, bytes | None, bytes | None]
@@ -33,17 +87,6 @@ NO_SCHEMA = -1
 # The first header byte: a stored (or staged) value, or a staged tombstone.
 STORED_KIND = 1
 TOMBSTONE_KIND = 0
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """An entity as stored: where it came from and its raw value bytes."""
-
-    partition: int
-    offset: int
-    timestamp: int
-    schema_id: int | None
-    raw: bytes
 
 
 class Entity(NamedTuple):
@@ -69,19 +112,41 @@ class Entity(NamedTuple):
         }
 
 
-def encode_record(partition: int, offset: int, timestamp: int, schema_id: int, raw: bytes) -> bytes:
-    return _HEADER.pack(STORED_KIND, partition, offset, timestamp, schema_id) + raw
+# -- column families ---------------------------------------------------------------------
+# A slot (one generation of a view) is "<view>#<generation>". Its families are
+# "<kind>.<slot>": v (entities), q (quarantine), s (a bulk load's staging), and
+# "i.<slot>.<field>" per index. "meta" holds the metadata keys below.
+
+_SLOT_KINDS = ("v", "q", "s", "i")
 
 
-def decode_record(data: bytes) -> StoredRecord:
-    _, partition, offset, timestamp, schema_id = _HEADER.unpack_from(data)
-    return StoredRecord(
-        partition,
-        offset,
-        timestamp,
-        None if schema_id == NO_SCHEMA else schema_id,
-        data[HEADER_SIZE:],
-    )
+def slot_id(view: str, generation: int) -> str:
+    return f"{view}#{generation}"
+
+
+def entity_family(slot: str) -> str:
+    return f"v.{slot}"
+
+
+def quarantine_family(slot: str) -> str:
+    return f"q.{slot}"
+
+
+def staging_family(slot: str) -> str:
+    return f"s.{slot}"
+
+
+def index_family_prefix(slot: str) -> str:
+    """The index families of *slot* are this prefix and the indexed field."""
+    return f"i.{slot}."
+
+
+def family_owner(family: str) -> str | None:
+    """The view a slot's column family belongs to (None: not a slot's family)."""
+    kind, dot, rest = family.partition(".")
+    if not dot or kind not in _SLOT_KINDS or "#" not in rest:
+        return None
+    return rest.split("#", 1)[0]
 
 
 # -- metadata keys ----------------------------------------------------------------------

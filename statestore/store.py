@@ -12,13 +12,13 @@ from typing import Any
 
 from .bulk import BulkSettings
 from .changes import Subscription, open_changes
-from .config import Config, usable_cores
+from .config import Config, ViewConfig, usable_cores
 from .cursor import CursorSigner
 from .errors import NotReadyError, UnknownViewError, ViewFailedError
 from .ingest import Ingestor, ProgressCallback
 from .kafka import KafkaClient
 from .ranges import read_progress, shown
-from .records import NO_SCHEMA, Entity
+from .records import NO_SCHEMA, Entity, family_owner
 from .status import ViewStatus
 from .storage import META, RocksOptions, Storage
 from .view import Page, View
@@ -64,22 +64,21 @@ class StateStore:
             if reason is not None and not read_only:
                 log.warning("view.rebuild view=%s reason=%s", vc.name, reason)
                 view.wipe()
-                view.reason = f"rebuilt: {reason}"
+                view.set_reason(f"rebuilt: {reason}")
             if view.bulk:
-                view.show_bulk_progress(*shown(read_progress(view)))
+                view.show_bulk_progress(*shown(read_progress(view.slot)))
             self._views[vc.name] = view
         if not read_only:
             self._drop_leftovers()
 
     def _drop_leftovers(self) -> None:
         """Drop column families no configured view uses (old generations, removed views)."""
-        keep = {f for view in self._views.values() for f in view.families()}
+        keep = {f for view in self._views.values() for f in view.slot.families()}
         configured = set(self._views)
         for family in self.storage.families():
             if family == META or family in keep or family == "default":
                 continue
-            owner = family.split(".", 1)[1].split("#", 1)[0] if "." in family else ""
-            if owner in configured:
+            if family_owner(family) in configured:
                 log.info("store.drop_leftover family=%s", family)
                 self.storage.drop_family(family)
             else:
@@ -89,7 +88,7 @@ class StateStore:
                     family,
                 )
 
-    def _make_view(self, vc: Any) -> View:
+    def _make_view(self, vc: ViewConfig) -> View:
         if vc.key == "avro" or vc.value == "avro":
             from .avro import avro_codecs
             from .schemas import Schemas

@@ -1,4 +1,11 @@
-"""A view: one topic materialised in RocksDB, with its runtime state and its reads."""
+"""A view: one topic materialised in RocksDB, with its runtime state and its reads.
+
+The data lives in a :class:`~statestore.slot.Slot` (one generation's column
+families and metadata); the write side works on the slot. The view holds what
+is not stored (state, reason, end offsets, load progress), answers reads from
+its current slot, and is changed by the ingest loop only through the named
+methods below, under its lock. A rebuild swaps in another slot in one write.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from .errors import (
     RegistryUnavailableError,
     UnknownIndexError,
 )
-from .indexes import index_value, index_value_key, move_index_entries, sync_indexes
+from .indexes import index_value, index_value_key, sync_indexes
 from .position import format_position
 from .records import (
     HEADER_SIZE,
@@ -31,24 +38,13 @@ from .records import (
     Entity,
     HeaderHook,
     Record,
-    applied_at_key,
-    bulk_key,
-    caught_up_key,
-    counter_key,
-    fingerprint_key,
-    generation_key,
-    pack_int,
-    partition_of_position_key,
-    position_prefix,
     prefix_end,
-    schema_count_prefix,
-    slot_meta_prefix,
-    synced_at_key,
+    slot_id,
     unpack_header,
-    unpack_int,
 )
+from .slot import Slot, current_generation, discard_slot
 from .status import LoadStatus, PartitionStatus, ViewState, ViewStatus
-from .storage import META, Batch, Storage
+from .storage import Storage
 
 if TYPE_CHECKING:
     from .schemas import Schemas
@@ -57,7 +53,6 @@ __all__ = ["Page", "View"]
 
 log = logging.getLogger(__name__)
 
-_COUNTERS = ("keys", "records", "bytes", "quarantined")
 ChangeListener = Callable[["View", Applied], None]
 
 
@@ -90,14 +85,14 @@ class View:
         self.signer = signer
         self.key_codec = keys or key_codec(config.key)
         self.value_codec = values or value_codec(config.value)
-        self.checks_values = config.value != "bytes"
-        self.index_paths = {f: tuple(f.split(".")) for f in config.indexes}
-        self.has_indexes = bool(self.index_paths)
-        self.tracks_schemas = "avro" in (config.key, config.value)
         # Codecs whose framing may sit in record headers fold it into the key/value with this.
         self.header_hook = header_hook
         # The writer schemas of an Avro view (bulk-load workers fetch some; the view keeps them).
         self.schemas = schemas
+        if generation is None:
+            generation = current_generation(storage, self.name)
+        # Replaced as a whole by adopt(): a reader that took it reads one generation throughout.
+        self.slot = Slot(config, storage, generation, self.key_codec, self.value_codec)
         # An RLock-backed condition: status() and applied_position() nest under it.
         self._cond = threading.Condition(threading.RLock())
         self.state: ViewState = "starting"
@@ -111,86 +106,32 @@ class View:
         self.load: LoadStatus | None = None
         self._applied_batches = 0
         self._position_cache: tuple[tuple[int, int], str] | None = None
-        self._load_slot(generation)
 
-    # -- slot, positions and counters ------------------------------------------------
+    @property
+    def generation(self) -> int:
+        return self.slot.generation
 
-    def _load_slot(self, generation: int | None = None) -> None:
-        if generation is None:
-            raw = self.storage.get(META, generation_key(self.name))
-            generation = unpack_int(raw) if raw is not None else 0
-        self.generation = generation
-        self.slot = f"{self.name}#{self.generation}"
-        self.entity_cf = f"v.{self.slot}"
-        self.quarantine_cf = f"q.{self.slot}"
-        self.staging_cf = f"s.{self.slot}"
-        self.index_cfs = {f: f"i.{self.slot}.{f}" for f in self.config.indexes}
-        self.positions: dict[int, int] = {}
-        prefix = position_prefix(self.slot)
-        for key, value in self.storage.scan(META, prefix, prefix_end(prefix)):
-            self.positions[partition_of_position_key(key)] = unpack_int(value)
-        self.counters = {
-            name: self._meta_int(counter_key(self.slot, name)) or 0 for name in _COUNTERS
-        }
-        self.last_applied_at_ms = self._meta_int(applied_at_key(self.slot))
-        self.schema_counts: dict[int, int] = {}
-        prefix = schema_count_prefix(self.slot)
-        for key, value in self.storage.scan(META, prefix, prefix_end(prefix)):
-            self.schema_counts[partition_of_position_key(key)] = unpack_int(value)
-        # Caught up at least once (persisted): the stored copy may be served while it catches up again.
-        self.servable = self._meta_int(caught_up_key(self.slot)) is not None
-        self.synced_at_ms = self._meta_int(synced_at_key(self.slot))
-        # Loaded in bulk (first bootstrap): records sit in the staging family until the merge.
-        self.bulk = self._meta_int(bulk_key(self.slot)) is not None
+    @property
+    def servable(self) -> bool:
+        return self.slot.servable
 
-    def _meta_int(self, key: bytes) -> int | None:
-        raw = self.storage.get(META, key)
-        return unpack_int(raw) if raw is not None else None
+    @property
+    def bulk(self) -> bool:
+        return self.slot.bulk
+
+    # -- slots -----------------------------------------------------------------------
 
     def prepare(self) -> str | None:
-        """Create the slot's column families and indexes; return why it must be rebuilt, if so."""
-        stored_fp = self.storage.get(META, fingerprint_key(self.slot))
-        want = self.config.fingerprint().encode()
-        reason = None
-        if stored_fp is not None and stored_fp != want:
-            reason = (
-                f"the view's topic or codecs changed since it was built "
-                f"(fingerprint {stored_fp.decode()} -> {want.decode()})"
-            )
-        if self.storage.read_only:
-            return reason
-        for cf in (self.entity_cf, self.quarantine_cf):
-            self.storage.create_family(cf)
-        if not self.bulk and self.storage.has_family(self.staging_cf):
-            self.storage.drop_family(self.staging_cf)  # merged, then interrupted before the drop
-        if stored_fp is None:
-            batch = self.storage.batch()
-            batch.put(META, fingerprint_key(self.slot), want)
-            self.storage.write(batch)
-        if reason is None:
-            sync_indexes(self)
+        """Create the slot's families and indexes; return why it must be rebuilt, if so."""
+        reason = self.slot.prepare()
+        if reason is None and not self.storage.read_only:
+            sync_indexes(self.slot)
         return reason
-
-    def families(self, slot: str | None = None) -> list[str]:
-        """Every column family of *slot* (default: the current one)."""
-        slot = slot or self.slot
-        return [
-            f
-            for f in self.storage.families()
-            if f in (f"v.{slot}", f"q.{slot}", f"s.{slot}") or f.startswith(f"i.{slot}.")
-        ]
-
-    def discard_slot(self, slot: str) -> None:
-        """Drop a slot's column families and metadata (never the current one)."""
-        for prefix in slot_meta_prefix(slot):
-            self.storage.delete_range(META, prefix, prefix_end(prefix) or b"\xff" * 64)
-        for family in self.families(slot):
-            self.storage.drop_family(family)
 
     def shadow(self) -> View:
         """A fresh, empty next generation of this view, to be built beside it."""
-        generation = self.generation + 1
-        self.discard_slot(f"{self.name}#{generation}")  # leftovers of an interrupted rebuild
+        generation = self.slot.generation + 1
+        discard_slot(self.storage, slot_id(self.name, generation))  # an interrupted rebuild's
         shadow = View(
             self.config,
             self.storage,
@@ -208,79 +149,57 @@ class View:
     def adopt(self, shadow: View, grace: float | None = 5.0) -> None:
         """Switch to the caught-up *shadow* in one write; drop the old copy after *grace* seconds.
 
-        Readers that picked the old column family just before the switch finish
-        their read within the grace period, so no read sees a half-built or
-        vanished view.
+        Readers that picked the old slot just before the switch finish their read
+        within the grace period, so no read sees a half-built or vanished view.
         """
-        old_slot = self.slot
-        batch = self.storage.batch()
-        batch.put(META, generation_key(self.name), pack_int(shadow.generation))
-        self.storage.write(batch)
+        old = self.slot.id
+        shadow.slot.make_current()
         with self._cond:
-            for attr in (
-                "generation",
-                "slot",
-                "entity_cf",
-                "quarantine_cf",
-                "staging_cf",
-                "bulk",
-                "index_cfs",
-                "positions",
-                "counters",
-                "last_applied_at_ms",
-                "schema_counts",
-                "servable",
-                "synced_at_ms",
-                "end_offsets",
-                "bootstrap_seconds",
-                "bootstrap_records",
-            ):
-                setattr(self, attr, getattr(shadow, attr))
+            self.slot = shadow.slot
+            self.end_offsets = shadow.end_offsets
+            self.bootstrap_seconds = shadow.bootstrap_seconds
+            self.bootstrap_records = shadow.bootstrap_records
             self.rebuilds += 1
             self._applied_batches += 1
             self._cond.notify_all()
-        log.info("view.swapped view=%s generation=%d", self.name, self.generation)
+        log.info("view.swapped view=%s generation=%d", self.name, self.slot.generation)
         if grace is None:
-            self.discard_slot(old_slot)
+            discard_slot(self.storage, old)
             return
-        timer = threading.Timer(grace, self._drop_old, args=(old_slot,))
+        timer = threading.Timer(grace, self._drop_old, args=(old,))
         timer.daemon = True
         timer.start()
 
-    def _drop_old(self, slot: str) -> None:
+    def _drop_old(self, slot_id: str) -> None:
         try:
-            self.discard_slot(slot)
+            discard_slot(self.storage, slot_id)
         except Exception:
             # A closed store drops leftovers at its next start instead.
-            log.debug("view.drop_deferred view=%s slot=%s", self.name, slot)
+            log.debug("view.drop_deferred view=%s slot=%s", self.name, slot_id)
 
     def wipe(self) -> None:
         """Replace the data with an empty new generation at once (codec or topic changed)."""
         self.adopt(self.shadow(), grace=None)
 
-    def touch_synced(self) -> None:
-        """Record that the view has read everything up to the end offsets now."""
-        now = int(time.time() * 1000)
-        batch = self.storage.batch()
-        batch.put(META, synced_at_key(self.slot), pack_int(now))
-        self.storage.write(batch)
-        self.synced_at_ms = now
-
     # -- ingest ----------------------------------------------------------------------
 
     def apply(self, records: list[Record], end_positions: dict[int, int] | None = None) -> Applied:
         """Apply one consumed batch atomically and wake readers waiting on a position."""
-        applied = apply_records(self, records, end_positions=end_positions)
+        slot = self.slot
+        applied = apply_records(
+            slot, records, track=bool(self.listeners), end_positions=end_positions
+        )
         with self._cond:
-            self.positions.update(applied.positions)
-            c = self.counters
+            slot.positions.update(applied.positions)
+            c = slot.counters
             c["keys"] += applied.keys_delta
             c["records"] += applied.records
             c["bytes"] += applied.nbytes
             c["quarantined"] += applied.quarantined
+            counts = slot.schema_counts
             for schema_id, change in applied.schema_delta.items():
-                self.schema_counts[schema_id] = self.schema_counts.get(schema_id, 0) + change
-            self.last_applied_at_ms = applied.applied_at_ms
+                counts[schema_id] = counts.get(schema_id, 0) + change
+            slot.last_applied_at_ms = applied.applied_at_ms
             self._applied_batches += 1
             self._cond.notify_all()
         for listener in list(self.listeners):
@@ -290,38 +209,9 @@ class View:
                 log.exception("view.listener_failed view=%s", self.name)
         return applied
 
-    def index_changes(
-        self,
-        batch: Batch,
-        key: bytes,
-        old: bytes | None,
-        new_raw: bytes | None,
-        new_value: Any = None,
-    ) -> None:
-        """Move index entries of *key* from its old value to its new one (same batch).
-
-        *new_value* is the new value already decoded, when the caller has it.
-        """
-        old_value = self.decode_quietly(old[HEADER_SIZE:]) if old is not None else None
-        if new_value is None and new_raw is not None:
-            new_value = self.decode_quietly(new_raw)
-        move_index_entries(self, batch, key, old_value, new_value)
-
-    def decode_quietly(self, raw: bytes) -> Any:
-        try:
-            return self.value_codec.decode(raw)
-        except Exception:
-            return None
-
-    def begin_bulk(self) -> None:
-        """Load this slot in bulk if it has never been read into: see ``apply``."""
-        if self.bulk or self.servable or self.positions or self.storage.read_only:
-            return
-        self.storage.create_family(self.staging_cf)
-        batch = self.storage.batch()
-        batch.put(META, bulk_key(self.slot), pack_int(int(time.time() * 1000)))
-        self.storage.write(batch)
-        self.bulk = True
+    def begin_bulk(self) -> bool:
+        """Load the slot in bulk if it has never been read into; True when loading in bulk."""
+        return self.slot.begin_bulk()
 
     def show_load(self, load: LoadStatus | None) -> None:
         """A bulk load's phase and progress, for status (None: no load under way)."""
@@ -332,38 +222,58 @@ class View:
         """How far a bulk load has read each partition without a gap, and the records read
         that far (status and lag only: the view serves nothing until the merge)."""
         with self._cond:
-            self.positions.update(positions)
-            self.counters["records"] = records
+            self.slot.positions.update(positions)
+            self.slot.counters["records"] = records
             self._applied_batches += 1
 
     def finish_bulk(
         self,
         positions: dict[int, int],
-        keys: int,
-        records: int,
-        nbytes: int,
-        quarantined: int,
+        counters: dict[str, int],
         schema_counts: dict[int, int],
         applied_at_ms: int,
     ) -> None:
         """Take the state a bulk load's merge has just written; reads are served from now."""
+        slot = self.slot
         with self._cond:
-            self.positions = dict(positions)
-            self.counters.update(keys=keys, records=records, bytes=nbytes, quarantined=quarantined)
-            self.schema_counts = dict(schema_counts)
-            self.last_applied_at_ms = applied_at_ms
-            self.bulk = False
+            slot.positions = dict(positions)
+            slot.counters.update(counters)
+            slot.schema_counts = dict(schema_counts)
+            slot.last_applied_at_ms = applied_at_ms
+            slot.bulk = False
             self.load = None
             self._applied_batches += 1
             self._cond.notify_all()
 
+    def set_targets(self, ends: dict[int, int], *, replace: bool = False) -> None:
+        """The end offsets lag is measured against: *replace* them all, or update some."""
+        with self._cond:
+            if replace:
+                self.end_offsets = dict(ends)
+            else:
+                self.end_offsets.update(ends)
+
+    def bootstrapped(self, seconds: float, records: int) -> None:
+        """Record the first bootstrap's time and records (later catch-ups keep them)."""
+        if self.bootstrap_seconds is None:
+            self.bootstrap_seconds = seconds
+            self.bootstrap_records = records
+
     def mark_caught_up(self) -> None:
-        """Record that this generation has caught up once, so restarts may serve it at once."""
-        if not self.servable:
-            batch = self.storage.batch()
-            batch.put(META, caught_up_key(self.slot), pack_int(int(time.time() * 1000)))
-            self.storage.write(batch)
-            self.servable = True
+        self.slot.mark_caught_up()
+
+    def touch_synced(self) -> None:
+        self.slot.touch_synced()
+
+    def went_stale(self) -> None:
+        """Count a staleness event (the status and metrics show it)."""
+        with self._cond:
+            self.stale_events += 1
+
+    def forget_positions(self) -> None:
+        """Read again from each partition's log start (a stale view kept as it is)."""
+        with self._cond:
+            self.slot.positions.clear()
 
     def set_state(self, state: ViewState, reason: str | None = None) -> None:
         with self._cond:
@@ -372,6 +282,10 @@ class View:
             self.state = state
             self.reason = reason
             self._cond.notify_all()
+
+    def set_reason(self, reason: str | None) -> None:
+        """Say why the view is in its state, keeping the state."""
+        self.set_state(self.state, reason)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -395,35 +309,36 @@ class View:
             None if schema_id == NO_SCHEMA else schema_id,
         )
 
-    def _loading(self) -> NotReadyError:
-        return NotReadyError(
-            f"view {self.name!r} is loading its first bootstrap; its entities are readable "
-            "once it has caught up"
-        )
+    def _served(self) -> Slot:
+        """The slot reads come from; NotReadyError while its first bulk load runs."""
+        slot = self.slot
+        if slot.bulk:
+            raise NotReadyError(
+                f"view {self.name!r} is loading its first bootstrap; its entities are readable "
+                "once it has caught up"
+            )
+        return slot
 
     def get(self, key: str) -> Entity | None:
-        if self.bulk:
-            raise self._loading()
+        slot = self._served()
         stored_key = self.key_codec.from_text(key)
-        data = self.storage.get(self.entity_cf, stored_key)
+        data = self.storage.get(slot.entity_cf, stored_key)
         return None if data is None else self.entity(stored_key, data)
 
     def lookup(self, keys: list[str]) -> list[Entity | None]:
-        if self.bulk:
-            raise self._loading()
+        slot = self._served()
         stored = [self.key_codec.from_text(k) for k in keys]
-        datas = self.storage.get_many(self.entity_cf, stored)
+        datas = self.storage.get_many(slot.entity_cf, stored)
         return [
             None if d is None else self.entity(k, d) for k, d in zip(stored, datas, strict=True)
         ]
 
     def scan(self, prefix: str = "", after: str | None = None, limit: int = 100) -> Page:
         """A page of entities whose key starts with *prefix*, after the cursor *after*."""
-        if self.bulk:
-            raise self._loading()
+        slot = self._served()
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        scope = f"scan:{self.name}:{self.generation}"
+        scope = f"scan:{self.name}:{slot.generation}"
         low = self.key_codec.from_text(prefix) if prefix else b""
         high = prefix_end(low) if low else None
         start = low
@@ -434,7 +349,7 @@ class View:
             start = last + b"\x00"
         items: list[Entity] = []
         last_key = b""
-        for key, data in self.storage.scan(self.entity_cf, start, high):
+        for key, data in self.storage.scan(slot.entity_cf, start, high):
             if len(items) == limit:
                 return Page(items, self.signer.make(scope, last_key))
             items.append(self.entity(key, data))
@@ -443,25 +358,25 @@ class View:
 
     def by(self, field: str, value: Any, after: str | None = None, limit: int = 100) -> Page:
         """A page of entities whose indexed *field* equals *value*, in key order."""
-        if field not in self.index_cfs:
+        slot = self.slot
+        if field not in slot.index_cfs:
             raise UnknownIndexError(self.name, field, self.config.indexes)
-        if self.bulk:
-            raise self._loading()
+        slot = self._served()
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        cf = self.index_cfs[field]
+        cf = slot.index_cfs[field]
         prefix = index_value_key(value)
-        scope = f"by:{self.name}:{self.generation}:{field}:{prefix.hex()}"
+        scope = f"by:{self.name}:{slot.generation}:{field}:{prefix.hex()}"
         start = prefix
         if after:
             start = prefix + self.signer.open(scope, after) + b"\x00"
         items: list[Entity] = []
         last_key = b""
         n = len(prefix)
-        path = self.index_paths[field]
+        path = slot.index_paths[field]
         for ikey, _ in self.storage.scan(cf, start, prefix_end(prefix)):
             key = ikey[n:]
-            data = self.storage.get(self.entity_cf, key)
+            data = self.storage.get(slot.entity_cf, key)
             if data is None:
                 continue
             entity = self.entity(key, data)
@@ -480,13 +395,14 @@ class View:
         """A page of quarantined records in (partition, offset) order, with the next cursor."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        scope = f"quarantine:{self.name}:{self.generation}"
+        slot = self.slot
+        scope = f"quarantine:{self.name}:{slot.generation}"
         start = b""
         if after:
             start = self.signer.open(scope, after) + b"\x00"
         items: list[dict[str, Any]] = []
         last = b""
-        for key, data in self.storage.scan(self.quarantine_cf, start, None):
+        for key, data in self.storage.scan(slot.quarantine_cf, start, None):
             if len(items) == limit:
                 return items, self.signer.make(scope, last)
             items.append(orjson.loads(data))
@@ -495,9 +411,8 @@ class View:
 
     def iter_entities(self) -> Iterator[Entity]:
         """Every entity in key order."""
-        if self.bulk:
-            raise self._loading()
-        for key, data in self.storage.scan(self.entity_cf):
+        slot = self._served()
+        for key, data in self.storage.scan(slot.entity_cf):
             yield self.entity(key, data)
 
     # -- positions ---------------------------------------------------------------------
@@ -505,8 +420,8 @@ class View:
     def applied_position(self) -> dict[int, int]:
         """``{partition: offset of the last applied record}``; ``-1`` when nothing yet."""
         with self._cond:
-            parts = set(self.positions) | set(self.end_offsets)
-            return {p: self.positions.get(p, 0) - 1 for p in sorted(parts)}
+            parts = set(self.slot.positions) | set(self.end_offsets)
+            return {p: self.slot.positions.get(p, 0) - 1 for p in sorted(parts)}
 
     def position_text(self) -> str:
         """``applied_position()`` as ``"0:12,1:7"``, formatted once per applied batch.
@@ -527,7 +442,7 @@ class View:
         deadline = time.monotonic() + max(0.0, timeout)
 
         def reached() -> bool:
-            return all(self.positions.get(p, 0) > o for p, o in position.items())
+            return all(self.slot.positions.get(p, 0) > o for p, o in position.items())
 
         with self._cond:
             while not reached():
@@ -540,17 +455,20 @@ class View:
     def lag(self) -> int | None:
         if not self.end_offsets:
             return None
-        return sum(max(0, end - self.positions.get(p, 0)) for p, end in self.end_offsets.items())
+        return sum(
+            max(0, end - self.slot.positions.get(p, 0)) for p, end in self.end_offsets.items()
+        )
 
     def caught_up(self, targets: dict[int, int]) -> bool:
-        return all(self.positions.get(p, 0) >= end for p, end in targets.items())
+        return all(self.slot.positions.get(p, 0) >= end for p, end in targets.items())
 
     def status(self) -> ViewStatus:
         with self._cond:
-            parts = sorted(set(self.positions) | set(self.end_offsets))
+            slot = self.slot
+            parts = sorted(set(slot.positions) | set(self.end_offsets))
             partitions = []
             for p in parts:
-                pos = self.positions.get(p, 0)
+                pos = slot.positions.get(p, 0)
                 end = self.end_offsets.get(p)
                 partitions.append(
                     PartitionStatus(p, pos, end, None if end is None else max(0, end - pos))
@@ -560,19 +478,19 @@ class View:
                 topic=self.config.topic,
                 state=self.state,
                 reason=self.reason,
-                keys=self.counters["keys"],
-                records_applied=self.counters["records"],
-                bytes_applied=self.counters["bytes"],
-                quarantined=self.counters["quarantined"],
+                keys=slot.counters["keys"],
+                records_applied=slot.counters["records"],
+                bytes_applied=slot.counters["bytes"],
+                quarantined=slot.counters["quarantined"],
                 lag=self.lag(),
                 partitions=tuple(partitions),
                 bootstrap_seconds=self.bootstrap_seconds,
                 bootstrap_records=self.bootstrap_records,
-                last_applied_at_ms=self.last_applied_at_ms,
-                generation=self.generation,
+                last_applied_at_ms=slot.last_applied_at_ms,
+                generation=slot.generation,
                 rebuilds=self.rebuilds,
                 stale_events=self.stale_events,
-                servable=self.servable,
-                schema_entities={k: n for k, n in sorted(self.schema_counts.items()) if n},
+                servable=slot.servable,
+                schema_entities={k: n for k, n in sorted(slot.schema_counts.items()) if n},
                 load=self.load,
             )

@@ -26,6 +26,7 @@ from ..records import (
     partition_of_position_key,
     position_prefix,
     prefix_end,
+    slot_id,
     unpack_int,
 )
 from ..storage import META, Storage
@@ -130,7 +131,7 @@ def _new_copy_progress(config: Config, watches: list[_Watch]) -> dict[str, tuple
         return out
     try:
         for w in watches:
-            slot = f"{w.name}#{w.generation + 1}"
+            slot = slot_id(w.name, w.generation + 1)
             prefix = position_prefix(slot)
             positions = {
                 partition_of_position_key(k): unpack_int(v)

@@ -94,4 +94,3 @@ def test_get_by_on_a_field_without_index_exits_2(topics: Topics, tmp_path: Path)
     assert "no index on 'colour'" in result.stderr
     assert "status, n, vip" in result.stderr
     assert "Traceback" not in result.stderr
-

@@ -35,7 +35,9 @@ def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-def updates(n_keys: int, n_records: int, seed: int = 7, tombstones: float = 0.1) -> list[tuple[bytes, bytes | None]]:
+def updates(
+    n_keys: int, n_records: int, seed: int = 7, tombstones: float = 0.1
+) -> list[tuple[bytes, bytes | None]]:
     rnd = random.Random(seed)
     out: list[tuple[bytes, bytes | None]] = []
     for i in range(n_records):
@@ -47,7 +49,9 @@ def updates(n_keys: int, n_records: int, seed: int = 7, tombstones: float = 0.1)
     return out
 
 
-def test_multi_partition_bootstrap_equals_the_reduction(topic_factory: Any, produce: Any, make_config: Any) -> None:
+def test_multi_partition_bootstrap_equals_the_reduction(
+    topic_factory: Any, produce: Any, make_config: Any
+) -> None:
     """Bootstrapping a 6-partition topic with updates and tombstones yields exactly the last value per key."""
     topic = topic_factory(6)
     produced = produce(topic, updates(500, 5000))
@@ -66,7 +70,9 @@ def test_multi_partition_bootstrap_equals_the_reduction(topic_factory: Any, prod
         }
 
 
-def test_restart_resumes_from_stored_positions(topic_factory: Any, produce: Any, make_config: Any) -> None:
+def test_restart_resumes_from_stored_positions(
+    topic_factory: Any, produce: Any, make_config: Any
+) -> None:
     """A second bootstrap after a restart reads only the records produced since, never from zero."""
     topic = topic_factory(3)
     first = produce(topic, updates(100, 1000))
@@ -75,7 +81,7 @@ def test_restart_resumes_from_stored_positions(topic_factory: Any, produce: Any,
         assert store.bootstrap()["v"].records_applied == 1000
     more = produce(topic, updates(100, 37, seed=8))
     with StateStore(config) as store:
-        before = store.view("v").counters["records"]
+        before = store.view("v").slot.counters["records"]
         status = store.bootstrap()["v"]
         assert status.records_applied - before == 37
         first.records.extend(more.records)
@@ -107,7 +113,9 @@ def test_follow_applies_updates_and_new_partitions(
         assert c is not None and c.partition == 3 and c.offset == 0
 
 
-def test_wait_for_times_out_with_the_reached_position(topic_factory: Any, produce: Any, make_config: Any) -> None:
+def test_wait_for_times_out_with_the_reached_position(
+    topic_factory: Any, produce: Any, make_config: Any
+) -> None:
     """Waiting for an offset the topic does not have yet raises with the position actually applied."""
     topic = topic_factory(1)
     produce(topic, [("a", b"{}"), ("b", b"{}")])
@@ -166,11 +174,15 @@ def test_paging_visits_every_key_once(topic_factory: Any, produce: Any, make_con
         assert seen == sorted(k for k in keys if k.startswith("p-"))
 
 
-def test_missing_topic_fails_one_view_while_others_serve(topic_factory: Any, produce: Any, make_config: Any) -> None:
+def test_missing_topic_fails_one_view_while_others_serve(
+    topic_factory: Any, produce: Any, make_config: Any
+) -> None:
     """A view over a topic that does not exist is failed with the reason; the other view is ready."""
     topic = topic_factory(1)
     produce(topic, [("a", b"{}")])
-    config = make_config({"name": "good", "topic": topic}, {"name": "bad", "topic": "no-such-topic-x1"})
+    config = make_config(
+        {"name": "good", "topic": topic}, {"name": "bad", "topic": "no-such-topic-x1"}
+    )
     with StateStore(config) as store:
         with pytest.raises(ViewFailedError, match="no-such-topic-x1"):
             store.bootstrap()
@@ -180,7 +192,9 @@ def test_missing_topic_fails_one_view_while_others_serve(topic_factory: Any, pro
         assert bad.state == "failed" and bad.reason is not None and "does not exist" in bad.reason
 
 
-def test_missing_topic_can_be_waited_for(admin: AdminClient, produce: Any, make_config: Any) -> None:
+def test_missing_topic_can_be_waited_for(
+    admin: AdminClient, produce: Any, make_config: Any
+) -> None:
     """With missing_topic = wait, the view waits for its topic and catches up once it is created."""
     import uuid
 
@@ -191,9 +205,15 @@ def test_missing_topic_can_be_waited_for(admin: AdminClient, produce: Any, make_
     with StateStore(config) as store:
         store._ingestor("v").wait_interval = 0.2
         store.start()
-        wait_until(lambda: store.view("v").reason is not None and "waiting" in (store.view("v").reason or ""))
+        wait_until(
+            lambda: (
+                store.view("v").reason is not None and "waiting" in (store.view("v").reason or "")
+            )
+        )
         assert not store.ready()
-        admin.create_topics([NewTopic(name, 1, 1, config={"cleanup.policy": "compact"})])[name].result()
+        admin.create_topics([NewTopic(name, 1, 1, config={"cleanup.policy": "compact"})])[
+            name
+        ].result()
         produce(name, [("a", b'{"x":1}')])
         wait_until(store.ready, timeout=30)
         assert store.get("v", "a") is not None
@@ -207,7 +227,9 @@ def test_transaction_markers_at_the_tail_do_not_stall_bootstrap(
     import uuid
 
     topic = topic_factory(1)
-    p = Producer({"bootstrap.servers": bootstrap_servers, "transactional.id": f"tx-{uuid.uuid4().hex}"})
+    p = Producer(
+        {"bootstrap.servers": bootstrap_servers, "transactional.id": f"tx-{uuid.uuid4().hex}"}
+    )
     p.init_transactions(30)
     p.begin_transaction()
     p.produce(topic, key=b"a", value=b'{"v":1}')
@@ -226,7 +248,9 @@ def test_transaction_markers_at_the_tail_do_not_stall_bootstrap(
         assert status.keys == 2
 
 
-def test_compacted_topic_gives_the_same_view(topic_factory: Any, produce: Any, make_config: Any, bootstrap_servers: str) -> None:
+def test_compacted_topic_gives_the_same_view(
+    topic_factory: Any, produce: Any, make_config: Any, bootstrap_servers: str
+) -> None:
     """After the broker has really compacted the topic (old values and tombstones gone), the view is the same reduction."""
     topic = topic_factory(
         1,
@@ -240,7 +264,13 @@ def test_compacted_topic_gives_the_same_view(topic_factory: Any, produce: Any, m
     expected = canonical(produced.latest())
 
     def count_log() -> int:
-        c = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "count", "enable.auto.commit": False})
+        c = Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": "count",
+                "enable.auto.commit": False,
+            }
+        )
         _, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
         c.assign([TopicPartition(topic, 0, 0)])
         n, pos = 0, 0
@@ -274,13 +304,17 @@ def test_log_start_past_stored_position_rebuilds_the_view(
     topic_factory: Any, produce: Any, make_config: Any, admin: AdminClient
 ) -> None:
     """When retention moved the log start past the stored position, the view is rebuilt from the log start and says why."""
-    topic = topic_factory(1, cleanup_policy="compact,delete")  # the broker refuses delete_records on compact-only topics
+    topic = topic_factory(
+        1, cleanup_policy="compact,delete"
+    )  # the broker refuses delete_records on compact-only topics
     produce(topic, [("a", b'{"v":1}'), ("b", b'{"v":1}')])
     config = make_config({"name": "v", "topic": topic})
     with StateStore(config) as store:
         store.bootstrap()
     produce(topic, [("a", b'{"v":2}'), ("c", b'{"v":1}'), ("d", b'{"v":1}')])
-    admin.delete_records([TopicPartition(topic, 0, 4)])[TopicPartition(topic, 0, 4)].result(timeout=30)  # type: ignore[index]
+    admin.delete_records([TopicPartition(topic, 0, 4)])[TopicPartition(topic, 0, 4)].result(
+        timeout=30
+    )  # type: ignore[index]
     with StateStore(config) as store:
         status = store.bootstrap()["v"]
         assert store.view("v").rebuilds == 1
@@ -288,7 +322,9 @@ def test_log_start_past_stored_position_rebuilds_the_view(
         assert {e.key for e in store.view("v").iter_entities()} == {"d"}
 
 
-def test_changed_codec_rebuilds_the_view(topic_factory: Any, produce: Any, make_config: Any) -> None:
+def test_changed_codec_rebuilds_the_view(
+    topic_factory: Any, produce: Any, make_config: Any
+) -> None:
     """Changing a view's value codec is detected by its fingerprint and the view is rebuilt, not misread."""
     topic = topic_factory(1)
     produce(topic, [("a", b'{"v":1}')])

@@ -30,7 +30,7 @@ def _value(store: StateStore, key: str) -> object:
 
 
 def _position(store: StateStore, partition: int) -> int:
-    return store.view("v").positions.get(partition, 0)
+    return store.view("v").slot.positions.get(partition, 0)
 
 
 @pytest.fixture

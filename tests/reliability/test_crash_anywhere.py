@@ -43,7 +43,7 @@ def stored_positions(config: Path) -> dict[int, int]:
     """The positions stored in the view (read-only); empty when there is no store yet."""
     try:
         with StateStore(load_config(config), read_only=True) as store:
-            return dict(store.view(VIEW).positions)
+            return dict(store.view(VIEW).slot.positions)
     except StorageError:
         return {}
 

@@ -360,7 +360,7 @@ def test_damaged_store_is_rebuilt_from_kafka(
     # Once rebuilt it is a healthy store again: the next open keeps it, with its offsets.
     with StateStore(load_config(config)) as store_again:
         assert store_again.storage.damage is None
-        assert sum(store_again.view(VIEW).positions.values()) == 3000
+        assert sum(store_again.view(VIEW).slot.positions.values()) == 3000
     figures.add("damaged_store", **{damage: {"rebuilt": True, "mismatches": mismatches}})
 
 

@@ -30,6 +30,9 @@ def test_metrics_equal_status(client: TestClient, world: World) -> None:
             assert got[("statestore_end_offset", labels)] == p["end_offset"]
             assert got[("statestore_consumer_lag", labels)] == p["lag"]
         assert got[("statestore_keys", (("view", name),))] == status["keys"]
-        assert got[("statestore_records_applied_total", (("view", name),))] == status["records_applied"]
+        assert (
+            got[("statestore_records_applied_total", (("view", name),))]
+            == status["records_applied"]
+        )
         assert got[("statestore_quarantined_total", (("view", name),))] == status["quarantined"]
         assert got[("statestore_view_state", (("state", status["state"]), ("view", name)))] == 1.0

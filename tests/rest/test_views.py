@@ -199,6 +199,17 @@ def test_malformed_min_position_is_422(client: TestClient, position: str) -> Non
     assert response.json()["error"]["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize("path", ["/views/people", "/views/people/entities/p-001"])
+def test_a_query_parameter_given_twice_is_422(client: TestClient, path: str) -> None:
+    """`wait_ms=5&wait_ms=0.0` is ambiguous: answered 422, never read as its last value."""
+    response = client.get(f"{path}?wait_ms=5&wait_ms=0.0")
+    assert response.status_code == 422
+    assert response.json()["error"] == {
+        "code": "invalid_request",
+        "message": "query.wait_ms: given more than once",
+    }
+
+
 def test_negative_wait_ms_is_422(client: TestClient) -> None:
     """A negative wait_ms answers 422."""
     response = client.get(

@@ -55,7 +55,9 @@ def reduce_log(log: list[tuple[str, bytes | None]]) -> dict[str, object]:
     log=st.lists(st.tuples(KEYS, VALUES), max_size=60),
     cuts=st.lists(st.integers(1, 20), max_size=10),
 )
-def test_view_equals_last_value_per_key(log: list[tuple[str, bytes | None]], cuts: list[int]) -> None:
+def test_view_equals_last_value_per_key(
+    log: list[tuple[str, bytes | None]], cuts: list[int]
+) -> None:
     """After any sequence of updates, tombstones and bad records, applied in any batching, the view holds exactly the last good value of each key."""
     with tempfile.TemporaryDirectory() as tmp:
         storage, view = open_view(Path(tmp), indexes=("status",))
@@ -70,9 +72,9 @@ def test_view_equals_last_value_per_key(log: list[tuple[str, bytes | None]], cut
         expected = reduce_log(log)
         got = {e.key: e.value for e in view.iter_entities()}
         assert got == expected
-        assert view.counters["keys"] == len(expected)
-        assert view.counters["quarantined"] == sum(1 for _, v in log if v == b"{bad json")
-        assert {p: o for p, o in view.positions.items()} == offsets
+        assert view.slot.counters["keys"] == len(expected)
+        assert view.slot.counters["quarantined"] == sum(1 for _, v in log if v == b"{bad json")
+        assert {p: o for p, o in view.slot.positions.items()} == offsets
         for status in ("x", "y", "z"):
             hits = {e.key for e in view.by("status", status, limit=1000).items}
             assert hits == {k for k, v in expected.items() if v["status"] == status}  # type: ignore[index]
@@ -85,11 +87,15 @@ def test_positions_and_data_survive_reopen(tmp_path: Path) -> None:
     view.apply([(0, 0, 1, b"k", b'{"a":1}'), (1, 0, 1, b"j", b'{"a":2}'), (0, 1, 2, b"k", None)])
     storage.close()
     storage, view = open_view(tmp_path)
-    assert view.positions == {0: 2, 1: 1}
+    assert view.slot.positions == {0: 2, 1: 1}
     assert view.get("k") is None
     entity = view.get("j")
-    assert entity is not None and entity.value == {"a": 2} and (entity.partition, entity.offset) == (1, 0)
-    assert view.counters["keys"] == 1
+    assert (
+        entity is not None
+        and entity.value == {"a": 2}
+        and (entity.partition, entity.offset) == (1, 0)
+    )
+    assert view.slot.counters["keys"] == 1
     storage.close()
 
 
@@ -109,14 +115,16 @@ def test_key_moved_across_partitions_resolves_by_timestamp(tmp_path: Path) -> No
 def test_bad_record_keeps_last_good_value_and_is_quarantined(tmp_path: Path) -> None:
     """A malformed value is quarantined with its coordinates and the entity keeps its last good value."""
     storage, view = open_view(tmp_path)
-    view.apply([(0, 0, 1, b"k", b'{"a":1}'), (0, 1, 2, b"k", b"\x00garbage"), (0, 2, 3, None, b"{}")])
+    view.apply(
+        [(0, 0, 1, b"k", b'{"a":1}'), (0, 1, 2, b"k", b"\x00garbage"), (0, 2, 3, None, b"{}")]
+    )
     entity = view.get("k")
     assert entity is not None and entity.value == {"a": 1}
     items, nxt = view.quarantine()
     assert nxt is None
     assert [(q["partition"], q["offset"]) for q in items] == [(0, 1), (0, 2)]
     assert "not valid JSON" in items[0]["reason"] and "null key" in items[1]["reason"]
-    assert view.positions == {0: 3}
+    assert view.slot.positions == {0: 3}
     storage.close()
 
 
@@ -126,7 +134,7 @@ def test_on_error_fail_stops_before_the_bad_record(tmp_path: Path) -> None:
     applied = view.apply([(0, 0, 1, b"a", b"{}"), (0, 1, 1, b"b", b"nope"), (0, 2, 1, b"c", b"{}")])
     assert applied.failure is not None and "offset 1" in applied.failure
     assert view.get("a") is not None and view.get("c") is None
-    assert view.positions == {0: 1}
+    assert view.slot.positions == {0: 1}
     storage.close()
 
 

@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from test_apply import VALUES, apply_in
 from test_apply import open_view as open_plain_view
 
-from statestore.bulk import StagedFiles
+from statestore.bulk import StagedFiles, merge_view
 from statestore.errors import NotReadyError, StorageError
-from statestore.merge import merge
 from statestore.ranges import (
     StaleRangeError,
     begin,
@@ -119,10 +118,16 @@ def records_of(log: list[tuple[bytes, int, bytes | None]], holes: list[int]) -> 
 
 
 def stage_all(
-    view: View, path: Path, records: list[Record], ends: dict[int, int], *, workers: int, budget: int
+    view: View,
+    path: Path,
+    records: list[Record],
+    ends: dict[int, int],
+    *,
+    workers: int,
+    budget: int,
 ) -> None:
     """Stage every range left, one stager per worker's share, each running to the end."""
-    progress, gaps = begin(view, ends, {})
+    progress, gaps = begin(view.slot, ends, {})
     files = StagedFiles(view, progress, None, 0)
     (path / "bulk").mkdir(exist_ok=True)
     for i, pieces in enumerate(plan(gaps, workers)):
@@ -171,7 +176,7 @@ def bulk_load(
     for run in range(runs + 1):
         stop_after = stops[run] if run < len(stops) else None
         die_after = deaths[run] if run < len(deaths) else None
-        progress, gaps = begin(view, ends, {})
+        progress, gaps = begin(view.slot, ends, {})
         files = StagedFiles(view, progress, None, sum(g.size for g in gaps))
         for i, pieces in enumerate(plan(gaps, workers) if gaps else []):
             written = [0]
@@ -205,8 +210,8 @@ def bulk_load(
 
 
 def _merge(view: View, ends: dict[int, int], tmp: Path) -> int:
-    progress = read_progress(view)
-    return merge(view, limits_of(progress, ends, {}), progress, tmp)
+    progress = read_progress(view.slot)
+    return merge_view(view, limits_of(progress, ends, {}), progress, tmp)
 
 
 def entities(view: View) -> dict[str, Any]:
@@ -216,10 +221,10 @@ def entities(view: View) -> dict[str, Any]:
 def snapshot(view: View) -> dict[str, Any]:
     return {
         "entities": entities(view),
-        "keys": view.counters["keys"],
-        "records": view.counters["records"],
-        "quarantined": view.counters["quarantined"],
-        "positions": dict(view.positions),
+        "keys": view.slot.counters["keys"],
+        "records": view.slot.counters["records"],
+        "quarantined": view.slot.counters["quarantined"],
+        "positions": dict(view.slot.positions),
         "index": {s: sorted(e.key for e in view.by("status", s, limit=1000).items) for s in "xyz"},
         "quarantine": [(q["partition"], q["offset"]) for q in view.quarantine(limit=1000)[0]],
     }
@@ -308,7 +313,7 @@ def test_a_key_in_several_partitions_resolves_to_its_newest_record(
             deaths=deaths,
         )
         assert snapshot(view)["entities"] == expected
-        assert view.counters["keys"] == len(expected)
+        assert view.slot.counters["keys"] == len(expected)
         storage.close()
 
 
@@ -387,7 +392,7 @@ def test_a_merge_interrupted_by_a_crash_is_done_again(tmp_path: Path) -> None:
     real_ingest = storage.ingest
 
     def failing_ingest(cf: str, path: Path) -> None:
-        if cf == view.entity_cf:
+        if cf == view.slot.entity_cf:
             raise StorageError("disk went away")
         real_ingest(cf, path)
 
@@ -397,17 +402,17 @@ def test_a_merge_interrupted_by_a_crash_is_done_again(tmp_path: Path) -> None:
     storage.close()
 
     storage, view = open_view(tmp_path)
-    assert view.bulk and storage.has_family(view.staging_cf)
+    assert view.bulk and storage.has_family(view.slot.staging_cf)
     assert _merge(view, ends, tmp_path / "bulk") == 7
-    assert view.counters["keys"] == 7
-    assert view.counters["records"] == 40
+    assert view.slot.counters["keys"] == 7
+    assert view.slot.counters["records"] == 40
     assert sorted(e.key for e in view.by("status", "y", limit=100).items) == [
         c.encode().hex() for c in "ABCDEFG"
     ]
     storage.close()
     storage, view = open_view(tmp_path)
-    assert not view.bulk and not storage.has_family(view.staging_cf)
-    assert view.counters["keys"] == 7 and view.positions == ends
+    assert not view.bulk and not storage.has_family(view.slot.staging_cf)
+    assert view.slot.counters["keys"] == 7 and view.slot.positions == ends
     storage.close()
 
 
@@ -443,8 +448,10 @@ def test_a_merge_split_over_processes_equals_one_in_process(
         storage, view = open_view(path)
         view.begin_bulk()
         stage_all(view, path, records, ends, workers=2, budget=4_000)
-        progress = read_progress(view)
-        merge(view, limits_of(progress, ends, {}), progress, path / "bulk", processes=processes)
+        progress = read_progress(view.slot)
+        merge_view(
+            view, limits_of(progress, ends, {}), progress, path / "bulk", processes=processes
+        )
         snapshots.append(snapshot(view))
         storage.close()
     assert snapshots[0] == snapshots[1]

@@ -37,7 +37,12 @@ def test_loads_views_with_defaults(tmp_path: Path) -> None:
     """A minimal file gives views with the documented defaults."""
     config = load_config(write(tmp_path, GOOD), environ={})
     d = config.view("deliveries")
-    assert (d.key, d.value, d.indexes, d.on_error) == ("string", "json", ("status", "address.city"), "quarantine")
+    assert (d.key, d.value, d.indexes, d.on_error) == (
+        "string",
+        "json",
+        ("status", "address.city"),
+        "quarantine",
+    )
     assert config.view("patients").value == "string"
     assert config.api.host == "127.0.0.1" and config.api.port == 8000
 
@@ -57,10 +62,12 @@ def test_env_overrides_file(tmp_path: Path) -> None:
 
 def test_secrets_only_from_env_and_never_in_repr(tmp_path: Path) -> None:
     """A password in the file is refused; from the environment it is used but never shown."""
-    bad = GOOD.replace('[kafka]\n', '[kafka]\n"sasl.password" = "hunter2"\n')
+    bad = GOOD.replace("[kafka]\n", '[kafka]\n"sasl.password" = "hunter2"\n')
     with pytest.raises(ConfigError, match="sasl.password.*environment"):
         load_config(write(tmp_path, bad), environ={})
-    config = load_config(write(tmp_path, GOOD), environ={"STATESTORE_KAFKA__SASL_PASSWORD": "hunter2"})
+    config = load_config(
+        write(tmp_path, GOOD), environ={"STATESTORE_KAFKA__SASL_PASSWORD": "hunter2"}
+    )
     assert config.kafka_config()["sasl.password"] == "hunter2"
     assert "hunter2" not in repr(config)
     assert "hunter2" not in str(config.model_dump())
@@ -69,10 +76,22 @@ def test_secrets_only_from_env_and_never_in_repr(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (GOOD.replace('value = "string"', 'value = "xml"'), r"views\[1\] \(name = 'patients'\)\.value"),
-        (GOOD.replace('name = "patients"', 'name = "deliveries"'), "duplicate view name 'deliveries'"),
-        (GOOD.replace('topic = "patient.records"\n', ""), r"views\[1\].*topic: required setting is missing"),
-        (GOOD.replace('indexes = ["status", "address.city"]', 'indexs = ["status"]'), "indexs: unknown setting"),
+        (
+            GOOD.replace('value = "string"', 'value = "xml"'),
+            r"views\[1\] \(name = 'patients'\)\.value",
+        ),
+        (
+            GOOD.replace('name = "patients"', 'name = "deliveries"'),
+            "duplicate view name 'deliveries'",
+        ),
+        (
+            GOOD.replace('topic = "patient.records"\n', ""),
+            r"views\[1\].*topic: required setting is missing",
+        ),
+        (
+            GOOD.replace('indexes = ["status", "address.city"]', 'indexs = ["status"]'),
+            "indexs: unknown setting",
+        ),
         (GOOD + '\n[[views]]\nname = "bad name"\ntopic = "x"\n', "view names are"),
         ("[[views]\nname=", "not valid TOML"),
         ('[store]\npath = "x"\n', "at least one"),
