@@ -15,6 +15,7 @@ thread of the bootstrap itself; the loop is the same.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 # Rough bytes of memory one buffered record takes beyond its key and value (the dict
 # slot, the tuple, the bytes and int objects), for the buffer budget.
 _ENTRY_OVERHEAD = 320
+_first = operator.itemgetter(0)
 # Stored keys sampled from each staged file, for splitting the merge by key range.
 _SAMPLES = 16
 
@@ -395,7 +397,9 @@ class Stager:
                 )
             )
             r.flushed_at = r.reached
-        items.sort()
+        # By key alone: comparing (key, value) tuples tests each pair of keys for
+        # equality before ordering them (~1 µs per record here, against 0.3).
+        items.sort(key=_first)
         path = self._out / f"w{self.worker}-{self._files:06d}.sst"
         sst = SstFile(path)
         sst.add_sorted(items)
