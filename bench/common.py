@@ -53,8 +53,11 @@ def write_config(
     batch_size: int | None = None,
     workers: int | None = None,
     bulk_min_records: int | None = None,
+    kafka: dict[str, Any] | None = None,
 ) -> Path:
     """A statestore TOML config with one view named ``bench`` over *topic*.
+
+    *kafka* adds librdkafka properties to ``[kafka]`` (numbers and strings).
 
     *workers* sets ``[store] bootstrap_workers`` (what a rebuild through the API uses);
     *bulk_min_records* lowers the records per worker below which a bulk load uses fewer
@@ -63,6 +66,7 @@ def write_config(
     lines = [
         "[kafka]",
         f'"bootstrap.servers" = "{BOOTSTRAP}"',
+        *(f'"{k}" = {json.dumps(v)}' for k, v in (kafka or {}).items()),
         "",
         "[schema_registry]",
         f'url = "{REGISTRY}"',

@@ -11,7 +11,9 @@ over the seconds from the first process start to the last one done (``seconds``)
 and over the first assign to the last one done (``consume_seconds``). Without it
 one consumer reads every partition in this process, timed from its assign.
 
-    python -m bench.raw TOPIC [--batch 5000] [--processes P]
+``--set K=V`` overrides one of those consumer settings (repeatable).
+
+    python -m bench.raw TOPIC [--batch 5000] [--processes P] [--set K=V ...]
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 
-def consume(topic: str, batch: int, share: int = 0, shares: int = 1) -> dict[str, Any]:
+def consume(
+    topic: str, batch: int, share: int = 0, shares: int = 1, overrides: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Read this share of the topic's partitions (sorted, every *shares*-th from *share*)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -37,6 +41,7 @@ def consume(topic: str, batch: int, share: int = 0, shares: int = 1) -> dict[str
 
     conf = dict(_CONSUMER_DEFAULTS)
     conf.update({"bootstrap.servers": BOOTSTRAP, "group.id": "statestore.bench.raw"})
+    conf.update(o.split("=", 1) for o in overrides)
     consumer = Consumer(conf)
     md = consumer.list_topics(topic, timeout=10).topics[topic]
     parts = sorted(md.partitions)[share::shares]
@@ -73,7 +78,9 @@ def consume(topic: str, batch: int, share: int = 0, shares: int = 1) -> dict[str
     }
 
 
-def launch(topic: str, batch: int, processes: int) -> dict[str, Any]:
+def launch(
+    topic: str, batch: int, processes: int, overrides: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Run *processes* consumers side by side; their combined result."""
     first = time.monotonic()
     procs = [
@@ -81,6 +88,7 @@ def launch(topic: str, batch: int, processes: int) -> dict[str, Any]:
             [
                 *(sys.executable, "-m", "bench.raw", topic),
                 *("--share", f"{i}/{processes}", "--batch", str(batch)),
+                *(a for o in overrides for a in ("--set", o)),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -120,14 +128,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--processes", type=int, help="consumer processes, partitions round-robin")
     ap.add_argument("--share", help=argparse.SUPPRESS)  # I/P: a consumer started by --processes
+    ap.add_argument("--set", action="append", default=[], help="a consumer setting K=V")
     args = ap.parse_args()
+    sets = tuple(args.set)
     if args.processes:
-        res = launch(args.topic, args.batch, args.processes)
+        res = launch(args.topic, args.batch, args.processes, sets)
     elif args.share:
         share, shares = (int(x) for x in args.share.split("/"))
-        res = consume(args.topic, args.batch, share, shares)
+        res = consume(args.topic, args.batch, share, shares, sets)
     else:
-        res = consume(args.topic, args.batch)
+        res = consume(args.topic, args.batch, overrides=sets)
         for k in ("started", "assigned", "done", "partitions"):
             res.pop(k)
     print(json.dumps(res))

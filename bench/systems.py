@@ -44,9 +44,13 @@ def _per_record(cpu_s: float | None, records: int) -> float | None:
     return round(cpu_s / records * 1e6, 2) if cpu_s is not None and records else None
 
 
-def raw(t: Topic, processes: int = 1) -> dict[str, Any]:
-    """``bench.raw`` as *processes* consumer processes, partitions round-robin."""
-    r = run([PYTHON, "-m", "bench.raw", t.name, "--processes", str(processes)])
+def raw(t: Topic, processes: int = 1, kafka: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``bench.raw`` as *processes* consumer processes, partitions round-robin.
+
+    *kafka*: consumer settings that override statestore's own.
+    """
+    sets = [a for k, v in (kafka or {}).items() for a in ("--set", f"{k}={v}")]
+    r = run([PYTHON, "-m", "bench.raw", t.name, "--processes", str(processes), *sets])
     res = r.last_json()
     if res["records"] != t.records:
         raise RuntimeError(f"raw read {res['records']} records of {t.name}, expected {t.records}")
@@ -66,8 +70,12 @@ def statestore(
     keep: str | None = None,
     port: int = 8000,
     bulk_min_records: int | None = None,
+    kafka: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``statestore bootstrap --workers N`` into a fresh store; *keep* names a store dir to leave."""
+    """``statestore bootstrap --workers N`` into a fresh store; *keep* names a store dir to leave.
+
+    *kafka*: librdkafka properties added to the config's ``[kafka]``.
+    """
     name = keep or f"store-{t.name}-{'idx' if indexes else 'plain'}-w{workers}"
     work = fresh_dir(name)
     cfg = write_config(
@@ -79,6 +87,7 @@ def statestore(
         port=port,
         workers=workers,
         bulk_min_records=bulk_min_records,
+        kafka=kafka,
     )
     r = run([STATESTORE, "-c", str(cfg), "bootstrap", "--workers", str(workers)])
     m = _DONE.search(r.stderr)
