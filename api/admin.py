@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from statestore import StateStore, ViewStatus, format_position
 
-from .auth import principal_of, require_view
+from .auth import principal_of, require_admin
 from .errors import POSITION_HEADER, ApiError, error_responses
 from .models import ViewInfo, json_response
 from .routes import ViewName, get_store
@@ -82,7 +82,7 @@ def _headers(store: StateStore, view: str) -> dict[str, str]:
     responses={
         202: {"model": ViewInfo, "description": "The rebuild has begun; the view's status."},
         200: {"model": ViewInfo, "description": "With `wait=true`: swapped in; the view's status."},
-        **error_responses(404, 409, 422, 503),
+        **error_responses(403, 404, 409, 422, 503),
     },
 )
 async def rebuild_view(
@@ -95,7 +95,7 @@ async def rebuild_view(
 ) -> Response:
     """Re-read the view's topic from offset 0 into a new copy while the old one keeps serving."""
     store = get_store(request)
-    require_view(request, view)
+    require_admin(request, view)
     handle = store.view(view)
     if store.read_only:
         raise ApiError(409, "read_only", "the server opened the store read-only; it cannot rebuild")

@@ -16,6 +16,7 @@ from statestore import Config, StateStore, __version__
 
 from .admin import admin_router
 from .auth import Authenticator, authenticate, check_bind
+from .browser import BrowserGuard
 from .changes import changes_router, json_errors
 from .errors import (
     MAX_BODY_BYTES,
@@ -71,6 +72,7 @@ def create_app(
             return
         opened = await anyio.to_thread.run_sync(StateStore, config)
         log.info("api.store_open path=%s views=%d", config.store.path, len(config.views))
+        opened.storage.announce(config.api.url())
         try:
             if start:
                 opened.start()
@@ -88,15 +90,25 @@ def create_app(
         lifespan=lifespan,
         default_response_class=JSONBytesResponse,
         dependencies=[Depends(single_valued_query)],
+        # No trailing-slash redirects: they ran before authentication and put the
+        # client's Host header into Location. `/views/` is a 404 like any unknown path.
+        redirect_slashes=False,
     )
     app.state.config = config
     app.state.auth = auth
     app.state.store = store
+    app.state.waits = {}  # open min_position waits per client (api/waits.py)
     install_error_handlers(app)
-    # Added last = outermost: the catch-all also covers the body limit, and both cover
-    # the direct path for plain entity reads.
+    # Added last = outermost: the catch-all also covers the body limit, and all of them
+    # (the browser checks too) cover the direct path for plain entity reads.
     app.add_middleware(
         EntityFastPath, authenticated=auth.enabled, overrides=app.dependency_overrides
+    )
+    app.add_middleware(
+        BrowserGuard,
+        bind_host=config.api.host,
+        allowed_hosts=config.api.allowed_hosts,
+        authenticated=auth.enabled,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(CatchAllMiddleware)

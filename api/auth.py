@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -30,7 +30,9 @@ __all__ = [
     "authenticate_request",
     "bearer_scheme",
     "check_bind",
+    "may_see",
     "principal_of",
+    "require_admin",
     "require_view",
 ]
 
@@ -47,6 +49,7 @@ class Principal:
 
     name: str
     views: frozenset[str] | None
+    admin: bool = False
 
     def may_read(self, view: str) -> bool:
         return self.views is None or view in self.views
@@ -95,7 +98,7 @@ class Authenticator:
                     f"configured views: {', '.join(sorted(known))}"
                 )
             scope = None if "*" in entry.views else frozenset(entry.views)
-            tokens.append(_Token(_digest(secret), Principal(label, scope)))
+            tokens.append(_Token(_digest(secret), Principal(label, scope, entry.admin)))
         return cls(tokens)
 
     def identify(self, token: str | None) -> Principal | None:
@@ -160,6 +163,39 @@ def require_view(request: Request, view: str) -> None:
     principal = principal_of(request)
     if principal is not None and not principal.may_read(view):
         raise ApiError(403, "forbidden", f"this token is not allowed to read view {view!r}")
+
+
+def may_see(request: Request) -> Callable[[str], bool]:
+    """Which views an open route (``/readyz``, ``/metrics``) may detail for this request.
+
+    Without tokens: every view. With tokens: those of the bearer token sent, if it is
+    valid, and none otherwise; the route itself stays open.
+    """
+    auth: Authenticator = request.app.state.auth
+    if not auth.enabled:
+        return lambda view: True
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer":
+            principal = auth.identify(token.strip())
+    if principal is None:
+        return lambda view: False
+    return principal.may_read
+
+
+def require_admin(request: Request, view: str) -> None:
+    """403 unless the request's token may administer *view* (``admin = true``, scoped to it)."""
+    require_view(request, view)
+    principal = principal_of(request)
+    if principal is not None and not principal.admin:
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this token may read view {view!r} but not rebuild it: that needs a token "
+            "with admin = true",
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -209,7 +209,7 @@ _EVENT_SCHEMA = {
                 }
             },
         },
-        **json_errors(404, 422, 503, 504),
+        **json_errors(404, 422, 429, 503, 504),
     },
 )
 async def stream_changes(

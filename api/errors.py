@@ -131,11 +131,14 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "The request body could not be read as UTF-8 JSON (`bad_request`).",
         401: "No bearer token, or an unknown one (`unauthorized`).",
-        403: "The token is not scoped to this view (`forbidden`).",
+        403: "The token is not scoped to this view, or may not rebuild it (`forbidden`); "
+        "a state-changing request from another site (`cross_site`).",
         404: "Unknown view (`unknown_view`), or as documented for the route.",
         413: "Request body larger than 1 MiB (`body_too_large`).",
         422: "Invalid parameter or body (`invalid_request`), cursor (`invalid_cursor`), key "
         "(`invalid_key`) or more keys than `api.max_lookup_keys` (`too_many_keys`).",
+        429: "This client already has `api.max_waits_per_client` requests waiting for a "
+        "`min_position` (`too_many_waits`).",
         503: "The view has not caught up yet (`not_ready`), has failed (`view_failed`), "
         "or the store is not open (`not_ready`).",
         504: "`min_position` was not reached within `wait_ms` (`position_not_reached`); "

@@ -7,21 +7,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from statestore.metrics import StoreCollector
 
+from .auth import may_see
+
 __all__ = ["metrics_router"]
 
 metrics_router = APIRouter(tags=["health"])
-
-
-def _registry(request: Request) -> CollectorRegistry:
-    registry: CollectorRegistry | None = getattr(request.app.state, "metrics_registry", None)
-    store = request.app.state.store
-    if registry is None or getattr(request.app.state, "metrics_store", None) is not store:
-        registry = CollectorRegistry(auto_describe=False)
-        if store is not None:
-            registry.register(StoreCollector(store))
-        request.app.state.metrics_registry = registry
-        request.app.state.metrics_store = store
-    return registry
 
 
 @metrics_router.get(
@@ -36,4 +26,9 @@ def _registry(request: Request) -> CollectorRegistry:
     summary="Prometheus metrics: lag per partition, records applied, quarantined, bootstrap seconds",
 )
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(_registry(request)), media_type=CONTENT_TYPE_LATEST)
+    """The series of the views this request may see (with tokens: the bearer token's views)."""
+    registry = CollectorRegistry(auto_describe=False)
+    store = request.app.state.store
+    if store is not None:
+        registry.register(StoreCollector(store, may_see(request)))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,11 +7,11 @@ position and a client can send it back as ``min_position`` for monotonic reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
-import anyio
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
@@ -28,7 +28,7 @@ from statestore import (
     parse_position,
 )
 
-from .auth import principal_of, require_view
+from .auth import may_see, principal_of, require_view
 from .errors import POSITION_HEADER, ApiError, error_responses
 from .models import (
     EntityBody,
@@ -43,6 +43,7 @@ from .models import (
     ViewList,
     json_response,
 )
+from .waits import wait_for_position
 
 __all__ = ["DEFAULT_WAIT_MS", "ENTITY_PATH", "open_router", "plain_entity", "router"]
 
@@ -84,6 +85,8 @@ class ViewHandle(Protocol):
 
     def position_text(self) -> str: ...
 
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]: ...
+
     def quarantine(
         self, after: str | None = ..., limit: int = ...
     ) -> tuple[list[dict[str, Any]], str | None]: ...
@@ -108,10 +111,6 @@ def get_store(request: Request) -> StateStore:
 
 def _max_wait_ms(request: Request) -> int:
     return int(request.app.state.config.api.max_wait_ms)
-
-
-def _reached(applied: dict[int, int], wanted: dict[int, int]) -> bool:
-    return all(applied.get(p, -1) >= o for p, o in wanted.items())
 
 
 def _check_servable(name: str, view: ViewHandle) -> None:
@@ -155,9 +154,8 @@ async def _resolve(
             wanted = parse_position(min_position)
         except ValueError as exc:
             raise ApiError(422, "invalid_request", f"query.min_position: {exc}") from None
-        if not _reached(view.applied_position(), wanted):
-            timeout = min(wait_ms, _max_wait_ms(request)) / 1000
-            await anyio.to_thread.run_sync(store.wait_for, name, wanted, timeout)
+        timeout = min(wait_ms, _max_wait_ms(request)) / 1000
+        await wait_for_position(request, name, view, wanted, timeout)
     if readable:
         _check_servable(name, view)
     return ViewContext(store, name, view, {POSITION_HEADER: view.position_text()})
@@ -275,7 +273,12 @@ async def readyz(request: Request) -> Response:
     store: StateStore | None = request.app.state.store
     if store is None:
         return json_response({"status": "not_ready", "views": []}, 503)
-    views = [{"name": s.name, "state": s.state, "reason": s.reason} for s in store.status()]
+    visible = may_see(request)
+    views = [
+        {"name": s.name, "state": s.state, "reason": s.reason}
+        for s in store.status()
+        if visible(s.name)
+    ]
     ready = store.ready()
     return json_response(
         {"status": "ready" if ready else "not_ready", "views": views}, 200 if ready else 503
@@ -314,7 +317,7 @@ async def list_views(request: Request) -> Response:
     "/views/{view}",
     response_model=None,
     summary="View status",
-    responses={**_ok(ViewInfo, "The view's status."), **error_responses(404, 422, 503, 504)},
+    responses={**_ok(ViewInfo, "The view's status."), **error_responses(404, 422, 429, 503, 504)},
 )
 async def view_status(ctx: AnyView) -> Response:
     """The full status of one view, whatever its state."""
@@ -327,7 +330,7 @@ async def view_status(ctx: AnyView) -> Response:
     summary="Scan entities",
     responses={
         **_ok(EntityPage, "A page of entities in key order."),
-        **error_responses(404, 422, 503, 504),
+        **error_responses(404, 422, 429, 503, 504),
     },
 )
 def scan_entities(
@@ -348,7 +351,7 @@ def scan_entities(
     summary="Get one entity",
     responses={
         **_ok(EntityBody, "The entity."),
-        **error_responses(422, 503, 504),
+        **error_responses(422, 429, 503, 504),
         404: {
             "model": ErrorBody,
             "description": "Unknown view (`unknown_view`), or no entity under the key (`not_found`).",
@@ -380,7 +383,7 @@ async def plain_entity(request: Request, view: str, key: str) -> Response:
     summary="Get many entities",
     responses={
         **_ok(LookupResult, "The entities, in the order asked; null where absent."),
-        **error_responses(400, 404, 413, 422, 503, 504),
+        **error_responses(400, 404, 413, 422, 429, 503, 504),
     },
 )
 def lookup(request: Request, ctx: ReadableView, body: LookupRequest) -> Response:
@@ -403,7 +406,7 @@ def lookup(request: Request, ctx: ReadableView, body: LookupRequest) -> Response
     summary="Find entities by an indexed field",
     responses={
         **_ok(EntityPage, "A page of matching entities in key order."),
-        **error_responses(422, 503, 504),
+        **error_responses(422, 429, 503, 504),
         404: {
             "model": ErrorBody,
             "description": "Unknown view (`unknown_view`) or a field without an index (`unknown_index`).",
@@ -447,7 +450,7 @@ def find_by(
     summary="Quarantined records",
     responses={
         **_ok(QuarantinePage, "A page of records the view could not apply."),
-        **error_responses(404, 422, 503, 504),
+        **error_responses(404, 422, 429, 503, 504),
     },
 )
 def quarantine(ctx: AnyView, limit: Limit, after: After = None) -> Response:

@@ -17,7 +17,9 @@ import orjson
 from .errors import CodecError, InvalidKeyError
 
 # JSON nested deeper than this parses, but cannot be encoded again when served.
-_MAX_JSON_DEPTH = 254
+# orjson writes at most 254 levels of nesting, and a read wraps a value in up to three
+# more: a page is an object, its "items" a list, each item an entity object.
+_MAX_JSON_DEPTH = 254 - 3
 
 __all__ = [
     "BytesKey",

@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
@@ -48,6 +49,8 @@ DEFAULT_CONFIG_PATH = Path("statestore.toml")
 # librdkafka / registry properties that hold secrets: accepted from the environment only,
 # so they never sit in a file that gets committed or printed.
 _SECRET_SUFFIXES = ("password", "secret", "user.info", "token", "private.key", "key.pem")
+# Properties that carry secrets inside a longer value (an OAuth client secret, a JAAS line).
+_SECRET_NAMES = frozenset({"sasl.oauthbearer.config", "sasl.jaas.config"})
 
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -56,7 +59,8 @@ _Scalar = str | int | float | bool
 
 
 def _is_secret(name: str) -> bool:
-    return name.lower().endswith(_SECRET_SUFFIXES)
+    name = name.lower()
+    return name.endswith(_SECRET_SUFFIXES) or name in _SECRET_NAMES
 
 
 class _Frozen(BaseModel):
@@ -69,6 +73,17 @@ class SchemaRegistryConfig(_Frozen):
     url: str | None = None
     timeout_s: float = Field(default=10.0, gt=0)
     secrets: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        if v is not None and (urlsplit(v).username or urlsplit(v).password):
+            raise ValueError(
+                "the registry URL holds credentials; give them as basic.auth.user.info "
+                f"through the environment ({ENV_PREFIX}SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO) "
+                "and leave them out of the URL"
+            )
+        return v
 
     def client_config(self) -> dict[str, str]:
         """The dict confluent-kafka's SchemaRegistryClient takes, secrets included."""
@@ -119,6 +134,8 @@ class TokenConfig(_Frozen):
     env: str
     views: tuple[str, ...] = ("*",)
     name: str | None = None
+    # May rebuild views through the API (its views only); reading needs no more.
+    admin: bool = False
 
 
 class ApiConfig(_Frozen):
@@ -134,6 +151,20 @@ class ApiConfig(_Frozen):
     max_lookup_keys: int = Field(default=1000, ge=1)
     max_page_size: int = Field(default=1000, ge=1)
     max_wait_ms: int = Field(default=30_000, ge=0)
+    max_waits_per_client: int = Field(default=32, ge=1)
+    # Host names answered besides loopback names and the bind address ("*": any). Without
+    # tokens only those are answered; with tokens any, unless this is set (api/browser.py).
+    allowed_hosts: tuple[str, ...] = ()
+
+    def url(self) -> str:
+        """Where a server with these settings answers (a wildcard bind: on loopback)."""
+        host = self.host.strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        scheme = "https" if self.ssl_certfile is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
 
 class ViewConfig(_Frozen):

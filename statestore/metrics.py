@@ -7,7 +7,7 @@ so metrics, ``statestore status`` and ``GET /views/{view}`` never disagree.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,15 +26,19 @@ STATES = ("starting", "bootstrapping", "ready", "rebuilding", "degraded", "faile
 class StoreCollector(Collector):
     """Exposes one StateStore's views as ``statestore_*`` metrics."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, views: Callable[[str], bool] | None = None) -> None:
         self._store = store
+        self._views = views
 
     def describe(self) -> list[Metric]:
         # Describing nothing keeps registration from calling collect() on a half-open store.
         return []
 
     def collect(self) -> Iterator[Metric]:
-        yield from metrics_for(self._store.status())
+        statuses = self._store.status()
+        if self._views is not None:
+            statuses = [s for s in statuses if self._views(s.name)]
+        yield from metrics_for(statuses)
 
 
 def metrics_for(statuses: list[ViewStatus], now_ms: int | None = None) -> Iterator[Metric]:

@@ -17,12 +17,20 @@ A store RocksDB reports as damaged when it opens it (checksum mismatches, a MANI
 naming missing files, a garbled CURRENT) holds nothing Kafka does not: with
 ``on_corruption="rebuild"`` it is moved aside (the latest damaged copy is kept for
 inspection) and a fresh store is opened, which the views then fill from offset 0.
+
+Only directories the store made are ever moved or removed: each carries a marker
+file (``STATESTORE``) written when the directory was made into a store. A
+non-empty directory without one is refused, never written into; a store of an
+earlier version (no marker yet) is used, and marked, only if it opens cleanly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -192,6 +200,18 @@ class SstFile:
         return True
 
 
+# The marker file of a store directory (see the module's docstring).
+MARKER = "STATESTORE"
+# Written by a server while it holds the store: where it answers, for the commands that
+# find the store locked. Removed when it closes the store; a stale one (the server was
+# killed) is removed by the next process that opens the store for writing.
+HOLDER = "SERVER"
+_MARKER_TEXT = (
+    "This directory is a statestore store (RocksDB files). statestore moves it aside or\n"
+    "removes it only while this file is here.\n"
+)
+
+
 class _Damaged(Exception):
     """RocksDB found the store damaged while opening it (handled inside this module)."""
 
@@ -232,11 +252,61 @@ class Storage:
             return self._tuning.to_staging_options(self._cache, self._row_cache)
         return self._tuning.to_options(self._cache, self._row_cache)
 
-    def _open(self) -> Any:
+    def _claim(self) -> bool:
+        """Whether the directory is already a store of ours; refuse one that is not a store.
+
+        A missing or empty directory is made into a store (marked) by the caller.
+        """
+        path = self.path
+        if (path / MARKER).is_file():
+            return True
+        if path.exists() and not path.is_dir():
+            raise StorageError(f"the store path {path} is a file, not a directory")
+        if not path.exists() or not any(path.iterdir()):
+            return False
+        if (path / "CURRENT").exists():
+            return False  # a store of an earlier version, marked once it opens cleanly
+        raise StorageError(
+            f"the store path {path} is a directory that is not empty and is not a statestore "
+            f"store (it has no {MARKER} file); statestore writes only into a new or empty "
+            "directory: set [store] path to one"
+        )
+
+    def _mark(self) -> None:
         try:
-            return self._open_db()
+            (self.path / MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.path / MARKER}: {exc}") from exc
+
+    def announce(self, url: str) -> None:
+        """Record that a server holding this store answers at *url* (see ``HOLDER``)."""
+        data = json.dumps({"url": url, "pid": os.getpid()})
+        try:
+            (self.path / HOLDER).write_text(data, encoding="utf-8")
+        except OSError as exc:
+            log.warning("store.announce_failed path=%s error=%s", self.path, exc)
+
+    @staticmethod
+    def holder(path: Path) -> dict[str, Any] | None:
+        """What the server holding the store at *path* announced (None: nothing readable)."""
+        try:
+            data = json.loads((Path(path) / HOLDER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("url"), str) else None
+
+    def _open(self) -> Any:
+        ours = self._claim()
+        try:
+            db = self._open_db()
         except _Damaged as exc:
             detail = str(exc)
+            if not ours:
+                raise StorageError(
+                    f"the directory {self.path} looks like a damaged RocksDB database ({detail}) "
+                    f"and has no {MARKER} file: statestore did not make it and leaves it alone; "
+                    "move it away or set [store] path to a new directory"
+                ) from exc.__cause__
             if self.read_only or self.on_corruption != "rebuild":
                 raise StorageError(
                     f"the store at {self.path} is damaged ({detail}); move the directory away "
@@ -244,7 +314,13 @@ class Storage:
                     '[store] on_corruption = "rebuild" to do that automatically'
                 ) from exc.__cause__
             self._set_aside(detail)
-            return self._open_db()
+            db = self._open_db()
+        if not ours and not self.read_only and not (self.path / MARKER).is_file():
+            self._mark()  # a store of an earlier version that opened cleanly
+        if not self.read_only:
+            with contextlib.suppress(OSError):
+                (self.path / HOLDER).unlink(missing_ok=True)  # left by a server that died
+        return db
 
     def _is_damage(self, text: str) -> bool:
         # A checksum or format error, or a file the MANIFEST names gone missing; never a
@@ -258,7 +334,11 @@ class Storage:
         target = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
         try:
             for old in glob.glob(f"{glob.escape(str(self.path))}.damaged-*"):
-                shutil.rmtree(old)
+                # Only copies this store set aside before: they carry its marker.
+                if Path(old, MARKER).is_file():
+                    shutil.rmtree(old)
+            if target.exists():
+                raise OSError(f"{target} already exists")
             self.path.rename(target)
         except OSError as exc:
             raise StorageError(
@@ -293,6 +373,7 @@ class Storage:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create the store directory {self.path}: {exc}") from exc
+            self._mark()  # before RocksDB writes a file: the directory is the store's from here
         families = {name: self._cf_options(name) for name in {*existing, META}}
         try:
             if self.read_only:
@@ -512,6 +593,9 @@ class Storage:
                 problem = exc
         self._handles.clear()
         self._cfs.clear()
+        if not self.read_only:
+            with contextlib.suppress(OSError):
+                (self.path / HOLDER).unlink(missing_ok=True)
         try:
             self._db.close()
         except Exception as exc:

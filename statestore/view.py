@@ -106,6 +106,30 @@ class View:
         self.load: LoadStatus | None = None
         self._applied_batches = 0
         self._position_cache: tuple[tuple[int, int], str] | None = None
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call *callback* after every change of positions or state, from the thread that made
+        it and under the view's lock (so it must only hand over, never block); returns the
+        function that stops the calls. Async waiters use it instead of a blocked thread."""
+        with self._cond:
+            self._watchers.append(callback)
+
+        def stop() -> None:
+            with self._cond:
+                if callback in self._watchers:
+                    self._watchers.remove(callback)
+
+        return stop
+
+    def _changed(self) -> None:
+        """Wake what waits on a position or a state (the caller holds the lock)."""
+        self._cond.notify_all()
+        for callback in self._watchers:
+            try:
+                callback()
+            except Exception:  # a waiter's trouble is never the ingest loop's
+                log.exception("view.watcher_failed view=%s", self.name)
 
     @property
     def generation(self) -> int:
@@ -161,7 +185,7 @@ class View:
             self.bootstrap_records = shadow.bootstrap_records
             self.rebuilds += 1
             self._applied_batches += 1
-            self._cond.notify_all()
+            self._changed()
         log.info("view.swapped view=%s generation=%d", self.name, self.slot.generation)
         if grace is None:
             discard_slot(self.storage, old)
@@ -201,7 +225,7 @@ class View:
                 counts[schema_id] = counts.get(schema_id, 0) + change
             slot.last_applied_at_ms = applied.applied_at_ms
             self._applied_batches += 1
-            self._cond.notify_all()
+            self._changed()
         for listener in list(self.listeners):
             try:
                 listener(self, applied)
@@ -243,7 +267,7 @@ class View:
             slot.bulk = False
             self.load = None
             self._applied_batches += 1
-            self._cond.notify_all()
+            self._changed()
 
     def set_targets(self, ends: dict[int, int], *, replace: bool = False) -> None:
         """The end offsets lag is measured against: *replace* them all, or update some."""
@@ -281,7 +305,7 @@ class View:
                 log.info("view.state view=%s state=%s reason=%s", self.name, state, reason or "-")
             self.state = state
             self.reason = reason
-            self._cond.notify_all()
+            self._changed()
 
     def set_reason(self, reason: str | None) -> None:
         """Say why the view is in its state, keeping the state."""

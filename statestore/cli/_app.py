@@ -30,6 +30,7 @@ from .. import (
     __version__,
     load_config,
 )
+from ..storage import Storage
 
 __all__ = [
     "ConfigOption",
@@ -99,10 +100,18 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 def locked_message(config: Config) -> str:
+    """Why the store cannot be opened: who holds it, as far as it said."""
+    holder = Storage.holder(config.store.path)
+    if holder is not None:
+        return (
+            f"the store at {config.store.path} is in use by a running server at "
+            f"{holder['url']} (pid {holder.get('pid', '?')}); stop it or use its REST API, "
+            "then run this command again"
+        )
     return (
-        f"the store at {config.store.path} is in use by a running server "
-        f"(configured at http://{config.api.host}:{config.api.port}); "
-        "stop it or use the REST API against it, then run this command again"
+        f"the store at {config.store.path} is in use by another process (a bootstrap, a "
+        "server still starting, or a program embedding the store); wait for it or stop "
+        "it, then run this command again"
     )
 
 

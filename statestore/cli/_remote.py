@@ -44,14 +44,9 @@ HTTP_TIMEOUT_S = 30.0
 
 
 def api_url(config: Config) -> str:
-    """Where the server holding the store answers, from ``[api]`` (a wildcard bind: loopback)."""
-    host = config.api.host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    scheme = "https" if config.api.ssl_certfile is not None else "http"
-    return f"{scheme}://{host}:{config.api.port}"
+    """Where the server holding the store answers: what it announced, else ``[api]``."""
+    holder = Storage.holder(config.store.path)
+    return holder["url"] if holder is not None else config.api.url()
 
 
 @dataclass

@@ -138,7 +138,7 @@ def test_quarantine_is_paged_over_rest_and_listed_by_the_cli(
     topic, bad = bad_topic
     store = open_store({"name": "patients", "topic": topic, "value": "avro"})
     store.bootstrap()
-    with TestClient(create_app(store.config, store=store)) as client:
+    with TestClient(create_app(store.config, store=store), base_url="http://localhost") as client:
         first = client.get("/views/patients/quarantine", params={"limit": 4})
         assert first.status_code == 200, first.text
         page = first.json()

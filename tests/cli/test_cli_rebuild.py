@@ -116,7 +116,7 @@ def test_rebuild_through_a_server_with_tokens_uses_statestore_token(
     config = write_config(
         tmp_path,
         [{"name": "one", "topic": first}, {"name": "two", "topic": second}],
-        tokens=[{"env": "TEST_OPS_TOKEN", "views": ["one"], "name": "ops"}],
+        tokens=[{"env": "TEST_OPS_TOKEN", "views": ["one"], "name": "ops", "admin": True}],
     )
     server = start_server(config, tmp_path, env=clean_env(TEST_OPS_TOKEN="s3cret"))
     try:

@@ -61,8 +61,37 @@ def test_serve_refuses_while_another_process_holds_the_store(
         result = run(["-c", config, "serve", "--port", str(free_port())], tmp_path)
 
     assert result.returncode == 2
-    assert "is in use by a running server" in result.stderr
+    assert "is in use by another process" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_locked_store_names_the_running_servers_own_address(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """Beside a server started with --port (not the config's port), a command that needs
+    the store names the address the server really answers at, and its pid."""
+    topic = topics.create(1, [(0, "a", {"v": 1})])
+    config = write_config(tmp_path, [{"name": "things", "topic": topic}])
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(STATESTORE), "-c", str(config), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(proc, url)
+        result = run(["-c", config, "bootstrap"], tmp_path)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+
+    assert result.returncode == 2
+    assert f"in use by a running server at {url} (pid {proc.pid})" in result.stderr
+    assert not (tmp_path / "store" / "SERVER").exists()
 
 
 def test_serve_answers_and_stops_cleanly_on_sigterm(topics: Topics, tmp_path: Path) -> None:

@@ -106,7 +106,8 @@ def test_follow_applies_updates_and_new_partitions(
         assert a is not None and a.value == {"v": 2}
         assert store.get("v", "b") is None
         admin.create_partitions([NewPartitions(topic, 4)])[topic].result(timeout=30)
-        time.sleep(1.0)
+        # The producer must see partition 3 before it can write to it.
+        wait_until(lambda: len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 4)
         produce(topic, [("c", b'{"v":3}'), ("d", b'{"v":4}')], partition=3)
         wait_until(lambda: store.get("v", "d") is not None)
         c = store.get("v", "c")

@@ -33,7 +33,7 @@ def test_status_json_the_view_route_and_metrics_agree_for_a_quiet_view(
         assert bad.flush(30) == 0
         store.start()
         eventually(lambda: store.ready() and store.view("v").lag() == 0, "caught up")
-        with TestClient(create_app(config, store=store)) as client:
+        with TestClient(create_app(config, store=store), base_url="http://localhost") as client:
             route = client.get("/views/v").json()
             metrics = parse(client.get("/metrics").text)
             cli = subprocess.run(

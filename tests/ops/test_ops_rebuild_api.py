@@ -26,14 +26,23 @@ def following(
     produce: Callable[..., Any],
     make_config: Callable[..., Config],
 ) -> Iterator[tuple[StateStore, TestClient]]:
-    """A started store over 3 partitions of 20,000 keys, caught up, and a client of its app."""
+    """A started store over 3 partitions of 20,000 keys, caught up, and a client of its app.
+
+    Its reads take seconds by construction (a fetch of 4 KB per partition, then 100 ms
+    before the next once a record waits in the queue), so readers see a rebuild under way.
+    """
     topic = topic_factory(3)
     produce(topic, [(f"k{i:05d}", b'{"n": %d}' % i) for i in range(20_000)])
-    config = make_config({"name": "v", "topic": topic}, {"name": "w", "topic": topic})
+    slow_reads = {
+        "max.partition.fetch.bytes": 4096,
+        "queued.min.messages": 1,
+        "fetch.queue.backoff.ms": 100,
+    }
+    config = make_config({"name": "v", "topic": topic}, {"name": "w", "topic": topic}, **slow_reads)
     with StateStore(config) as store:
         store.start()
         eventually(store.ready, "the views caught up")
-        with TestClient(create_app(config, store=store)) as client:
+        with TestClient(create_app(config, store=store), base_url="http://localhost") as client:
             yield store, client
 
 
@@ -121,26 +130,37 @@ def test_rebuild_is_scoped_by_token(
     produce: Callable[..., Any],
     make_config: Callable[..., Config],
 ) -> None:
-    """Without a token the route is 401; a token scoped to other views is 403; a fitting one rebuilds."""
+    """Without a token the route is 401; a token scoped to other views is 403, and so is a
+    read token of the view; an admin token of the view rebuilds."""
     topic = topic_factory(1)
     produce(topic, [("a", b"{}")])
     base = make_config({"name": "v", "topic": topic}, {"name": "w", "topic": topic})
     config = base.model_copy(
-        update={"api": ApiConfig(tokens=(TokenConfig(env="OPS_T", views=("w",), name="ops"),))}
+        update={
+            "api": ApiConfig(
+                tokens=(
+                    TokenConfig(env="OPS_T", views=("w",), name="ops", admin=True),
+                    TokenConfig(env="READ_T", views=("w",), name="reader"),
+                )
+            )
+        }
     )
     with StateStore(config) as store:
         store.start()
         eventually(store.ready, "the views caught up")
-        app = create_app(config, store=store, environ={"OPS_T": "tok"})
-        with TestClient(app) as client:
+        app = create_app(config, store=store, environ={"OPS_T": "tok", "READ_T": "rd"})
+        with TestClient(app, base_url="http://localhost") as client:
             anonymous = client.post("/views/v/rebuild")
             other = client.post("/views/v/rebuild", headers={"Authorization": "Bearer tok"})
+            reader = client.post("/views/w/rebuild", headers={"Authorization": "Bearer rd"})
             fitting = client.post(
                 "/views/w/rebuild", params={"wait": "true"}, headers={"Authorization": "Bearer tok"}
             )
 
     assert anonymous.status_code == 401
     assert other.status_code == 403
+    assert reader.status_code == 403
+    assert "admin = true" in reader.json()["error"]["message"]
     assert fitting.status_code == 200, fitting.text
     assert fitting.json()["generation"] == 1
 
@@ -162,7 +182,7 @@ def test_a_failed_view_rebuilt_through_the_api_follows_its_topic_again(
     with StateStore(config) as store:
         store.start()
         eventually(lambda: store.view("v").state == "failed", "the view failed")
-        with TestClient(create_app(config, store=store)) as client:
+        with TestClient(create_app(config, store=store), base_url="http://localhost") as client:
             resp = client.post("/views/v/rebuild", params={"wait": "true"})
             send(topic, [("c", {"i": 0}, 0, None)])
             eventually(lambda: store.get("v", "c") is not None, "the new record applied")

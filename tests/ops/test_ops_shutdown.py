@@ -124,12 +124,15 @@ def test_sigterm_during_bootstrap_keeps_what_was_read_and_the_next_run_resumes(
     equals the log."""
     topic = topic_factory(2)
     _produce_many(topic, 10_000, 2)
-    config = write_config(
-        tmp_path,
-        [{"name": "v", "topic": topic}],
-        kafka={"max.partition.fetch.bytes": 1},
-        store={"batch_size": 1},
-    )
+    # Still reading when SIGTERM comes, by construction: one record per fetch, and once a
+    # record waits in the consumer's queue no fetch for a minute.
+    stalled = {
+        "max.partition.fetch.bytes": 1,
+        "queued.min.messages": 1,
+        "fetch.queue.backoff.ms": 60_000,
+    }
+    views = [{"name": "v", "topic": topic}]
+    config = write_config(tmp_path, views, kafka=stalled, store={"batch_size": 1})
     code, seen, rest = _sigterm_bootstrap_at(
         config, tmp_path, r"bootstrap\.progress view=v records=[1-9]"
     )
@@ -146,6 +149,7 @@ def test_sigterm_during_bootstrap_keeps_what_was_read_and_the_next_run_resumes(
     assert sum(p.position for p in status.partitions) == status.records_applied
 
     log = read_log(topic)
+    config = write_config(tmp_path, views, store={"batch_size": 1})  # fetching freely again
     again = _run(config, "bootstrap")
     assert again.returncode == 0, again.stderr
     assert _records_read(again, "v") == len(log) - status.records_applied
@@ -227,7 +231,9 @@ def test_sigterm_while_serving_closes_cleanly_and_a_restart_reads_nothing_again(
             time.sleep(0.2)
         writer.start()
         # Following: records applied since the server got ready.
+        deadline = time.monotonic() + 90
         while httpx.get(f"{url}/views/v", timeout=5).json()["records_applied"] < 400:
+            assert time.monotonic() < deadline and proc.poll() is None, "serve applied too little"
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)

@@ -41,12 +41,15 @@ pytestmark = pytest.mark.integration
 
 VIEW = "bounce"
 KEYS = 30_000
-# A small prefetch queue, so the bootstrap keeps fetching from the broker until its end
-# instead of holding the whole topic in memory within a second.
+# A bootstrap slow by construction, so the broker stops while it still runs: each
+# consumer holds at most 512 KB and, once that is full, fetches nothing for a second
+# (fetch.queue.backoff.ms). That is at most ~0.5 MB/s per worker: the 200,000 records
+# (~20 MB) take some 20 s with two, against the few seconds a broker takes to stop.
 THROTTLED_FETCH = {
     "queued.min.messages": 2000,
-    "queued.max.messages.kbytes": 1024,
+    "queued.max.messages.kbytes": 512,
     "max.partition.fetch.bytes": 65536,
+    "fetch.queue.backoff.ms": 1000,
 }
 
 

@@ -197,7 +197,8 @@ def test_store_path_that_is_a_file_fails_at_start(
     store.write_text("not a directory")
     config = config_for(tmp_path, small_topic, shared_bootstrap, store)
     result = run_cli(["-c", config, "bootstrap"], tmp_path)
-    assert_clear_failure(result, "cannot create the store directory", str(store))
+    assert_clear_failure(result, "is a file, not a directory", str(store))
+    assert store.read_text() == "not a directory"
 
 
 @AT_START_SWAPPED

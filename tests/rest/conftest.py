@@ -90,5 +90,7 @@ def world(kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
 @pytest.fixture(scope="session")
 def client(world: World) -> Iterator[TestClient]:
     """A client of an app over the shared, ready store (no tokens)."""
-    with TestClient(create_app(world.config, store=world.store)) as test_client:
+    with TestClient(
+        create_app(world.config, store=world.store), base_url="http://localhost"
+    ) as test_client:
         yield test_client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def with_api(config: Config, **api: object) -> Config:
 def secured(world: World) -> Iterator[TestClient]:
     """A client of an app over the shared store with two tokens: all views, and people only."""
     config = with_api(world.config, tokens=TOKENS)
-    with TestClient(create_app(config, store=world.store, environ=ENV)) as client:
+    with TestClient(
+        create_app(config, store=world.store, environ=ENV), base_url="http://localhost"
+    ) as client:
         yield client
 
 
@@ -132,7 +135,9 @@ def test_tokens_never_logged(world: World, caplog: pytest.LogCaptureFixture) -> 
     config = with_api(world.config, tokens=TOKENS)
     with (
         caplog.at_level(logging.DEBUG),
-        TestClient(create_app(config, store=world.store, environ=ENV)) as client,
+        TestClient(
+            create_app(config, store=world.store, environ=ENV), base_url="http://localhost"
+        ) as client,
     ):
         call(client, "GET", "/views/people", ALL_TOKEN)
         call(client, "GET", "/views/blobs", PEOPLE_TOKEN)
@@ -177,7 +182,7 @@ def test_metrics_access(tmp_path: Path, require: bool) -> None:
     api = ApiConfig(tokens=(TokenConfig(env="SS_T"),), metrics_require_token=require)
     config = make_config(tmp_path, [ViewConfig(name="v", topic="t")], api)
     app: FastAPI = create_app(config, environ={"SS_T": "metrics-token"})
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://localhost")
     assert client.get("/metrics").status_code == (401 if require else 200)
     authorised = client.get("/metrics", headers={"Authorization": "Bearer metrics-token"})
     assert authorised.status_code == 200
@@ -208,3 +213,28 @@ def test_check_bind_allows_tokens_or_explicit_anonymous(tmp_path: Path) -> None:
     check_bind(
         make_config(tmp_path, views, ApiConfig(host="0.0.0.0", tokens=(TokenConfig(env="X"),)))
     )
+
+
+def _view_labels(metrics_text: str) -> set[str]:
+    return set(re.findall(r'view="([^"]+)"', metrics_text))
+
+
+def test_open_routes_detail_only_the_views_a_token_may_read(secured: TestClient) -> None:
+    """/readyz and /metrics stay open, but with tokens configured they name no view to a
+    caller without a token (or with an unknown one), and to a scoped token only its views."""
+    anonymous_ready = secured.get("/readyz")
+    scoped_ready = secured.get("/readyz", headers={"Authorization": f"Bearer {PEOPLE_TOKEN}"})
+    all_ready = secured.get("/readyz", headers={"Authorization": f"Bearer {ALL_TOKEN}"})
+    wrong_ready = secured.get("/readyz", headers={"Authorization": "Bearer nope"})
+    anonymous_metrics = secured.get("/metrics")
+    scoped_metrics = secured.get("/metrics", headers={"Authorization": f"Bearer {PEOPLE_TOKEN}"})
+    all_metrics = secured.get("/metrics", headers={"Authorization": f"Bearer {ALL_TOKEN}"})
+
+    assert anonymous_ready.status_code == all_ready.status_code
+    assert anonymous_ready.json()["views"] == [] == wrong_ready.json()["views"]
+    assert [v["name"] for v in scoped_ready.json()["views"]] == ["people"]
+    assert len(all_ready.json()["views"]) > 1
+    assert anonymous_metrics.status_code == 200
+    assert _view_labels(anonymous_metrics.text) == set()
+    assert _view_labels(scoped_metrics.text) == {"people"}
+    assert {"people", "blobs"} <= _view_labels(all_metrics.text)

@@ -22,7 +22,9 @@ SECRET_DETAIL = "detail-that-must-stay-in-the-log-4d1e"
 @pytest.fixture
 def fresh(world: World) -> Iterator[TestClient]:
     """A client of a fresh app over the shared store (for tests that patch the store)."""
-    with TestClient(create_app(world.config, store=world.store)) as client:
+    with TestClient(
+        create_app(world.config, store=world.store), base_url="http://localhost"
+    ) as client:
         yield client
 
 

@@ -96,7 +96,7 @@ def test_dependency_overrides_reach_plain_reads(world: World) -> None:
         raise ApiError(503, "maintenance", "closed for maintenance")
 
     app.dependency_overrides[readable_view] = closed
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         response = client.get("/views/people/entities/p-001")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "maintenance"
@@ -110,7 +110,9 @@ def secured(world: World) -> Iterator[TestClient]:
         TokenConfig(env="SS_FP_PEOPLE", views=("people",), name="people-reader"),
     )
     config = world.config.model_copy(update={"api": ApiConfig(tokens=tokens)})
-    with TestClient(create_app(config, store=world.store, environ=ENV)) as client:
+    with TestClient(
+        create_app(config, store=world.store, environ=ENV), base_url="http://localhost"
+    ) as client:
         yield client
 
 
@@ -146,7 +148,7 @@ def one_view_app(tmp_path: Path, topic: str) -> Iterator[tuple[StateStore, TestC
     config = make_config(tmp_path / "store", [ViewConfig(name="v", topic=topic)])
     store = StateStore(config)
     try:
-        with TestClient(create_app(config, store=store)) as client:
+        with TestClient(create_app(config, store=store), base_url="http://localhost") as client:
             yield store, client
     finally:
         store.close()
@@ -182,7 +184,7 @@ def test_failed_view_answers_as_the_route(kafka: Kafka, tmp_path: Path) -> None:
 def test_store_not_open_answers_as_the_route(tmp_path: Path) -> None:
     """Before the lifespan has opened the store, both paths answer 503 not_ready."""
     config = make_config(tmp_path / "store", [ViewConfig(name="v", topic="t")])
-    client = TestClient(create_app(config))
+    client = TestClient(create_app(config), base_url="http://localhost")
     plain, routed = both(client, "/views/v/entities/k")
     assert plain.status_code == 503
     assert_same(plain, routed)

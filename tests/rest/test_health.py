@@ -49,7 +49,7 @@ def test_not_ready_until_bootstrapped(kafka: Kafka, tmp_path: Path) -> None:
     config = make_config(tmp_path / "store", [ViewConfig(name="v", topic=topic)])
     store = StateStore(config)
     try:
-        with TestClient(create_app(config, store=store)) as client:
+        with TestClient(create_app(config, store=store), base_url="http://localhost") as client:
             readyz = client.get("/readyz")
             assert readyz.status_code == 503
             body = Readiness.model_validate(readyz.json())
@@ -83,7 +83,7 @@ def test_failed_view_is_503(kafka: Kafka, tmp_path: Path) -> None:
     store = StateStore(config)
     try:
         store.bootstrap(raise_on_failure=False)
-        with TestClient(create_app(config, store=store)) as client:
+        with TestClient(create_app(config, store=store), base_url="http://localhost") as client:
             response = client.get("/views/v/entities/k")
             assert response.status_code == 503
             error = ErrorBody.model_validate(response.json()).error
@@ -103,7 +103,7 @@ def test_lifespan_opens_starts_and_closes_the_store(kafka: Kafka, tmp_path: Path
     topic = kafka.topic(partitions=2)
     kafka.produce(topic, [("a", {"n": 1}, 0), ("b", {"n": 2}, 1)])
     config = make_config(tmp_path / "store", [ViewConfig(name="v", topic=topic)])
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url="http://localhost") as client:
         wait_ready(client)
         assert client.get("/views/v/entities/b").json()["value"] == {"n": 2}
     # The lock is released: the store opens again for writing.
@@ -118,7 +118,7 @@ def test_lifespan_without_start_does_not_consume(kafka: Kafka, tmp_path: Path) -
     """With start=False the app opens the store but does not bootstrap it."""
     topic = kafka.topic()
     config = make_config(tmp_path / "store", [ViewConfig(name="v", topic=topic)])
-    with TestClient(create_app(config, start=False)) as client:
+    with TestClient(create_app(config, start=False), base_url="http://localhost") as client:
         assert client.get("/readyz").status_code == 503
         assert client.get("/views/v").json()["state"] == "starting"
 
@@ -126,7 +126,7 @@ def test_lifespan_without_start_does_not_consume(kafka: Kafka, tmp_path: Path) -
 def test_store_not_open_is_503(tmp_path: Path) -> None:
     """Before the lifespan has opened the store, view routes and /readyz answer 503."""
     config = make_config(tmp_path / "store", [ViewConfig(name="v", topic="t")])
-    client = TestClient(create_app(config))
+    client = TestClient(create_app(config), base_url="http://localhost")
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 503
     response = client.get("/views")

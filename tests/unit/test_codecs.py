@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from api.models import dumps as api_dumps
 from statestore.codecs import (
     BytesKey,
     BytesValue,
@@ -99,15 +102,59 @@ def test_codec_lookup_rejects_unknown_names() -> None:
 
 
 def test_json_nested_deeper_than_reads_can_encode_is_refused_at_ingest() -> None:
-    """JSON that parses but is nested deeper than the encoder reads use (254) is a bad record
-    at ingest, not a value that fails every read; brackets inside strings do not count."""
+    """JSON that parses but is nested deeper than reads can encode is a bad record at
+    ingest, not a value that fails every read: orjson writes 254 levels, and a page of
+    entities wraps a value in three (the page, its items, the entity). Brackets inside
+    strings do not count."""
     codec = JsonValue()
-    deepest_served = b"[" * 254 + b"]" * 254
+    deepest_served = b"[" * 251 + b"]" * 251
     assert codec.check(deepest_served) == -1
-    assert orjson.dumps(codec.decode(deepest_served))
-    with pytest.raises(CodecError, match="nested 255 levels deep"):
-        codec.check(b"[" * 255 + b"]" * 255)
+    assert orjson.dumps({"items": [{"key": "k", "value": codec.decode(deepest_served)}]})
+    with pytest.raises(CodecError, match="nested 252 levels deep"):
+        codec.check(b"[" * 252 + b"]" * 252)
     with pytest.raises(CodecError, match="nested 300 levels deep"):
         codec.parse(b'{"a":' * 300 + b"1" + b"}" * 300)
     in_strings = orjson.dumps({"s": "[" * 400, "t": '\\"{' * 300})
     assert codec.parse(in_strings) == orjson.loads(in_strings)
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+
+
+@st.composite
+def _json_documents(draw: st.DrawFn) -> bytes:
+    """JSON texts: random values, wrapped in up to 300 levels of arrays and objects."""
+    value = draw(
+        st.recursive(
+            _SCALARS,
+            lambda inner: (
+                st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3)
+            ),
+            max_leaves=8,
+        )
+    )
+    depth = draw(st.integers(0, 300) | st.integers(245, 258))  # around the limit, often
+    for kind in draw(st.lists(st.booleans(), min_size=depth, max_size=depth)):
+        value = [value] if kind else {"k": value}
+    return json.dumps(value, ensure_ascii=draw(st.booleans())).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_documents())
+def test_every_json_value_ingest_accepts_can_be_served(raw: bytes) -> None:
+    """Whatever JSON the ingest check accepts encodes back inside the deepest wrapping a
+    read uses (a page of entities), through the encoder the API uses."""
+    codec = JsonValue()
+    try:
+        codec.check(raw)
+    except CodecError:
+        return
+    value = codec.decode(raw)
+    page = {"items": [{"key": "k", "value": value, "partition": 0, "offset": 1}], "next": None}
+    assert orjson.loads(api_dumps(page))["items"][0]["value"] == orjson.loads(raw)

@@ -73,6 +73,29 @@ def test_secrets_only_from_env_and_never_in_repr(tmp_path: Path) -> None:
     assert "hunter2" not in str(config.model_dump())
 
 
+def test_secrets_inside_longer_settings_are_refused_in_the_file(tmp_path: Path) -> None:
+    """An OAuth config line (it carries the client secret) is a secret too: refused in the
+    file, taken from the environment and never shown."""
+    line = '"sasl.oauthbearer.config" = "clientId=a clientSecret=s3cr3t"'
+    with pytest.raises(ConfigError, match="sasl.oauthbearer.config.*environment"):
+        load_config(write(tmp_path, GOOD.replace("[kafka]\n", f"[kafka]\n{line}\n")), environ={})
+    config = load_config(
+        write(tmp_path, GOOD),
+        environ={"STATESTORE_KAFKA__SASL_OAUTHBEARER_CONFIG": "clientId=a clientSecret=s3cr3t"},
+    )
+    assert config.kafka_config()["sasl.oauthbearer.config"].endswith("s3cr3t")
+    assert "s3cr3t" not in repr(config)
+
+
+def test_credentials_in_the_registry_url_are_refused(tmp_path: Path) -> None:
+    """A registry URL with user:password is refused, naming the environment variable to use
+    instead, and the password is not echoed."""
+    text = GOOD + '\n[schema_registry]\nurl = "http://svc:pa55word@127.0.0.1:8081"\n'
+    with pytest.raises(ConfigError, match="BASIC_AUTH_USER_INFO") as raised:
+        load_config(write(tmp_path, text), environ={})
+    assert "pa55word" not in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
