@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= statestore.example.toml
 PYTEST_ARGS ?=
 
-.PHONY: install broker registry services stop-services demo run test lint fmt unit bench soak clean
+.PHONY: install tools broker registry services stop-services demo run test lint fmt unit bench soak clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# wrk, for the benchmark's REST rows (from the Debian archive when missing).
+tools:
+	@scripts/install-wrk
 
 broker: install
 	scripts/local-kafka start
@@ -63,13 +67,13 @@ fmt: install
 unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test: lint services
+test: lint services tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 	@# The benchmark harness end to end on 100k-record topics: a smoke check (every
 	@# system must run and agree on the view's keys), never a timing assertion.
 	$(MAKE) --no-print-directory bench QUICK=1
 
-bench: services
+bench: services tools
 	$(BIN)/python scripts/bench $(if $(QUICK),--quick,)
 
 soak: services

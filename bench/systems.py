@@ -174,7 +174,7 @@ def kstreams_build() -> bool:
     if (KSTREAMS / "target" / "lib").is_dir() and (KSTREAMS / "target" / "classes").is_dir():
         return True
     if shutil.which("mvn") is None or shutil.which("java") is None:
-        log("Kafka Streams comparison skipped: mvn or java not found")
+        log("Kafka Streams comparison FAILED: mvn or java not found")
         return False
     log("building bench/kstreams (mvn -q package) ...")
     subprocess.run(["mvn", "-q", "-B", "-f", str(KSTREAMS / "pom.xml"), "package"], check=True)

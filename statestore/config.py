@@ -152,6 +152,10 @@ class ApiConfig(_Frozen):
     max_page_size: int = Field(default=1000, ge=1)
     max_wait_ms: int = Field(default=30_000, ge=0)
     max_waits_per_client: int = Field(default=32, ge=1)
+    # Bounds on each connection of `statestore serve`, before any token is checked.
+    max_header_kb: int = Field(default=64, ge=1)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
     # Host names answered besides loopback names and the bind address ("*": any). Without
     # tokens only those are answered; with tokens any, unless this is set (api/browser.py).
     allowed_hosts: tuple[str, ...] = ()

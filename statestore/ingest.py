@@ -244,6 +244,7 @@ class Ingestor:
         if view.state != "rebuilding":
             view.set_state("bootstrapping", view.reason if view.servable else self.kafka_trouble)
         partitions = self.client.partitions(topic)
+        self._check_topic_identity()
         self._check_tombstone_horizon()
         targets: dict[int, int] = {}
         starts: dict[int, int] = {}
@@ -363,6 +364,22 @@ class Ingestor:
             return None
         return None if view.bulk else records
 
+    def _check_topic_identity(self) -> None:
+        """A topic deleted and created again under the view's topic name is another topic:
+        what the view holds came from the old one, whatever the new one's offsets are."""
+        view = self.view
+        current = self.client.topic_id(view.config.topic)
+        if current is None:
+            return
+        stored = view.slot.topic_id
+        if stored is None:
+            view.note_topic_id(current)
+        elif stored != current:
+            raise StaleViewError(
+                f"topic {view.config.topic!r} was deleted and created again (topic id {stored} "
+                f"-> {current}): the view holds records of the old topic"
+            )
+
     def _check_tombstone_horizon(self) -> None:
         """A view not in sync for longer than delete.retention.ms may have missed tombstones."""
         view = self.view
@@ -456,6 +473,7 @@ class Ingestor:
     def _new_partitions(self) -> None:
         if self.source is None:
             return
+        self._check_topic_identity()
         partitions = self.client.partitions(self.view.config.topic)
         new = [p for p in partitions if p not in self.source.assigned]
         if new:
@@ -481,9 +499,13 @@ class Ingestor:
             self.note = f"rebuilt: {reason}"
             view.set_state("ready", self.note)
             return True
-        # ignore: carry on from the log start, keeping what is stored.
+        # ignore: carry on from the log start, keeping what is stored (and taking the
+        # topic as it is now for the one the view reads).
         self.close()
         view.forget_positions()
+        current = self.client.topic_id(view.config.topic)
+        if current is not None:
+            view.note_topic_id(current, replace=True)
         self.note = f"stale, ignored: {reason}"
         view.set_reason(self.note)
         return self.catch_up(stop, progress) if not stop.is_set() else False

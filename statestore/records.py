@@ -61,6 +61,7 @@ __all__ = [
     "staging_family",
     "supersedes",
     "synced_at_key",
+    "topic_id_key",
     "unpack_header",
     "unpack_int",
     "unpack_progress",
@@ -211,6 +212,11 @@ def index_done_key(slot: str, field: str) -> bytes:
 
 def caught_up_key(slot: str) -> bytes:
     return f"t/{slot}/caught_up_at".encode()
+
+
+def topic_id_key(slot: str) -> bytes:
+    """The id of the topic the slot was read from (a recreated topic has another)."""
+    return f"t/{slot}/topic_id".encode()
 
 
 def bulk_key(slot: str) -> bytes:

@@ -40,6 +40,7 @@ from .records import (
     slot_meta_prefix,
     staging_family,
     synced_at_key,
+    topic_id_key,
     unpack_int,
 )
 from .storage import META, Storage
@@ -112,6 +113,9 @@ class Slot:
         self.synced_at_ms = self._meta_int(synced_at_key(self.id))
         # Loaded in bulk (first bootstrap): records sit in the staging family until the merge.
         self.bulk = self._meta_int(bulk_key(self.id)) is not None
+        raw = storage.get(META, topic_id_key(self.id))
+        # The id of the topic read into the slot (None: not known yet).
+        self.topic_id = raw.decode() if raw is not None else None
 
     def _meta_int(self, key: bytes) -> int | None:
         raw = self.storage.get(META, key)
@@ -180,6 +184,15 @@ class Slot:
         batch.delete(META, bulk_key(self.id))
         self.storage.write(batch)
         return applied_at
+
+    def note_topic_id(self, topic_id: str, *, replace: bool = False) -> None:
+        """Store the id of the topic the slot is read from (once, unless *replace*: a
+        view kept across a recreated topic, ``on_stale = "ignore"``)."""
+        if (self.topic_id is None or replace) and not self.storage.read_only:
+            batch = self.storage.batch()
+            batch.put(META, topic_id_key(self.id), topic_id.encode())
+            self.storage.write(batch)
+            self.topic_id = topic_id
 
     def mark_caught_up(self) -> None:
         """Record that this slot has caught up once, so restarts may serve it at once."""

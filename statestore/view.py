@@ -286,6 +286,10 @@ class View:
     def mark_caught_up(self) -> None:
         self.slot.mark_caught_up()
 
+    def note_topic_id(self, topic_id: str, *, replace: bool = False) -> None:
+        """Remember the id of the topic the current slot is read from."""
+        self.slot.note_topic_id(topic_id, replace=replace)
+
     def touch_synced(self) -> None:
         self.slot.touch_synced()
 

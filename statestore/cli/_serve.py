@@ -80,6 +80,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from api.http import bounded_http
 
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
     log.info("serve.start host=%s port=%d views=%d", cfg.api.host, cfg.api.port, len(cfg.views))
@@ -92,6 +93,8 @@ def serve(
             log_config=None,
             ssl_certfile=cfg.api.ssl_certfile,
             ssl_keyfile=cfg.api.ssl_keyfile,
+            http=bounded_http(cfg.api.max_header_kb, cfg.api.header_timeout_s),
+            limit_concurrency=cfg.api.max_connections,
             # Open change streams never end by themselves: give them 5 s, then close.
             timeout_graceful_shutdown=5,
         )

@@ -110,3 +110,23 @@ def test_the_example_config_is_valid() -> None:
     assert config.view("deliveries").indexes == ("status",)
     assert config.kafka["bootstrap.servers"] == "127.0.0.1:9092"
     assert (config.api.host, config.api.port) == ("127.0.0.1", 8000)
+
+
+def test_kafka_settings_the_client_refuses_are_a_clear_error(
+    topics: Topics, tmp_path: Path
+) -> None:
+    """A [kafka] setting librdkafka refuses (fetch.max.bytes below message.max.bytes) is said
+    as a configuration error naming the setting, not an internal error."""
+    topic = topics.create(1, [(0, "a", {"v": 1})])
+    config = write_config(tmp_path, [{"name": "v", "topic": topic}])
+    config.write_text(
+        config.read_text().replace("[kafka]\n", '[kafka]\n"fetch.max.bytes" = 1000\n', 1)
+    )
+
+    result = run(["-c", config, "bootstrap"], tmp_path)
+
+    assert result.returncode != 0
+    assert "the Kafka client refuses the [kafka] settings" in result.stderr
+    assert "fetch.max.bytes" in result.stderr
+    assert "internal error" not in result.stderr
+    assert "Traceback" not in result.stderr

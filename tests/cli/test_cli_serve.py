@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_support import STATESTORE, Topics, clean_env, run, write_config
+from cli_support import STATESTORE, Topics, clean_env, run, start_server, write_config
 
 from statestore import StateStore, load_config
 
@@ -126,3 +126,40 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(topics: Topics, tmp_path: Pa
     assert "Traceback" not in stderr
     # The lifespan closed the store: a writer can open it again.
     assert run(["-c", config, "bootstrap"], tmp_path).returncode == 0
+
+
+def _exchange(port: int, data: bytes, timeout: float = 20.0) -> bytes:
+    """Send *data* on a new connection; everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_request_heads_are_bounded_in_size_and_time(topics: Topics, tmp_path: Path) -> None:
+    """Before any token is checked: a head larger than [api] max_header_kb is answered 431
+    and the connection closed; a head left unfinished is answered 408 and closed after
+    [api] header_timeout_s; an ordinary request on the same server is served."""
+    topic = topics.create(1, [(0, "a", {"v": 1})])
+    config = write_config(
+        tmp_path,
+        [{"name": "things", "topic": topic}],
+        api={"max_header_kb": 8, "header_timeout_s": 1},
+    )
+    server = start_server(config, tmp_path)
+    port = int(server.url.rsplit(":", 1)[1])
+    try:
+        big = _exchange(
+            port,
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"x" * 20_000 + b"\r\n\r\n",
+        )
+        slow = _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        fine = httpx.get(f"{server.url}/healthz", timeout=10)
+    finally:
+        server.stop()
+
+    assert big.startswith(b"HTTP/1.1 431 ")
+    assert slow.startswith(b"HTTP/1.1 408 ")
+    assert fine.status_code == 200

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[at
 
 from statestore import StateStore, load_config
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
 SEED_DEMO = REPO / "scripts" / "seed-demo"
 PRODUCED = re.compile(

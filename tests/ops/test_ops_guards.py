@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from ops_support import BOOTSTRAP, keys_of, samples, send
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from ops_support import BOOTSTRAP, eventually, keys_of, samples, send
 
 from statestore import Config, StateStore, ViewFailedError
 
@@ -213,3 +213,64 @@ def test_a_view_away_longer_than_delete_retention_ignored_keeps_the_deleted_keys
     assert status.state == "ready"
     assert status.reason is not None and status.reason.startswith("stale, ignored:")
     assert keys == ["filler", "k0", "k1", "k2", "k3", "k4"]
+
+
+def _recreated_past_the_view(
+    topic_factory: Callable[..., str],
+    admin: AdminClient,
+    make_config: Callable[..., Config],
+    policy: str,
+) -> Config:
+    """A view bootstrapped to offset 10 of a topic that is then deleted, created again under
+    the same name and filled past the view's position (20 records of other keys): no offset
+    betrays it, only the topic's id."""
+    topic = topic_factory(1)
+    send(topic, [(f"a{i}", {"i": i}, 0, None) for i in range(10)])
+    config = make_config({"name": "v", "topic": topic, "on_stale": policy})
+    with StateStore(config) as store:
+        store.bootstrap()
+    for future in admin.delete_topics([topic], operation_timeout=30).values():
+        future.result(timeout=30)
+
+    def created_again() -> bool:  # the name is free once the broker has finished deleting
+        new = NewTopic(topic, 1, 1, config={"cleanup.policy": "compact"})
+        try:
+            admin.create_topics([new])[topic].result(timeout=30)
+        except KafkaException:
+            return False
+        return True
+
+    eventually(created_again, "the topic created again under its name")
+    send(topic, [(f"b{i}", {"i": i}, 0, None) for i in range(20)])
+    return config
+
+
+def test_a_recreated_topic_rebuilds_the_view(
+    topic_factory: Callable[..., str], admin: AdminClient, make_config: Callable[..., Config]
+) -> None:
+    """on_stale=rebuild: a topic deleted and created again is detected by its id though it
+    has grown past the stored positions; the view is rebuilt from the new topic alone."""
+    config = _recreated_past_the_view(topic_factory, admin, make_config, "rebuild")
+
+    with StateStore(config) as store:
+        store.bootstrap()
+        status = store.view("v").status()
+        keys = keys_of(store, "v")
+
+    assert keys == sorted(f"b{i}" for i in range(20))
+    assert (status.state, status.rebuilds, status.stale_events) == ("ready", 1, 1)
+    assert status.reason is not None and "deleted and created again" in status.reason
+
+
+def test_a_recreated_topic_fails_the_view_when_so_configured(
+    topic_factory: Callable[..., str], admin: AdminClient, make_config: Callable[..., Config]
+) -> None:
+    """on_stale=fail: the view fails naming the recreated topic and keeps what it had."""
+    config = _recreated_past_the_view(topic_factory, admin, make_config, "fail")
+
+    with StateStore(config) as store:
+        with pytest.raises(ViewFailedError, match="deleted and created again"):
+            store.bootstrap()
+        kept = keys_of(store, "v")
+
+    assert kept == [f"a{i}" for i in range(10)]

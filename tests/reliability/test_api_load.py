@@ -70,7 +70,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, shared_bootstrap: str) -> Ite
         bootstrap=shared_bootstrap,
     )
     server = Server(config, free_port(), directory, directory / "serve.log")
-    writer = LoadWriter(shared_bootstrap, topic, random.randrange(1 << 30), WRITE_RATE)
+    seed = random.randrange(1 << 30)
+    print(f"random seed: {seed}")  # shown with a failure, to replay it
+    writer = LoadWriter(shared_bootstrap, topic, seed, WRITE_RATE)
     try:
         server.wait_ready()
         yield Live(server, topic, config, writer)

@@ -30,7 +30,7 @@ from reliability_support import (
 )
 from run_mode import Figures, Mode
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
 # The broker's default message.max.bytes is 1048588: values this close to it still fit.
 NEAR_MAX = 1_048_588 - 200
@@ -273,7 +273,9 @@ def test_poisoned_json_topics_serve_good_and_quarantine_bad(
     topics: Topics, shared_bootstrap: str, tmp_path: Path, mode: Mode, figures: Figures
 ) -> None:
     """Mixed into a compacted topic and a delete-policy topic (null keys), every bad record is quarantined and every good one served, with no crash."""
-    rng = random.Random(int.from_bytes(os.urandom(4)))
+    seed = int.from_bytes(os.urandom(4))
+    print(f"random seed: {seed}")  # shown with a failure, to replay it
+    rng = random.Random(seed)
     compacted = topics.create(3, prefix="poison")
     plain = topics.create(3, prefix="poison-nulls", **{"cleanup.policy": "delete"})
     mixes = {
@@ -377,7 +379,9 @@ def test_poisoned_avro_topic_serves_good_and_quarantines_bad(
     topics: Topics, shared_bootstrap: str, tmp_path: Path, mode: Mode, figures: Figures
 ) -> None:
     """Truncated, unframed and unknown-schema Avro mixed into an Avro topic is quarantined; every good record is served decoded."""
-    rng = random.Random(int.from_bytes(os.urandom(4)))
+    seed = int.from_bytes(os.urandom(4))
+    print(f"random seed: {seed}")  # shown with a failure, to replay it
+    rng = random.Random(seed)
     topic = topics.create(3, prefix="poison-avro")
     items = avro_mix(rng, mode.poison_scale, topic)
     produce_items(shared_bootstrap, topic, items)

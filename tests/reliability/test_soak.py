@@ -109,7 +109,9 @@ def test_steady_ingest_and_queries_for_minutes(
         bootstrap=shared_bootstrap,
     )
     server = Server(config, free_port(), tmp_path, tmp_path / "serve.log")
-    writer = LoadWriter(shared_bootstrap, topic, random.randrange(1 << 30), WRITE_RATE)
+    seed = random.randrange(1 << 30)
+    print(f"random seed: {seed}")  # shown with a failure, to replay it
+    writer = LoadWriter(shared_bootstrap, topic, seed, WRITE_RATE)
     samples: list[Sample] = []
     sample_errors: list[str] = []
     reports: list[ReaderReport] = []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from api_support import World
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.integration
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
