@@ -280,6 +280,8 @@ class Storage:
 
     def announce(self, url: str) -> None:
         """Record that a server holding this store answers at *url* (see ``HOLDER``)."""
+        if self.read_only:
+            return  # it does not hold the store
         data = json.dumps({"url": url, "pid": os.getpid()})
         try:
             (self.path / HOLDER).write_text(data, encoding="utf-8")
