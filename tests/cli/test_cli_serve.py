@@ -24,6 +24,18 @@ def free_port() -> int:
         return port
 
 
+def _serve(config: Path, cwd: Path, port: int) -> subprocess.Popen[str]:
+    """`statestore serve --port PORT` (not the config's port), its output piped."""
+    return subprocess.Popen(
+        [str(STATESTORE), "-c", str(config), "serve", "--port", str(port)],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def wait_ready(proc: subprocess.Popen[str], url: str) -> None:
     """Poll /readyz until it answers 200 (the server is then caught up)."""
     deadline = time.monotonic() + 90
@@ -74,14 +86,7 @@ def test_a_locked_store_names_the_running_servers_own_address(
     config = write_config(tmp_path, [{"name": "things", "topic": topic}])
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(STATESTORE), "-c", str(config), "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _serve(config, tmp_path, port)
     try:
         wait_ready(proc, url)
         result = run(["-c", config, "bootstrap"], tmp_path)
@@ -100,14 +105,7 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(topics: Topics, tmp_path: Pa
     config = write_config(tmp_path, [{"name": "things", "topic": topic}])
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(STATESTORE), "-c", str(config), "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _serve(config, tmp_path, port)
     try:
         wait_ready(proc, url)
         entity = httpx.get(f"{url}/views/things/entities/a", timeout=10).json()

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import orjson
+import pytest
+import uvicorn
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -153,3 +158,28 @@ class World:
 def key_path(key: str) -> str:
     """Percent-encode *key* as one path segment (dots too, so `.`/`..` are not resolved)."""
     return quote(key, safe="").replace(".", "%2E")
+
+
+@contextlib.contextmanager
+def serve_app(app: Any, *, sndbuf: int | None = None) -> Iterator[str]:
+    """Run *app* under uvicorn on an ephemeral loopback port; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if sndbuf is not None:
+        # Accepted connections inherit it: a client that stops reading blocks the server soon.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

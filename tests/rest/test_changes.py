@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
-from api_support import Kafka, Rec, make_config, ready_store
-from fastapi import FastAPI
+from api_support import Kafka, Rec, make_config, ready_store, serve_app
 
 from api import create_app
 from api.changes import ChangeStreamSettings
@@ -41,32 +37,6 @@ class Setup:
     url: str
     slow_url: str
     secured_url: str
-
-
-@contextlib.contextmanager
-def serve(app: FastAPI, *, sndbuf: int | None = None) -> Iterator[str]:
-    """Run *app* under uvicorn on an ephemeral loopback port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if sndbuf is not None:
-        # Accepted connections inherit it: a client that stops reading blocks the server soon.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +69,9 @@ def setup(kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     slow_app.state.change_stream = ChangeStreamSettings(max_pending=50, batch=20)
     try:
         with (
-            serve(create_app(config, store=store)) as url,
-            serve(slow_app, sndbuf=32 * 1024) as slow_url,
-            serve(create_app(secured, store=store, environ=ENV)) as secured_url,
+            serve_app(create_app(config, store=store)) as url,
+            serve_app(slow_app, sndbuf=32 * 1024) as slow_url,
+            serve_app(create_app(secured, store=store, environ=ENV)) as secured_url,
         ):
             yield Setup(config, store, kafka, topics, url, slow_url, secured_url)
     finally:

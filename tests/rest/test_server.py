@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
-from api_support import ODD_KEYS, World, key_path
+from api_support import ODD_KEYS, World, key_path, serve_app
 
 from api import create_app
 
@@ -20,24 +16,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def base_url(world: World) -> Iterator[str]:
     """A uvicorn server on an ephemeral loopback port serving the shared store."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(world.config, store=world.store), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with serve_app(create_app(world.config, store=world.store)) as url:
+        yield url
 
 
 def test_odd_keys_over_real_http(base_url: str) -> None:

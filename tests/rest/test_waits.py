@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,8 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from api_support import World
+from api_support import World, serve_app
 from fastapi import FastAPI
 
 from api import create_app
@@ -26,26 +23,11 @@ FAR = "0:999999999"
 
 @contextmanager
 def serving(world: World, **api: Any) -> Iterator[tuple[str, FastAPI]]:
-    """A real uvicorn server on an ephemeral loopback port over the shared store."""
+    """A real uvicorn server over the shared store, with these [api] settings."""
     config = world.config.model_copy(update={"api": ApiConfig.model_validate(api)})
     app = create_app(config, store=world.store)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with serve_app(app) as url:
+        yield url, app
 
 
 async def _until(check: Any, what: str, timeout: float = 30.0) -> None:
