@@ -6,7 +6,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -160,6 +159,18 @@ def key_path(key: str) -> str:
     return quote(key, safe="").replace(".", "%2E")
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying when it has started (an event, not a flag to poll)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.up = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.up.set()
+
+
 @contextlib.contextmanager
 def serve_app(app: Any, *, sndbuf: int | None = None) -> Iterator[str]:
     """Run *app* under uvicorn on an ephemeral loopback port; yield its base URL."""
@@ -169,14 +180,11 @@ def serve_app(app: Any, *, sndbuf: int | None = None) -> Iterator[str]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    server = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
+    if not server.up.wait(30) or not server.started:
+        pytest.fail("uvicorn did not start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
