@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from fastavro import parse_schema, schemaless_reader
 
-from .avro_check import BodyCheck
+from .avro_check import BodyCheck, UnservableAvro
 from .avro_compat import incompatibility
 from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
 from .config import ViewConfig
@@ -83,6 +83,11 @@ class AvroValue:
             check = self._body_check(self._admit(raw))
         try:
             return check(raw)
+        except UnservableAvro as exc:
+            w = self._admit(raw)
+            raise CodecError(
+                f"value is Avro for writer schema id {w.id} that reads cannot serve: {exc}"
+            ) from None
         except Exception as exc:
             w = self._admit(raw)
             raise CodecError(
@@ -135,6 +140,9 @@ class AvroValue:
     def decode(self, raw: bytes) -> Any:
         w = self._admit(raw)
         try:
+            if w.deep:
+                # fastavro's decoder recurses in C: a body nested too deep must not reach it.
+                w.check(raw)
             return schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, self._reader)
         except Exception as exc:
             raise CodecError(

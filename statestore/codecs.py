@@ -19,9 +19,10 @@ from .errors import CodecError, InvalidKeyError
 # JSON nested deeper than this parses, but cannot be encoded again when served.
 # orjson writes at most 254 levels of nesting, and a read wraps a value in up to three
 # more: a page is an object, its "items" a list, each item an entity object.
-_MAX_JSON_DEPTH = 254 - 3
+MAX_SERVED_DEPTH = 254 - 3
 
 __all__ = [
+    "MAX_SERVED_DEPTH",
     "BytesKey",
     "BytesValue",
     "JsonKey",
@@ -142,7 +143,7 @@ class JsonValue:
             orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise _not_json(raw, exc) from None
-        if len(raw) > _MAX_JSON_DEPTH:
+        if len(raw) > MAX_SERVED_DEPTH:
             _check_depth(raw)
         return -1
 
@@ -152,7 +153,7 @@ class JsonValue:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise _not_json(raw, exc) from None
-        if len(raw) > _MAX_JSON_DEPTH:
+        if len(raw) > MAX_SERVED_DEPTH:
             _check_depth(raw)
         return value
 
@@ -200,7 +201,7 @@ def _not_json(raw: bytes, exc: Exception) -> CodecError:
 
 def _check_depth(value: bytes) -> None:
     """Refuse JSON nested deeper than reads can encode (cheap unless it could be)."""
-    if value.count(b"[") + value.count(b"{") <= _MAX_JSON_DEPTH:
+    if value.count(b"[") + value.count(b"{") <= MAX_SERVED_DEPTH:
         return
     depth = deepest = 0
     in_string = escaped = False
@@ -219,9 +220,9 @@ def _check_depth(value: bytes) -> None:
             deepest = max(deepest, depth)
         elif byte in (0x5D, 0x7D):
             depth -= 1
-    if deepest > _MAX_JSON_DEPTH:
+    if deepest > MAX_SERVED_DEPTH:
         raise CodecError(
-            f"value is JSON nested {deepest} levels deep; at most {_MAX_JSON_DEPTH} can be served"
+            f"value is JSON nested {deepest} levels deep; at most {MAX_SERVED_DEPTH} can be served"
         )
 
 

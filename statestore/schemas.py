@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from fastavro import parse_schema
 
-from .avro_check import BodyCheck, compile_check
+from .avro_check import BodyCheck, compile_check, nests_deep
 from .errors import CodecError, ConfigError, RegistryUnavailableError
 from .storage import META, Storage
 
@@ -67,6 +67,8 @@ class Writer:
     named: dict[str, Any]
     # check(framed value) -> id; raises when the body is not complete, well-formed Avro for it.
     check: BodyCheck
+    # Values can nest deeper than reads encode: bodies are checked before they are decoded.
+    deep: bool = False
 
 
 def _id_key(schema_id: int) -> bytes:
@@ -202,11 +204,12 @@ class Schemas:
                 parse_schema(orjson.loads(ref), named_schemas=named)
             parsed = parse_schema(orjson.loads(doc["schema"]), named_schemas=named)
             check = compile_check(parsed, named, start=offset, result=schema_id)
+            deep = nests_deep(parsed, named)
         except Exception as exc:
             raise CodecError(
                 f"writer schema id {schema_id} is not a valid Avro schema: {exc}"
             ) from None
-        w = Writer(schema_id, offset, parsed, named, check)
+        w = Writer(schema_id, offset, parsed, named, check, deep)
         if offset == ID_FRAME:
             self._writers[schema_id] = w
         return w

@@ -219,3 +219,46 @@ def test_values_decode_to_python_types_that_the_rest_layer_renders(storage: Stor
         "amount": "12.50",
         "blob": "AP8=",
     }
+
+
+LINK: dict[str, Any] = {
+    "type": "record",
+    "name": "Link",
+    "fields": [{"name": "next", "type": ["null", "Link"]}],
+}
+
+
+def test_values_that_reads_cannot_serve_are_refused_at_ingest_with_their_reason(
+    storage: Storage,
+) -> None:
+    """A timestamp past year 9999, a UUID that is not one and a recursive value nested past what reads encode are codec errors naming why."""
+    payment = {
+        "id": uuid.UUID(int=1),
+        "at": datetime(2025, 3, 3, tzinfo=UTC),
+        "amount": Decimal("1.00"),
+        "blob": b"",
+    }
+    good = body(LOGICAL, payment)
+    values = AvroValue(schemas_with(storage, FakeRegistry({5: LOGICAL, 9: LINK})))
+    assert values.check(frame(5, good)) == 5
+
+    late = frame(5, body(LOGICAL, {**payment, "at": 2**60}))  # the writer takes a long as it is
+    with pytest.raises(
+        CodecError, match="reads cannot serve: timestamp-millis value 1152921504606846976"
+    ):
+        values.check(late)
+    bad_uuid = frame(5, body(LOGICAL, {**payment, "id": "abc"}))
+    with pytest.raises(CodecError, match="uuid value 'abc' is not a UUID"):
+        values.check(bad_uuid)
+    with pytest.raises(CodecError, match="nests records, arrays or maps more than 251 levels"):
+        values.check(frame(9, b"\x02" * 251 + b"\x00"))
+    assert values.check(frame(9, b"\x02" * 250 + b"\x00")) == 9
+
+
+def test_a_body_nested_too_deep_never_reaches_the_decoder(storage: Storage) -> None:
+    """Unchecked at ingest, a value nested 100,000 levels deep is still refused on read: fastavro's decoder would crash the process on it."""
+    values = AvroValue(schemas_with(storage, FakeRegistry({9: LINK})), validate=False)
+    raw = frame(9, b"\x02" * 99_999 + b"\x00")
+    assert values.check(raw) == 9
+    with pytest.raises(CodecError, match="cannot decode the Avro value.*levels deep"):
+        values.decode(raw)

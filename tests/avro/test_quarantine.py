@@ -127,6 +127,64 @@ def test_string_key_that_is_not_utf8_is_quarantined(
     assert item["key"] == _b64(b"\xff\xfe-bad")
 
 
+STOP: dict[str, object] = {
+    "type": "record",
+    "name": "Stop",
+    "fields": [
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "next", "type": ["null", "Stop"], "default": None},
+    ],
+}
+
+
+def _route(stops: int, at: int = 1_740_960_000_000) -> dict[str, object]:
+    """A chain of *stops* nested records (built without recursion)."""
+    route: dict[str, object] = {"at": at, "next": None}
+    for _ in range(stops - 1):
+        route = {"at": at, "next": route}
+    return route
+
+
+def test_avro_values_reads_could_not_serve_are_quarantined_and_every_read_carries_on(
+    topic_factory: Callable[..., str],
+    produce: Callable[..., object],
+    avro: Avro,
+    open_store: Callable[..., StateStore],
+) -> None:
+    """A recursive value nested 600 deep and a timestamp past year 9999 are quarantined with their reasons; the keys keep their last good values and GET, scans and lookups serve the view."""
+    topic = topic_factory(partitions=1)
+    good = avro.value(topic, STOP, _route(3))
+    produce(
+        topic,
+        [
+            ("r-deep", good),
+            ("r-late", good),
+            ("r-deep", avro.value(topic, STOP, _route(600))),
+            ("r-late", avro.value(topic, STOP, _route(1, at=2**60))),
+            ("r-ok", avro.value(topic, STOP, _route(251))),
+        ],
+    )
+    store = open_store({"name": "routes", "topic": topic, "value": "avro"})
+    status = store.bootstrap()["routes"]
+
+    assert (status.keys, status.quarantined) == (3, 2)
+    items, _ = store.view("routes").quarantine()
+    reasons = {base64.b64decode(i["key"]).decode(): i["reason"] for i in items}
+    assert "more than 251 levels deep" in reasons["r-deep"], reasons
+    assert f"timestamp-millis value {2**60} is outside what can be read" in reasons["r-late"]
+    with TestClient(create_app(store.config, store=store), base_url="http://localhost") as client:
+        for key in ("r-deep", "r-late"):
+            got = client.get(f"/views/routes/entities/{key}")
+            assert got.status_code == 200 and got.json()["offset"] < 2, got.text
+        scan = client.get("/views/routes/entities", params={"limit": 10})
+        assert scan.status_code == 200, scan.text
+        assert [i["key"] for i in scan.json()["items"]] == ["r-deep", "r-late", "r-ok"]
+        lookup = client.post("/views/routes/lookup", json={"keys": ["r-ok", "r-deep"]})
+        assert lookup.status_code == 200, lookup.text
+        assert [i["key"] for i in lookup.json()["items"]] == ["r-ok", "r-deep"], lookup.text
+    store.close()
+
+
 def test_quarantine_is_paged_over_rest_and_listed_by_the_cli(
     bad_topic: tuple[str, dict[str, bytes]],
     open_store: Callable[..., StateStore],
