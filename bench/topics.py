@@ -10,6 +10,7 @@ cleaner never touches, so the record count stays exact.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -203,8 +204,9 @@ def fill(t: Topic) -> None:
 
 
 def _schema_known(name: str) -> bool:
-    """Whether the writer schema of *name*'s first record is in the registry (which forgets
-    its schemas when it restarts: the topic must then be filled again)."""
+    """Whether the writer schema of *name*'s first record is the benchmark's schema in the
+    registry (which forgets its schemas when it restarts, and then gives their ids to
+    whatever is registered first: the topic must then be filled again)."""
     import urllib.error
     import urllib.request
 
@@ -218,10 +220,17 @@ def _schema_known(name: str) -> bool:
         return False
     schema_id = int.from_bytes(msg[0].value()[1:5], "big")
     try:
-        with urllib.request.urlopen(f"{REGISTRY}/schemas/ids/{schema_id}", timeout=10):
-            return True
-    except urllib.error.URLError:
+        with urllib.request.urlopen(f"{REGISTRY}/schemas/ids/{schema_id}", timeout=10) as r:
+            registered = json.loads(json.loads(r.read())["schema"])
+    except (urllib.error.URLError, ValueError, KeyError):
         return False
+    ours = json.loads(AVRO_SCHEMA)
+    fields = (
+        [f.get("name") for f in registered.get("fields", [])]
+        if isinstance(registered, dict)
+        else []
+    )
+    return registered.get("name") == ours["name"] and fields == [f["name"] for f in ours["fields"]]
 
 
 def ensure(t: Topic) -> bool:
