@@ -24,9 +24,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# wrk, for the benchmark's REST rows (from the Debian archive when missing).
+# wrk (the benchmark's REST rows) and prometheus + promtool (the alert rules), from the
+# Debian archive when missing.
 tools:
-	@scripts/install-wrk
+	@scripts/install-tools
 
 broker: install
 	scripts/local-kafka start

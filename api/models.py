@@ -32,6 +32,7 @@ __all__ = [
     "QuarantinePage",
     "QuarantinedRecord",
     "Readiness",
+    "ViewEventInfo",
     "ViewInfo",
     "ViewList",
     "ViewReadiness",
@@ -176,6 +177,17 @@ class LoadInfo(BaseModel):
     started_at_ms: int
 
 
+class ViewEventInfo(BaseModel):
+    """A staleness event or rebuild, kept in the store across restarts."""
+
+    at_ms: int = Field(description="When, in milliseconds since the epoch.")
+    cause: str = Field(
+        description="Why, in a word: requested, config_changed, below_log_start, "
+        "past_end_offset, topic_recreated, away_too_long."
+    )
+    reason: str = Field(description="Why, in full.")
+
+
 class ViewInfo(BaseModel):
     """A view's status at one moment."""
 
@@ -199,8 +211,14 @@ class ViewInfo(BaseModel):
         description="Records read by the last bootstrap in this process."
     )
     generation: int
-    rebuilds: int
-    stale_events: int = Field(description="Times the view was found untrustworthy (stale guards).")
+    rebuilds: int = Field(
+        description="Rebuilds swapped in, over every process (kept in the store)."
+    )
+    stale_events: int = Field(
+        description="Times the view was found untrustworthy (stale guards), over every process."
+    )
+    last_stale: ViewEventInfo | None = Field(default=None, description="The last staleness event.")
+    last_rebuild: ViewEventInfo | None = Field(default=None, description="The last rebuild.")
     servable: bool = Field(
         description="This copy caught up at least once: reads are served while it catches up again."
     )

@@ -35,7 +35,7 @@ from .indexes import parse_index_value
 from .ingest import Progress
 from .position import format_position, parse_position
 from .records import Entity
-from .status import PartitionStatus, ViewState, ViewStatus
+from .status import PartitionStatus, ViewEvent, ViewState, ViewStatus
 from .store import StateStore
 from .view import Page
 
@@ -74,6 +74,7 @@ __all__ = [
     "UnknownIndexError",
     "UnknownViewError",
     "ViewConfig",
+    "ViewEvent",
     "ViewFailedError",
     "ViewState",
     "ViewStatus",

@@ -118,6 +118,9 @@ class StoreConfig(_Frozen):
     # A store RocksDB reports as damaged at open: set it aside and rebuild every view from
     # Kafka ("rebuild"), or refuse to start ("fail").
     on_corruption: Literal["rebuild", "fail"] = "rebuild"
+    # How often a following store asks the brokers for its topics' end offsets, for lag
+    # alone: lag stays exact while a view waits (a registry outage, a failed view).
+    lag_refresh_s: float = Field(default=2.0, ge=0.1, le=60.0)
 
 
 def usable_cores() -> int:

@@ -65,11 +65,24 @@ class BulkWorkerError(StateStoreError):
 
 
 class StaleViewError(KafkaError):
-    """The stored view may have missed records or tombstones: it cannot be trusted."""
+    """The stored view may have missed records or tombstones: it cannot be trusted.
+
+    ``cause`` names the kind of event in a word (metrics label it with this):
+    ``below_log_start``, ``past_end_offset``, ``topic_recreated``, ``away_too_long``.
+    """
+
+    cause = "stale"
+
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
+        super().__init__(message)
+        if cause is not None:
+            self.cause = cause
 
 
 class OffsetOutOfRangeError(KafkaError):
     """A stored position is no longer in the partition (retention or delete_records)."""
+
+    cause = "below_log_start"
 
     def __init__(self, topic: str, partition: int, detail: str) -> None:
         self.topic = topic

@@ -106,7 +106,7 @@ class Ingestor:
             try:
                 return self._catch_up_once(stop, progress)
             except StaleViewError as exc:
-                return self._stale(stop, str(exc), progress)
+                return self._stale(stop, exc, progress)
             except TopicMissingError as exc:
                 if view.config.missing_topic == "wait":
                     view.set_state("bootstrapping", f"waiting for the topic: {exc}")
@@ -166,7 +166,7 @@ class Ingestor:
                 if now >= next_marks:
                     view.set_targets(self.source.cached_high())
                     next_marks = now + 1.0
-                if now >= next_sync and view.lag() == 0:
+                if now >= next_sync and not view.behind_fetched():
                     view.touch_synced()
                     next_sync = now + SYNC_INTERVAL_S
                 if now >= next_meta:
@@ -175,7 +175,7 @@ class Ingestor:
                     self._recovered()
                     next_meta = now + self.metadata_interval
             except (OffsetOutOfRangeError, StaleViewError) as exc:
-                if not self._stale(stop, str(exc), None):
+                if not self._stale(stop, exc, None):
                     return
             except TopicMissingError as exc:
                 view.set_state("failed", str(exc))
@@ -193,7 +193,12 @@ class Ingestor:
                 return
 
     def rebuild(
-        self, stop: threading.Event, reason: str, progress: ProgressCallback | None = None
+        self,
+        stop: threading.Event,
+        reason: str,
+        progress: ProgressCallback | None = None,
+        *,
+        cause: str = "requested",
     ) -> bool:
         """Build a new copy from offset 0 beside the served one; swap it in once caught up."""
         live = self.view
@@ -220,7 +225,7 @@ class Ingestor:
                 discard_slot(live.storage, shadow.slot.id)
                 return False
             self.close()
-            live.adopt(shadow)
+            live.adopt(shadow, cause=cause, reason=reason)
             self.source, builder.source = builder.source, None
             self.caught_up = True
             self._stalled.clear()
@@ -256,12 +261,14 @@ class Ingestor:
             if stored > high:
                 raise StaleViewError(
                     f"{topic}[{p}]: stored position {stored} is past the end offset {high} "
-                    "(was the topic deleted and recreated?)"
+                    "(was the topic deleted and recreated?)",
+                    cause="past_end_offset",
                 )
             if 0 < stored < low:
                 raise StaleViewError(
                     f"{topic}[{p}]: stored position {stored} is below the log start offset {low} "
-                    "(records were deleted before the view read them)"
+                    "(records were deleted before the view read them)",
+                    cause="below_log_start",
                 )
             targets[p] = high
             starts[p] = max(stored, low)
@@ -377,7 +384,8 @@ class Ingestor:
         elif stored != current:
             raise StaleViewError(
                 f"topic {view.config.topic!r} was deleted and created again (topic id {stored} "
-                f"-> {current}): the view holds records of the old topic"
+                f"-> {current}): the view holds records of the old topic",
+                cause="topic_recreated",
             )
 
     def _check_tombstone_horizon(self) -> None:
@@ -395,7 +403,8 @@ class Ingestor:
         if away > retention:
             raise StaleViewError(
                 f"the view was last in sync {away / 1000:.0f}s ago, longer than the topic's "
-                f"delete.retention.ms ({retention / 1000:.0f}s): tombstones it never saw may be gone"
+                f"delete.retention.ms ({retention / 1000:.0f}s): tombstones it never saw may be gone",
+                cause="away_too_long",
             )
 
     def _apply(self, records: list[Record], stop: threading.Event) -> int:
@@ -481,12 +490,20 @@ class Ingestor:
             self.view.set_targets({p: 0 for p in new if p not in self.view.end_offsets})
             self.source.assign(dict.fromkeys(new, 0))
 
-    def _stale(self, stop: threading.Event, reason: str, progress: ProgressCallback | None) -> bool:
+    def _stale(
+        self,
+        stop: threading.Event,
+        exc: StaleViewError | OffsetOutOfRangeError,
+        progress: ProgressCallback | None,
+    ) -> bool:
         """Handle an untrustworthy view per its ``on_stale`` policy; True when it may go on."""
         view = self.view
         policy = view.config.on_stale
-        log.warning("view.stale view=%s policy=%s reason=%s", view.name, policy, reason)
-        view.went_stale()
+        reason = str(exc)
+        log.warning(
+            "view.stale view=%s policy=%s cause=%s reason=%s", view.name, policy, exc.cause, reason
+        )
+        view.went_stale(exc.cause, reason)
         if policy == "fail":
             view.set_state(
                 "failed",
@@ -494,7 +511,7 @@ class Ingestor:
             )
             return False
         if policy == "rebuild":
-            if not self.rebuild(stop, f"stale: {reason}", progress):
+            if not self.rebuild(stop, f"stale: {reason}", progress, cause=exc.cause):
                 return False
             self.note = f"rebuilt: {reason}"
             view.set_state("ready", self.note)

@@ -23,6 +23,7 @@ from confluent_kafka import (
 from confluent_kafka import KafkaError as _KError
 from confluent_kafka import admin as _admin
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from .errors import ConfigError, KafkaError, OffsetOutOfRangeError, TopicMissingError
 from .records import HeaderHook, Record
@@ -170,6 +171,18 @@ class KafkaClient:
         except KafkaException as exc:
             raise KafkaError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from exc
         return int(low), int(high)
+
+    def end_offsets(self, topic: str, timeout: float | None = None) -> dict[int, int]:
+        """High watermark of every partition of *topic*, in one request per leader."""
+        wait = timeout or self.timeout
+        parts = self.partitions(topic, wait)
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        request = {TopicPartition(topic, p): latest for p in parts}
+        try:
+            futures = self._admin_client().list_offsets(request, request_timeout=wait)
+            return {tp.partition: int(f.result(wait).offset) for tp, f in futures.items()}
+        except (KafkaException, TimeoutError) as exc:
+            raise KafkaError(f"cannot read the end offsets of {topic!r}: {exc}") from exc
 
     def next_record_offset(
         self, topic: str, partition: int, start: int, timeout: float = 3.0

@@ -2,25 +2,39 @@
 
 The collector computes every figure at scrape time from :meth:`StateStore.status`,
 so metrics, ``statestore status`` and ``GET /views/{view}`` never disagree.
+
+Names follow Prometheus conventions: ``_total`` counters, ``_seconds`` durations,
+``_timestamp_seconds`` times (alert on ``time() - x``). Counts that alerts need across
+restarts (starts, staleness events, rebuilds) are kept in the store. Names of the
+previous release are still exported, as deprecated aliases (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .status import ViewStatus
+from .status import ViewState, ViewStatus
 
 if TYPE_CHECKING:
     from .store import StateStore
 
-__all__ = ["STATES", "StoreCollector"]
+__all__ = ["StoreCollector", "StoreFacts", "metrics_for"]
 
-STATES = ("starting", "bootstrapping", "ready", "rebuilding", "degraded", "failed", "stopped")
+_STATES: tuple[str, ...] = get_args(ViewState)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFacts:
+    """What the metrics say of the store as a whole."""
+
+    starts: int  # times a server started following on this store, over its life
+    started_at: float | None  # when this process started following (seconds since the epoch)
 
 
 class StoreCollector(Collector):
@@ -38,11 +52,14 @@ class StoreCollector(Collector):
         statuses = self._store.status()
         if self._views is not None:
             statuses = [s for s in statuses if self._views(s.name)]
-        yield from metrics_for(statuses)
+        store = self._store
+        yield from metrics_for(statuses, StoreFacts(store.starts, store.started_at))
 
 
-def metrics_for(statuses: list[ViewStatus], now_ms: int | None = None) -> Iterator[Metric]:
-    """The metric families for a list of view statuses."""
+def metrics_for(
+    statuses: list[ViewStatus], facts: StoreFacts | None = None, now_ms: int | None = None
+) -> Iterator[Metric]:
+    """The metric families for a list of view statuses (and the store's facts)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     part = ["view", "topic", "partition"]
     lag = GaugeMetricFamily(
@@ -54,10 +71,14 @@ def metrics_for(statuses: list[ViewStatus], now_ms: int | None = None) -> Iterat
         labels=part,
     )
     end = GaugeMetricFamily(
-        "statestore_end_offset", "High watermark of the partition when last seen.", labels=part
+        "statestore_end_offset",
+        "High watermark of the partition, polled every [store] lag_refresh_s.",
+        labels=part,
     )
     view_lag = GaugeMetricFamily(
-        "statestore_view_lag", "Sum of the partitions' lag.", labels=["view", "topic"]
+        "statestore_view_lag",
+        "Records the view is behind its topic (sum over partitions), in every state.",
+        labels=["view", "topic"],
     )
     records = CounterMetricFamily(
         "statestore_records_applied", "Records applied to the view (this copy).", labels=["view"]
@@ -70,32 +91,61 @@ def metrics_for(statuses: list[ViewStatus], now_ms: int | None = None) -> Iterat
     )
     keys = GaugeMetricFamily("statestore_keys", "Entities currently in the view.", labels=["view"])
     boot_s = GaugeMetricFamily(
-        "statestore_bootstrap_seconds",
-        "Duration of the last bootstrap in this process.",
+        "statestore_bootstrap_duration_seconds",
+        "Duration of the view's last bootstrap in this process.",
         labels=["view"],
     )
-    boot_rate = GaugeMetricFamily(
-        "statestore_bootstrap_records_per_second",
-        "Records per second of the last bootstrap.",
+    boot_records = GaugeMetricFamily(
+        "statestore_bootstrap_records",
+        "Records read by the view's last bootstrap in this process.",
         labels=["view"],
     )
-    since = GaugeMetricFamily(
-        "statestore_seconds_since_last_apply",
-        "Seconds since a batch was last applied.",
+    last_apply = GaugeMetricFamily(
+        "statestore_last_apply_timestamp_seconds",
+        "When the view last applied a batch (seconds since the epoch).",
         labels=["view"],
     )
     rebuilds = CounterMetricFamily(
-        "statestore_rebuilds", "Rebuilds of the view in this process.", labels=["view"]
+        "statestore_rebuilds",
+        "Rebuilds of the view, over every process that served it (kept in the store).",
+        labels=["view"],
+    )
+    last_rebuild = GaugeMetricFamily(
+        "statestore_last_rebuild_timestamp_seconds",
+        "When the view was last rebuilt, labelled with why (kept in the store).",
+        labels=["view", "cause"],
     )
     stale = CounterMetricFamily(
         "statestore_stale_events",
-        "Times the view was found untrustworthy (on_stale applied) in this process.",
+        "Times the view was found untrustworthy and its on_stale policy applied, over every "
+        "process that served it (kept in the store).",
         labels=["view"],
+    )
+    last_stale = GaugeMetricFamily(
+        "statestore_last_stale_timestamp_seconds",
+        "When the view was last found untrustworthy, labelled with why (kept in the store).",
+        labels=["view", "cause"],
     )
     state = GaugeMetricFamily(
         "statestore_view_state",
         "1 for the view's current state, 0 for the others.",
         labels=["view", "state"],
+    )
+    # Deprecated names of the previous release, removed in the next one.
+    old_boot_s = GaugeMetricFamily(
+        "statestore_bootstrap_seconds",
+        "Deprecated: statestore_bootstrap_duration_seconds.",
+        labels=["view"],
+    )
+    old_boot_rate = GaugeMetricFamily(
+        "statestore_bootstrap_records_per_second",
+        "Deprecated: statestore_bootstrap_records / statestore_bootstrap_duration_seconds.",
+        labels=["view"],
+    )
+    old_since = GaugeMetricFamily(
+        "statestore_seconds_since_last_apply",
+        "Deprecated: time() - statestore_last_apply_timestamp_seconds.",
+        labels=["view"],
     )
     for s in statuses:
         for p in s.partitions:
@@ -113,13 +163,20 @@ def metrics_for(statuses: list[ViewStatus], now_ms: int | None = None) -> Iterat
         keys.add_metric([s.name], s.keys)
         if s.bootstrap_seconds is not None:
             boot_s.add_metric([s.name], s.bootstrap_seconds)
+            boot_records.add_metric([s.name], s.bootstrap_records)
+            old_boot_s.add_metric([s.name], s.bootstrap_seconds)
             if s.bootstrap_seconds > 0:
-                boot_rate.add_metric([s.name], s.bootstrap_records / s.bootstrap_seconds)
+                old_boot_rate.add_metric([s.name], s.bootstrap_records / s.bootstrap_seconds)
         if s.last_applied_at_ms is not None:
-            since.add_metric([s.name], max(0.0, (now_ms - s.last_applied_at_ms) / 1000))
+            last_apply.add_metric([s.name], s.last_applied_at_ms / 1000)
+            old_since.add_metric([s.name], max(0.0, (now_ms - s.last_applied_at_ms) / 1000))
         rebuilds.add_metric([s.name], s.rebuilds)
+        if s.last_rebuild is not None:
+            last_rebuild.add_metric([s.name, s.last_rebuild.cause], s.last_rebuild.at_ms / 1000)
         stale.add_metric([s.name], s.stale_events)
-        for name in STATES:
+        if s.last_stale is not None:
+            last_stale.add_metric([s.name, s.last_stale.cause], s.last_stale.at_ms / 1000)
+        for name in _STATES:
             state.add_metric([s.name, name], 1.0 if s.state == name else 0.0)
     yield from (
         lag,
@@ -131,9 +188,26 @@ def metrics_for(statuses: list[ViewStatus], now_ms: int | None = None) -> Iterat
         quarantined,
         keys,
         boot_s,
-        boot_rate,
-        since,
+        boot_records,
+        last_apply,
         rebuilds,
+        last_rebuild,
         stale,
+        last_stale,
         state,
     )
+    if facts is not None:
+        starts = CounterMetricFamily(
+            "statestore_starts",
+            "Times a server started following on this store, over its life (kept in the "
+            "store): restarts show even when no scrape saw the process between them.",
+        )
+        starts.add_metric([], facts.starts)
+        yield starts
+        if facts.started_at is not None:
+            yield GaugeMetricFamily(
+                "statestore_start_time_seconds",
+                "When this process started following (seconds since the epoch).",
+                value=facts.started_at,
+            )
+    yield from (old_boot_s, old_boot_rate, old_since)

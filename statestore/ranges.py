@@ -44,6 +44,8 @@ Progress = dict[tuple[int, int], tuple[int, int, int, int]]
 class StaleRangeError(StaleViewError):
     """Records a bulk load still had to read were deleted (retention) before it read them."""
 
+    cause = "below_log_start"
+
 
 def read_progress(slot: Slot) -> Progress:
     """The progress entries of the slot's staging family."""

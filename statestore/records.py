@@ -18,6 +18,7 @@ __all__ = [
     "HEADER_SIZE",
     "NO_SCHEMA",
     "STAGE_TAIL_SIZE",
+    "STARTS_KEY",
     "STORED_KIND",
     "TOMBSTONE_KIND",
     "Entity",
@@ -31,6 +32,7 @@ __all__ = [
     "family_owner",
     "fingerprint_key",
     "generation_key",
+    "history_key",
     "index_done_key",
     "index_family_prefix",
     "is_progress_key",
@@ -217,6 +219,14 @@ def caught_up_key(slot: str) -> bytes:
 def topic_id_key(slot: str) -> bytes:
     """The id of the topic the slot was read from (a recreated topic has another)."""
     return f"t/{slot}/topic_id".encode()
+
+
+# Store- and view-level history (not a slot's: it outlives rebuilds); see history.py.
+STARTS_KEY = b"history/starts"
+
+
+def history_key(view: str) -> bytes:
+    return f"history/view/{view}".encode()
 
 
 def bulk_key(slot: str) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["LoadStatus", "PartitionStatus", "ViewState", "ViewStatus"]
+__all__ = ["LoadStatus", "PartitionStatus", "ViewEvent", "ViewState", "ViewStatus"]
 
 ViewState = Literal[
     "starting", "bootstrapping", "ready", "rebuilding", "degraded", "failed", "stopped"
@@ -44,11 +44,23 @@ class LoadStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewEvent:
+    """A staleness event or a rebuild: when (ms since the epoch), its cause in a word
+    (see :mod:`statestore.history`) and its reason."""
+
+    at_ms: int
+    cause: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ViewStatus:
     """A view at one moment.
 
     ``servable`` is true once this copy of the view has caught up at least once
     (persisted across restarts): reads may be served from it while it catches up again.
+    ``rebuilds``, ``stale_events`` and the last of each are counted over every process
+    that served the view (kept in the store).
     """
 
     name: str
@@ -70,10 +82,15 @@ class ViewStatus:
     servable: bool = False
     schema_entities: dict[int, int] = field(default_factory=dict)
     load: LoadStatus | None = None
+    last_stale: ViewEvent | None = None
+    last_rebuild: ViewEvent | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["partitions"] = [asdict(p) for p in self.partitions]
         data["load"] = asdict(self.load) if self.load is not None else None
+        for name in ("last_stale", "last_rebuild"):
+            event = getattr(self, name)
+            data[name] = asdict(event) if event is not None else None
         data["schema_entities"] = {str(k): n for k, n in self.schema_entities.items()}
         return data

@@ -14,7 +14,8 @@ from .bulk import BulkSettings
 from .changes import Subscription, open_changes
 from .config import Config, ViewConfig, usable_cores
 from .cursor import CursorSigner
-from .errors import NotReadyError, UnknownViewError, ViewFailedError
+from .errors import KafkaError, NotReadyError, UnknownViewError, ViewFailedError
+from .history import count_start, read_starts
 from .ingest import Ingestor, ProgressCallback
 from .kafka import KafkaClient
 from .ranges import read_progress, shown
@@ -58,12 +59,17 @@ class StateStore:
         self._threads: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
         self._closed = False
+        # Set by start(): this process's start (seconds since the epoch) and the store's
+        # count of starts, this one included.
+        self.started_at: float | None = None
+        self.starts = read_starts(self.storage)
+        self._lag_thread: threading.Thread | None = None
         for vc in config.views:
             view = self._make_view(vc)
             reason = view.prepare()
             if reason is not None and not read_only:
                 log.warning("view.rebuild view=%s reason=%s", vc.name, reason)
-                view.wipe()
+                view.wipe(reason)
                 view.set_reason(f"rebuilt: {reason}")
             if view.bulk:
                 view.show_bulk_progress(*shown(read_progress(view.slot)))
@@ -189,12 +195,48 @@ class StateStore:
         return statuses
 
     def start(self) -> None:
-        """Bootstrap (where needed) and follow every view in background threads."""
+        """Bootstrap (where needed) and follow every view in background threads.
+
+        Counts the start in the store (``statestore_starts_total``: restarts show even
+        when no scrape saw the process between them) and polls the topics' end offsets
+        every ``[store] lag_refresh_s`` so that lag is exact whatever the views do.
+        """
         self._writable("start")
+        if self.started_at is None:
+            self.starts = count_start(self.storage)
+            self.started_at = time.time()
         for name in self._views:
             if name in self._threads and self._threads[name].is_alive():
                 continue
             self._follow(name)
+        if self._lag_thread is None or not self._lag_thread.is_alive():
+            self._lag_thread = threading.Thread(target=self._poll_ends, name="lag", daemon=True)
+            self._lag_thread.start()
+
+    def _poll_ends(self) -> None:
+        """Give every view the end offsets of its topic, now and every lag_refresh_s."""
+        interval = self.config.store.lag_refresh_s
+        failing: set[str] = set()
+        while True:
+            for topic, views in self._by_topic().items():
+                try:
+                    ends = self.client.end_offsets(topic, timeout=max(1.0, interval))
+                except KafkaError as exc:
+                    if topic not in failing:  # once per outage; the views report it too
+                        log.info("lag.poll_failed topic=%s error=%s", topic, exc)
+                    failing.add(topic)
+                    continue
+                failing.discard(topic)
+                for view in views:
+                    view.observe_ends(ends)
+            if self._stop.wait(interval):
+                return
+
+    def _by_topic(self) -> dict[str, list[View]]:
+        out: dict[str, list[View]] = {}
+        for view in self._views.values():
+            out.setdefault(view.config.topic, []).append(view)
+        return out
 
     def _follow(self, name: str) -> None:
         """Start the thread that catches *name* up (where needed) and follows its topic."""
@@ -211,9 +253,10 @@ class StateStore:
         """Stop consuming: the batch in flight is finished, then the threads end."""
         self._stop.set()
         deadline = time.monotonic() + timeout
-        for t in self._threads.values():
+        for t in [*self._threads.values(), *([self._lag_thread] if self._lag_thread else [])]:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        self._lag_thread = None
         for ing in self._ingestors.values():
             ing.close()
         for view in self._views.values():

@@ -30,6 +30,7 @@ from .errors import (
     RegistryUnavailableError,
     UnknownIndexError,
 )
+from .history import ViewHistory, read_history, write_history
 from .indexes import index_value, index_value_key, sync_indexes
 from .position import format_position
 from .records import (
@@ -97,11 +98,14 @@ class View:
         self._cond = threading.Condition(threading.RLock())
         self.state: ViewState = "starting"
         self.reason: str | None = None
+        # The end offsets the ingest loop read to (its fetches); lag is measured against the
+        # newer of these and the ends polled for the purpose (observe_ends).
         self.end_offsets: dict[int, int] = {}
+        self._polled_ends: dict[int, int] = {}
         self.bootstrap_seconds: float | None = None
         self.bootstrap_records = 0
-        self.rebuilds = 0
-        self.stale_events = 0
+        # Staleness events and rebuilds over every process (kept in the store).
+        self.history: ViewHistory = read_history(storage, self.name)
         self.listeners: list[ChangeListener] = []
         self.load: LoadStatus | None = None
         self._applied_batches = 0
@@ -170,8 +174,17 @@ class View:
         shadow.prepare()
         return shadow
 
-    def adopt(self, shadow: View, grace: float | None = 5.0) -> None:
+    def adopt(
+        self,
+        shadow: View,
+        grace: float | None = 5.0,
+        *,
+        cause: str = "requested",
+        reason: str = "rebuild requested",
+    ) -> None:
         """Switch to the caught-up *shadow* in one write; drop the old copy after *grace* seconds.
+
+        The rebuild is counted in the view's history with its *cause* and *reason*.
 
         Readers that picked the old slot just before the switch finish their read
         within the grace period, so no read sees a half-built or vanished view.
@@ -183,7 +196,7 @@ class View:
             self.end_offsets = shadow.end_offsets
             self.bootstrap_seconds = shadow.bootstrap_seconds
             self.bootstrap_records = shadow.bootstrap_records
-            self.rebuilds += 1
+            self._remember(self.history.rebuilt(cause, reason))
             self._applied_batches += 1
             self._changed()
         log.info("view.swapped view=%s generation=%d", self.name, self.slot.generation)
@@ -201,9 +214,14 @@ class View:
             # A closed store drops leftovers at its next start instead.
             log.debug("view.drop_deferred view=%s slot=%s", self.name, slot_id)
 
-    def wipe(self) -> None:
+    def wipe(self, reason: str) -> None:
         """Replace the data with an empty new generation at once (codec or topic changed)."""
-        self.adopt(self.shadow(), grace=None)
+        self.adopt(self.shadow(), grace=None, cause="config_changed", reason=reason)
+
+    def _remember(self, history: ViewHistory) -> None:
+        self.history = history
+        if not self.storage.read_only:
+            write_history(self.storage, self.name, history)
 
     # -- ingest ----------------------------------------------------------------------
 
@@ -293,10 +311,16 @@ class View:
     def touch_synced(self) -> None:
         self.slot.touch_synced()
 
-    def went_stale(self) -> None:
-        """Count a staleness event (the status and metrics show it)."""
+    def went_stale(self, cause: str, reason: str) -> None:
+        """Count a staleness event, kept in the store (the status and metrics show it)."""
         with self._cond:
-            self.stale_events += 1
+            self._remember(self.history.stale(cause, reason))
+            self._changed()
+
+    def observe_ends(self, ends: dict[int, int]) -> None:
+        """End offsets polled for lag alone (the ingest loop's own stay as they are)."""
+        with self._cond:
+            self._polled_ends = dict(ends)
 
     def forget_positions(self) -> None:
         """Read again from each partition's log start (a stale view kept as it is)."""
@@ -480,12 +504,26 @@ class View:
                 self._cond.wait(left)
         return self.applied_position()
 
+    def _ends(self) -> dict[int, int]:
+        """Per partition, the newer of the fetched and the polled end offset."""
+        ends = dict(self.end_offsets)
+        for p, end in self._polled_ends.items():
+            if end > ends.get(p, -1):
+                ends[p] = end
+        return ends
+
     def lag(self) -> int | None:
-        if not self.end_offsets:
-            return None
-        return sum(
-            max(0, end - self.slot.positions.get(p, 0)) for p, end in self.end_offsets.items()
-        )
+        """Records between the applied positions and the newest end offsets known."""
+        with self._cond:
+            ends = self._ends()
+            if not ends:
+                return None
+            return sum(max(0, end - self.slot.positions.get(p, 0)) for p, end in ends.items())
+
+    def behind_fetched(self) -> bool:
+        """Whether any partition is below the end offset the ingest loop last fetched to."""
+        positions = self.slot.positions
+        return any(positions.get(p, 0) < end for p, end in self.end_offsets.items())
 
     def caught_up(self, targets: dict[int, int]) -> bool:
         return all(self.slot.positions.get(p, 0) >= end for p, end in targets.items())
@@ -493,11 +531,12 @@ class View:
     def status(self) -> ViewStatus:
         with self._cond:
             slot = self.slot
-            parts = sorted(set(slot.positions) | set(self.end_offsets))
+            ends = self._ends()
+            parts = sorted(set(slot.positions) | set(ends))
             partitions = []
             for p in parts:
                 pos = slot.positions.get(p, 0)
-                end = self.end_offsets.get(p)
+                end = ends.get(p)
                 partitions.append(
                     PartitionStatus(p, pos, end, None if end is None else max(0, end - pos))
                 )
@@ -516,8 +555,10 @@ class View:
                 bootstrap_records=self.bootstrap_records,
                 last_applied_at_ms=slot.last_applied_at_ms,
                 generation=slot.generation,
-                rebuilds=self.rebuilds,
-                stale_events=self.stale_events,
+                rebuilds=self.history.rebuilds,
+                stale_events=self.history.stale_events,
+                last_stale=self.history.last_stale,
+                last_rebuild=self.history.last_rebuild,
                 servable=slot.servable,
                 schema_entities={k: n for k, n in sorted(slot.schema_counts.items()) if n},
                 load=self.load,

@@ -318,7 +318,12 @@ def test_log_start_past_stored_position_rebuilds_the_view(
     )  # type: ignore[index]
     with StateStore(config) as store:
         status = store.bootstrap()["v"]
-        assert store.view("v").rebuilds == 1
+        history = store.view("v").history
+        assert history.rebuilds == history.stale_events == 1
+        assert history.last_stale is not None and history.last_stale.cause == "below_log_start"
+        assert history.last_rebuild is not None
+        assert history.last_rebuild.cause == "below_log_start"
+        assert history.last_rebuild.reason.startswith("stale: ")
         assert status.state == "ready"
         assert {e.key for e in store.view("v").iter_entities()} == {"d"}
 

@@ -75,3 +75,58 @@ def test_status_json_the_view_route_and_metrics_agree_for_a_quiet_view(
         assert ours["lag"] == theirs["lag"] == metrics[("statestore_consumer_lag", labels)] == 0
     assert status["state"] == route["state"] == "ready"
     assert metrics[("statestore_view_state", (("state", "ready"), *view))] == 1
+
+
+def test_a_failed_view_reports_the_same_growing_lag_in_status_json_the_view_route_and_metrics(
+    topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """A view stopped at a bad record (on_error = fail) still reports its lag, polled from the broker, and it grows with the topic: status --json, GET /views/{view} and /metrics agree at every step."""
+    topic = topic_factory(2)
+    bad = Producer({"bootstrap.servers": "127.0.0.1:9092"})
+    bad.produce(topic, key=b"bad", value=b"{not json", partition=0)
+    assert bad.flush(30) == 0
+    config_path = write_config(
+        tmp_path,
+        [{"name": "f", "topic": topic, "on_error": "fail"}],
+        store={"lag_refresh_s": 0.2},
+    )
+    config = load_config(config_path, environ={})
+    with StateStore(config) as store:
+        store.start()
+        eventually(lambda: store.view("f").state == "failed", "the view failed")
+        with TestClient(create_app(config, store=store), base_url="http://localhost") as client:
+            produced = 1
+            for more in (0, 400, 900):
+                send(topic, [(f"k{i}", {"i": i}, i % 2, None) for i in range(more)])
+                produced += more
+                eventually(
+                    lambda n=produced: client.get("/views/f").json()["lag"] == n,
+                    f"lag {produced} polled",
+                )
+                route = client.get("/views/f").json()
+                metrics = parse(client.get("/metrics").text)
+                cli = subprocess.run(
+                    [str(STATESTORE), "-c", str(config_path), "status", "--json"],
+                    cwd=tmp_path,
+                    env=clean_env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                assert cli.returncode == 0, cli.stderr
+                status = json.loads(cli.stdout)["views"][0]
+                labels = (("topic", topic), ("view", "f"))
+                assert route["state"] == "failed"
+                assert status["lag"] == route["lag"] == metrics[("statestore_view_lag", labels)]
+                assert route["lag"] == produced
+                for ours, theirs in zip(status["partitions"], route["partitions"], strict=True):
+                    part = (("partition", str(theirs["partition"])), *labels)
+                    assert (
+                        ours["end_offset"]
+                        == theirs["end_offset"]
+                        == metrics[("statestore_end_offset", part)]
+                    )
+                    assert (
+                        ours["lag"] == theirs["lag"] == metrics[("statestore_consumer_lag", part)]
+                    )

@@ -228,7 +228,7 @@ def test_a_rebuild_swap_resets_subscribers(store: StateStore) -> None:
     with open_changes(store, "v") as sub:
         view.apply([put(0, 0, "a", 1)])
         before = sub.poll()[-1].id
-        view.wipe()
+        view.wipe("the test changes the view")
         (reset,) = sub.poll()
         assert isinstance(reset, Reset) and "rebuilt" in reset.reason
         assert ChangeId.parse(reset.id).generation == view.generation == 1
