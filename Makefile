@@ -51,6 +51,7 @@ run: demo
 	@echo "  curl -s localhost:8000/views/deliveries/entities/d-0001"
 	@echo "  curl -s 'localhost:8000/views/deliveries/entities?prefix=d-00&limit=5'"
 	@echo "  curl -s localhost:8000/views/deliveries/by/status/in_transit?limit=5"
+	@echo "  curl -s localhost:8000/views/shipments/by/status/IN_TRANSIT?limit=3"
 	@echo "  curl -s -X POST localhost:8000/views/patients/lookup -H 'content-type: application/json' -d '{\"keys\": [\"p-0001\", \"p-9999\"]}'"
 	@echo "  curl -s localhost:8000/readyz"
 	@echo

@@ -83,7 +83,8 @@ class EntityBody(BaseModel):
         description="The key, as text (hex for `bytes` keys, canonical JSON for `json` keys)."
     )
     value: Any = Field(
-        description="The decoded value: JSON for `json`/`avro` views, text for `string` views, "
+        description="The decoded value: JSON for `json`, `avro` and `json_schema` views, the "
+        "canonical proto3 JSON mapping for `protobuf` views, text for `string` views, "
         "base64 text for `bytes` views."
     )
     partition: int = Field(description="Kafka partition of the record the value came from.")
@@ -153,7 +154,7 @@ class PartitionInfo(BaseModel):
 
 
 class SchemaInfo(BaseModel):
-    """A writer schema that entities of an Avro view use."""
+    """A writer schema that entities of an Avro, Protobuf or JSON Schema view use."""
 
     id: int
     subject: str | None

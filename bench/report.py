@@ -83,6 +83,10 @@ def _ratio(a: Any, b: Any) -> float | None:
     return round(a / b, 2)
 
 
+def _size(records: int) -> str:
+    return f"{records // 1_000_000}M" if records % 1_000_000 == 0 else f"{records:,}"
+
+
 def _entry(results: dict[str, Any], value: str, records: int) -> dict[str, Any] | None:
     for e in results["bootstrap"]:
         if e["value"] == value and e["records"] == records:
@@ -103,13 +107,14 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     def verdict(ok: bool | None) -> str:
         return "–" if ok is None else ("yes" if ok else "**no**")
 
-    def against(e: dict[str, Any] | None, base: str, floor: float, what: str) -> None:
+    def against(e: dict[str, Any] | None, base: str, floor: float | None, what: str) -> None:
+        """A row of statestore's ratio to *base*; no verdict when there is no *floor*."""
         r = _ratio(_rate(e, MAIN), _rate(e, base))
         rows.append(
             (
                 what,
                 f"{r} × ({_f(_rate(e, MAIN))} vs {_f(_rate(e, base))} rec/s)" if r else "–",
-                verdict(None if r is None else r >= floor),
+                verdict(None if r is None or floor is None else r >= floor),
             )
         )
 
@@ -122,6 +127,15 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     avro = [e for e in results["bootstrap"] if e["value"] == "avro"]
     a = avro[0] if avro else None
     against(a, "raw", 0.8, "bootstrap ≥ 0.8 × raw, Avro 1M, no index (2 workers vs raw 1 process)")
+    proto = [e for e in results["bootstrap"] if e["value"] == "protobuf"]
+    p = proto[0] if proto else None
+    size = _size(p["records"]) if p else "1M"
+    against(
+        p,
+        "raw",
+        None,
+        f"bootstrap vs raw, Protobuf {size}, no index (2 workers vs raw 1 process; no target set)",
+    )
     for system, name in (("ktables", "ktables"), ("kstreams", "Kafka Streams GlobalKTable")):
         for e in results["bootstrap"]:
             rr = _ratio(_rate(e, MAIN), _rate(e, system))

@@ -3,7 +3,8 @@
 A topic of N records holds N // 5 keys written 5 times each (round after round, so a
 key's versions are spread over the log); in the last round every 50th key gets a
 tombstone instead of a value. JSON values are ~200 bytes; the Avro topic holds the
-same entities written with confluent-kafka's AvroSerializer against the local registry.
+same entities written with confluent-kafka's AvroSerializer against the local registry;
+the Protobuf topic holds Shipment messages of the same keys (bench/shipments.py).
 Topics are compacted but keep everything in one (active) segment, which the log
 cleaner never touches, so the record count stays exact.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from . import shipments
 from .common import BOOTSTRAP, REGISTRY, log
 
 PARTITIONS = 12
@@ -49,7 +52,7 @@ _NOTE = "x" * 64
 class Topic:
     name: str
     records: int
-    value: str  # "json" | "avro"
+    value: str  # "json" | "avro" | "protobuf"
 
     @property
     def keys(self) -> int:
@@ -162,17 +165,25 @@ def _avro_serializer() -> Any:
     )
 
 
+def values(t: Topic) -> Callable[[int, int, int], bytes]:
+    """The value of key *i* in round *seq* at *ts* (epoch ms), in *t*'s format; a registry
+    format registers its schema under the topic's ``<topic>-value`` subject."""
+    if t.value == "json":
+        return lambda i, seq, ts: orjson.dumps(entity(i, seq, ts))
+    if t.value == "protobuf":
+        return shipments.Encoder(t.name)
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    serialize = _avro_serializer()
+    ctx = SerializationContext(t.name, MessageField.VALUE)
+    return lambda i, seq, ts: bytes(serialize(entity(i, seq, ts), ctx))
+
+
 def fill(t: Topic) -> None:
     """(Re)create *t* and produce its records."""
     recreate(t.name)
     p = producer()
-    serialize: Any = None
-    ctx: Any = None
-    if t.value == "avro":
-        from confluent_kafka.serialization import MessageField, SerializationContext
-
-        serialize = _avro_serializer()
-        ctx = SerializationContext(t.name, MessageField.VALUE)
+    value_of = values(t)
     keys = t.keys
     started = time.monotonic()
     produce = p.produce
@@ -182,12 +193,7 @@ def fill(t: Topic) -> None:
     for seq in range(UPDATES_PER_KEY):
         last = seq == UPDATES_PER_KEY - 1
         for i in range(keys):
-            if last and i % TOMBSTONE_EVERY == 0:
-                value = None
-            elif serialize is not None:
-                value = serialize(entity(i, seq, ts + sent), ctx)
-            else:
-                value = orjson.dumps(entity(i, seq, ts + sent))
+            value = None if last and i % TOMBSTONE_EVERY == 0 else value_of(i, seq, ts + sent)
             while True:
                 try:
                     produce(t.name, value, key_of(i))
@@ -203,22 +209,31 @@ def fill(t: Topic) -> None:
     log(f"produced {sent:,} records into {t.name} in {time.monotonic() - started:.1f}s")
 
 
-def _schema_known(name: str) -> bool:
-    """Whether the writer schema of *name*'s first record is the benchmark's schema in the
+def _schema_known(t: Topic) -> bool:
+    """Whether the writer schema of *t*'s first record is the benchmark's schema in the
     registry (which forgets its schemas when it restarts, and then gives their ids to
     whatever is registered first: the topic must then be filled again)."""
-    import urllib.error
-    import urllib.request
-
     c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "statestore.bench.schema"})
     try:
-        c.assign([TopicPartition(name, 0, 0)])
+        c.assign([TopicPartition(t.name, 0, 0)])
         msg = c.consume(1, 10.0)
     finally:
         c.close()
-    if not msg or msg[0].error() is not None or not msg[0].value():
+    value = msg[0].value() if msg and msg[0].error() is None else None
+    if not value:
         return False
-    schema_id = int.from_bytes(msg[0].value()[1:5], "big")
+    schema_id = int.from_bytes(value[1:5], "big")
+    if t.value == "protobuf":
+        # magic byte 0, the id, message indexes [0] (Shipment, the file's only message)
+        return value[:1] == b"\x00" and value[5:6] == b"\x00" and shipments.registered(schema_id)
+    return _avro_registered(schema_id)
+
+
+def _avro_registered(schema_id: int) -> bool:
+    """Whether the registry holds the benchmark's Avro schema under *schema_id*."""
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(f"{REGISTRY}/schemas/ids/{schema_id}", timeout=10) as r:
             registered = json.loads(json.loads(r.read())["schema"])
@@ -236,7 +251,7 @@ def _schema_known(name: str) -> bool:
 def ensure(t: Topic) -> bool:
     """Make sure *t* holds exactly its records; True when it had to be (re)filled."""
     have = count(t.name)
-    if have == t.records and (t.value != "avro" or _schema_known(t.name)):
+    if have == t.records and (t.value == "json" or _schema_known(t)):
         log(f"reusing {t.name} ({have:,} records)")
         return False
     log(f"filling {t.name} (found {have if have is not None else 'no topic'})")
@@ -249,12 +264,6 @@ def ensure(t: Topic) -> bool:
 
 def sizes(t: Topic) -> dict[str, Any]:
     """Average value size of *t*, from a sample (bytes)."""
-    if t.value == "json":
-        sample = [len(orjson.dumps(entity(i, 1, 1_732_000_000_000))) for i in range(0, 5000, 7)]
-    else:
-        from confluent_kafka.serialization import MessageField, SerializationContext
-
-        ser = _avro_serializer()
-        ctx = SerializationContext(t.name, MessageField.VALUE)
-        sample = [len(ser(entity(i, 1, 1_732_000_000_000), ctx)) for i in range(0, 5000, 7)]
+    value_of = values(t)
+    sample = [len(value_of(i, 1, 1_732_000_000_000)) for i in range(0, 5000, 7)]
     return {"value_bytes_avg": round(sum(sample) / len(sample), 1)}

@@ -1,4 +1,4 @@
-"""Demo data for statestore: delivery status and patient records on compacted topics.
+"""Demo data for statestore: delivery status, patient records and shipments on compacted topics.
 
 Run through ``scripts/seed-demo``. The records are a function of ``--seed`` alone,
 so two runs with the same options produce the same topics' content (re-producing
@@ -8,9 +8,12 @@ is harmless: the topics are compacted).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import random
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,15 +21,19 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-PATIENT_SCHEMA_V1 = REPO / "schemas" / "patient.v1.avsc"
-PATIENT_SCHEMA_V2 = REPO / "schemas" / "patient.avsc"
+SCHEMAS = REPO / "schemas"
+PATIENT_SCHEMA_V1 = SCHEMAS / "patient.v1.avsc"
+PATIENT_SCHEMA_V2 = SCHEMAS / "patient.avsc"
+SHIPMENT_PROTO = "logistics/v1/shipment.proto"  # imports logistics/v1/address.proto
 DEFAULT_REGISTRY = "http://127.0.0.1:8081/apis/ccompat/v7"
 REGISTRY_TIMEOUT_S = 10.0  # per schema registry request
 
 DELIVERIES_TOPIC = "delivery.status"
 PATIENTS_TOPIC = "patient.records"
+SHIPMENTS_TOPIC = "shipment.state"
 DELIVERY_PARTITIONS = 12
 PATIENT_PARTITIONS = 3
+SHIPMENT_PARTITIONS = 6
 
 # A fixed clock keeps the values a function of the seed alone.
 EPOCH = datetime(2025, 3, 3, 7, 0, tzinfo=UTC)
@@ -53,6 +60,8 @@ FIRST_NAMES = (
 )
 LAST_NAMES = ("Abbott", "Bello", "Castillo", "Dubois", "Eriksen", "Fischer", "Gomez", "Hughes")
 ALLERGIES = ("penicillin", "latex", "peanuts", "aspirin", "ibuprofen", "shellfish", "codeine")
+CARRIERS = ("Northway Freight", "Parcelfast", "Swift Courier Co", "Harbour Logistics")
+HUBS = ("Daventry hub", "Warrington hub", "Bristol depot", "Motherwell hub", "Leeds depot")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +139,40 @@ def patients(n: int, rng: random.Random) -> Iterator[Event]:
             yield Event(t, key, None)  # discharged and erased
 
 
+def shipments(n: int, rng: random.Random) -> Iterator[Event]:
+    """Each shipment is scanned on its way and delivered; some are cancelled (deleted).
+
+    Values use the Shipment message's field names (logistics/v1/shipment.proto)."""
+    for i in range(1, n + 1):
+        key = _key("s", i, n)
+        city, area = rng.choice(CITIES)
+        postcode = f"{area} {rng.randint(1, 9)}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}"
+        t = EPOCH + timedelta(minutes=rng.randint(0, 10 * 60))
+        carrier = rng.choice(CARRIERS)
+        weight = rng.randint(100, 30_000)
+        steps = ["PICKED_UP"] + ["IN_TRANSIT"] * rng.randint(0, 3)
+        if len(steps) > 1 and rng.random() < 0.7:
+            steps.append("OUT_FOR_DELIVERY")
+            if rng.random() < 0.8:
+                steps.append("DELIVERED")
+        scans: list[str] = []
+        for step in steps:
+            place = city if step in ("OUT_FOR_DELIVERY", "DELIVERED") else rng.choice(HUBS)
+            scans.append(f"{_iso(t)} {step.lower()} {place}")
+            yield Event(t, key, {
+                "shipment_id": key,
+                "status": step,
+                "carrier": carrier,
+                "weight_grams": weight,
+                "updated_at": _iso(t),
+                "destination": {"city": city, "postcode": postcode, "country": "GB"},
+                "scans": list(scans),
+            })  # fmt: skip
+            t += timedelta(minutes=rng.randint(20, 600))
+        if len(steps) == 1 and rng.random() < 0.3:
+            yield Event(t, key, None)  # cancelled before it left the first depot
+
+
 def in_time_order(events: Iterator[Event]) -> list[Event]:
     """Interleave the keys as they would happen; each key keeps its own order (stable sort)."""
     return sorted(events, key=lambda e: e.at)
@@ -204,25 +247,28 @@ def json_values(events: list[Event]) -> list[bytes | None]:
     ]
 
 
+def registry_client(registry_url: str, timeout: float) -> Any:
+    """A schema registry client that gives up on a registry that does not answer."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    # Without a timeout the client waits forever on a registry that accepted the
+    # connection but does not answer. A request that failed or timed out is retried once.
+    return SchemaRegistryClient(
+        {"url": registry_url, "timeout": min(timeout, REGISTRY_TIMEOUT_S), "max.retries": 1}
+    )
+
+
 def avro_values(
     events: list[Event], topic: str, registry_url: str, timeout: float
 ) -> list[bytes | None]:
     """Patients in Avro through the schema registry: version 1 (no ward) for the first half
     of the history, version 2 (adds ``ward``, default "unassigned") after it — a schema that
     evolved while the topic was live."""
-    from confluent_kafka.schema_registry import (
-        Schema,
-        SchemaRegistryClient,
-        topic_subject_name_strategy,
-    )
+    from confluent_kafka.schema_registry import Schema, topic_subject_name_strategy
     from confluent_kafka.schema_registry.avro import AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    # Without a timeout the client waits forever on a registry that accepted the
-    # connection but does not answer. A request that failed or timed out is retried once.
-    client = SchemaRegistryClient(
-        {"url": registry_url, "timeout": min(timeout, REGISTRY_TIMEOUT_S), "max.retries": 1}
-    )
+    client = registry_client(registry_url, timeout)
     v1, v2 = (
         AvroSerializer(
             client,
@@ -245,6 +291,56 @@ def avro_values(
         else:
             out.append(v2(e.value, ctx))
     return out
+
+
+def shipment_class() -> Any:
+    """The Shipment message class, generated from schemas/ by protoc (grpcio-tools)."""
+    try:
+        import google.protobuf  # noqa: F401
+        import grpc_tools  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(
+            f"seed-demo: the shipments topic needs protobuf and grpcio-tools ({exc}); "
+            "install them with: pip install 'statestore[protobuf]'"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="seed-demo-proto-") as out:
+        # `python -m grpc_tools.protoc` adds the well-known types (google/protobuf/*) itself.
+        done = subprocess.run(
+            [sys.executable, "-m", "grpc_tools.protoc", f"-I{SCHEMAS}", f"--python_out={out}",
+             SHIPMENT_PROTO, "logistics/v1/address.proto"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise SystemExit(f"seed-demo: protoc failed on {SHIPMENT_PROTO}: {done.stderr.strip()}")
+        sys.path.insert(0, out)
+        try:
+            return importlib.import_module("logistics.v1.shipment_pb2").Shipment
+        finally:
+            sys.path.remove(out)
+
+
+def protobuf_values(
+    events: list[Event], topic: str, registry_url: str, timeout: float
+) -> list[bytes | None]:
+    """Shipments in Protobuf through the schema registry: the Shipment schema under
+    ``<topic>-value``, logistics/v1/address.proto registered as its reference."""
+    from confluent_kafka.schema_registry import topic_subject_name_strategy
+    from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    from google.protobuf import json_format
+
+    shipment = shipment_class()
+    serialize = ProtobufSerializer(
+        shipment,
+        registry_client(registry_url, timeout),
+        # The same subject strategy as the Avro patients, for the same reason.
+        conf={"use.deprecated.format": False, "subject.name.strategy": topic_subject_name_strategy},
+    )
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    return [
+        None if e.value is None else serialize(json_format.ParseDict(e.value, shipment()), ctx)
+        for e in events
+    ]
 
 
 def produce(producer: Any, topic: str, events: list[Event], values: list[bytes | None]) -> None:
@@ -274,11 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deliveries", type=int, default=1000, help="delivery keys (default 1000)")
     parser.add_argument("--patients", type=int, default=200, help="patient keys (default 200)")
     parser.add_argument(
+        "--shipments", type=int, default=3000, help="shipment keys, in Protobuf (default 3000)"
+    )
+    parser.add_argument(
         "--bootstrap-servers", default="127.0.0.1:9092", help="Kafka (default 127.0.0.1:9092)"
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     parser.add_argument(
-        "--topic-prefix", default="", help="prepended to both topic names (for tests)"
+        "--topic-prefix", default="", help="prepended to every topic name (for tests)"
     )
     parser.add_argument(
         "--timeout",
@@ -298,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"schema registry (default {DEFAULT_REGISTRY})",
     )
     args = parser.parse_args(argv)
-    if args.deliveries < 0 or args.patients < 0:
-        parser.error("--deliveries and --patients must be 0 or more")
+    if args.deliveries < 0 or args.patients < 0 or args.shipments < 0:
+        parser.error("--deliveries, --patients and --shipments must be 0 or more")
 
     import httpx
     from confluent_kafka import KafkaException, Producer
@@ -316,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
             PATIENT_PARTITIONS,
             in_time_order(patients(args.patients, rng)),
         ),
+        args.topic_prefix + SHIPMENTS_TOPIC: (
+            SHIPMENT_PARTITIONS,
+            in_time_order(shipments(args.shipments, rng)),
+        ),
     }
     conf = {"bootstrap.servers": args.bootstrap_servers}
     try:
@@ -328,12 +431,12 @@ def main(argv: list[str] | None = None) -> int:
             "message.timeout.ms": int(args.timeout * 1000),
         })  # fmt: skip
         for topic, (_, events) in topics.items():
-            avro = topic.endswith(PATIENTS_TOPIC) and args.patients_format == "avro"
-            values = (
-                avro_values(events, topic, args.registry_url, args.timeout)
-                if avro
-                else json_values(events)
-            )
+            if topic.endswith(SHIPMENTS_TOPIC):
+                values = protobuf_values(events, topic, args.registry_url, args.timeout)
+            elif topic.endswith(PATIENTS_TOPIC) and args.patients_format == "avro":
+                values = avro_values(events, topic, args.registry_url, args.timeout)
+            else:
+                values = json_values(events)
             produce(producer, topic, events, values)
             print(summarise(topic, events).line())
     except KafkaException as exc:

@@ -45,9 +45,10 @@ __all__ = [
     "VALUE_SCHEMA_HEADER",
     "AvroKey",
     "AvroValue",
-    "avro_codecs",
+    "JsonAddressedKey",
     "canonical_key",
     "header_hook",
+    "registry_codecs",
     "schema_info",
 ]
 
@@ -150,10 +151,33 @@ class AvroValue:
             ) from None
 
 
-class AvroKey:
+class JsonAddressedKey:
+    """Keys stored as canonical JSON of the decoded key and addressed by any JSON spelling
+    of it (Avro, Protobuf and JSON Schema keys)."""
+
+    kind = ""
+    example = ""
+
+    def from_text(self, text: str) -> bytes:
+        try:
+            datum = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidKeyError(
+                f"{self.kind} keys are addressed by their JSON form, e.g. {self.example}; "
+                f"{text!r} is not JSON: {exc}"
+            ) from None
+        return canonical_key(datum)
+
+    def to_text(self, stored: bytes) -> str:
+        return stored.decode("utf-8")
+
+
+class AvroKey(JsonAddressedKey):
     """Avro keys, stored and addressed as canonical JSON of the decoded key."""
 
     name = "avro"
+    kind = "Avro"
+    example = """'{"id": "p-1"}' or '"p-1"'"""
 
     def __init__(self, schemas: Schemas) -> None:
         self._schemas = schemas
@@ -167,19 +191,6 @@ class AvroKey:
                 f"key is not valid Avro for key schema id {w.id} (truncated or corrupt: {_explain(exc)})"
             ) from None
         return canonical_key(datum)
-
-    def from_text(self, text: str) -> bytes:
-        try:
-            datum = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidKeyError(
-                f'Avro keys are addressed by their JSON form, e.g. \'{{"id": "p-1"}}\' or '
-                f"'\"p-1\"'; {text!r} is not JSON: {exc}"
-            ) from None
-        return canonical_key(datum)
-
-    def to_text(self, stored: bytes) -> str:
-        return stored.decode("utf-8")
 
 
 def canonical_key(datum: Any) -> bytes:
@@ -228,50 +239,89 @@ def load_reader_schema(path: Path) -> tuple[Any, dict[str, Any]]:
     return parsed, named
 
 
-def header_hook(key_avro: bool, value_avro: bool) -> HeaderHook:
-    """Fold schema ids carried in record headers in front of the key/value body."""
+def header_hook(key_framed: bool, value_framed: bool, *, indexed: bool = False) -> HeaderHook:
+    """Fold schema ids carried in record headers in front of the key/value body.
+
+    *indexed*: the frames may carry Protobuf message indexes after the id or GUID.
+    """
 
     def hook(
         headers: list[tuple[str, bytes]] | None, key: bytes | None, value: bytes | None
     ) -> tuple[bytes | None, bytes | None]:
         if not headers:
             return key, value
-        value_done = not value_avro or value is None
-        key_done = not key_avro or key is None
+        value_done = not value_framed or value is None
+        key_done = not key_framed or key is None
         for name, frame in headers:
             if not value_done and name == VALUE_SCHEMA_HEADER:
-                value = _fold(frame, value)
+                value = _fold(frame, value, indexed)
                 value_done = True
             elif not key_done and name == KEY_SCHEMA_HEADER:
-                key = _fold(frame, key)
+                key = _fold(frame, key, indexed)
                 key_done = True
         return key, value
 
     return hook
 
 
-def _fold(frame: bytes | str | None, body: bytes | None) -> bytes | None:
+def _fold(frame: bytes | str | None, body: bytes | None, indexed: bool = False) -> bytes | None:
     if body is None:
         return None
-    if isinstance(frame, bytes) and (
-        (len(frame) == ID_FRAME and frame[0] == 0) or (len(frame) == GUID_FRAME and frame[0] == 1)
-    ):
-        return frame + body
+    if isinstance(frame, bytes) and frame:
+        size = ID_FRAME if frame[0] == 0 else GUID_FRAME if frame[0] == 1 else 0
+        if size and (len(frame) == size or (indexed and len(frame) > size)):
+            return frame + body
     return BAD_HEADER + body
 
 
-def avro_codecs(
+def registry_codecs(
     view_config: ViewConfig, schemas: Schemas
 ) -> tuple[KeyCodec, ValueCodec, HeaderHook | None]:
-    """The key codec, value codec and header hook of a view with Avro keys and/or values."""
-    key_avro = view_config.key == "avro"
-    value_avro = view_config.value == "avro"
-    if not (key_avro or value_avro):
+    """The key codec, value codec and header hook of a view (Avro, Protobuf, JSON Schema
+    keys and values included)."""
+    if not view_config.uses_registry:
         return key_codec(view_config.key), value_codec(view_config.value), None
-    keys: KeyCodec = AvroKey(schemas) if key_avro else key_codec(view_config.key)
-    values: ValueCodec = (
-        AvroValue(schemas, view_config.reader_schema)
-        if value_avro
-        else value_codec(view_config.value)
+    keys = _registry_key(view_config.key, schemas)
+    values = _registry_value(view_config, schemas)
+    indexed = "protobuf" in (view_config.key, view_config.value)
+    return (
+        keys,
+        values,
+        header_hook(keys.name in _FRAMED, values.name in _FRAMED, indexed=indexed),
     )
-    return keys, values, header_hook(key_avro, value_avro)
+
+
+_FRAMED = frozenset({"avro", "protobuf", "json_schema"})
+
+
+def _registry_key(name: str, schemas: Schemas) -> KeyCodec:
+    if name == "avro":
+        return AvroKey(schemas)
+    if name == "protobuf":
+        from .protobuf import ProtobufKey
+
+        return ProtobufKey(schemas)
+    if name == "json_schema":
+        from .json_schema import JsonSchemaKey
+
+        return JsonSchemaKey(schemas)
+    return key_codec(name)
+
+
+def _registry_value(vc: ViewConfig, schemas: Schemas) -> ValueCodec:
+    if vc.value == "avro":
+        return AvroValue(schemas, vc.reader_schema)
+    if vc.value == "protobuf":
+        from .protobuf import ProtobufValue, load_reader_message
+
+        reader = (
+            load_reader_message(vc.reader_schema, vc.reader_message)
+            if vc.reader_schema is not None
+            else None
+        )
+        return ProtobufValue(schemas, reader)
+    if vc.value == "json_schema":
+        from .json_schema import JsonSchemaValue
+
+        return JsonSchemaValue(schemas, validate=vc.schema_validation)
+    return value_codec(vc.value)

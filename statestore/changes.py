@@ -166,7 +166,7 @@ def key_matcher(codec: KeyCodec, prefix: str) -> KeyMatch | None:
             return lambda key: key.startswith(whole)
         n = len(whole)
         return lambda key: key.startswith(whole) and len(key) > n and key[n] >> 4 == nibble
-    if codec.name in ("string", "json", "avro"):
+    if codec.name in ("string", "json", "avro", "protobuf", "json_schema"):
         # These codecs store exactly the UTF-8 of the key text.
         try:
             raw = prefix.encode("utf-8")

@@ -40,8 +40,10 @@ __all__ = [
     "load_config",
 ]
 
-KeyCodecName = Literal["string", "bytes", "json", "avro"]
-ValueCodecName = Literal["json", "avro", "string", "bytes"]
+KeyCodecName = Literal["string", "bytes", "json", "avro", "protobuf", "json_schema"]
+ValueCodecName = Literal["json", "avro", "protobuf", "json_schema", "string", "bytes"]
+# Codecs whose keys/values name their writer schema in the schema registry.
+REGISTRY_CODECS = frozenset({"avro", "protobuf", "json_schema"})
 
 ENV_PREFIX = "STATESTORE_"
 DEFAULT_CONFIG_PATH = Path("statestore.toml")
@@ -68,7 +70,7 @@ class _Frozen(BaseModel):
 
 
 class SchemaRegistryConfig(_Frozen):
-    """Where Avro writer schemas are fetched from (Confluent-compatible API)."""
+    """Where writer schemas are fetched from (Confluent-compatible API)."""
 
     url: str | None = None
     timeout_s: float = Field(default=10.0, gt=0)
@@ -89,7 +91,7 @@ class SchemaRegistryConfig(_Frozen):
         """The dict confluent-kafka's SchemaRegistryClient takes, secrets included."""
         if not self.url:
             raise ConfigError(
-                "[schema_registry] url is not set; Avro views need it "
+                "[schema_registry] url is not set; Avro, Protobuf and JSON Schema views need it "
                 '(e.g. url = "http://127.0.0.1:8081/apis/ccompat/v7")'
             )
         conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
@@ -177,12 +179,19 @@ class ApiConfig(_Frozen):
 class ViewConfig(_Frozen):
     """One view: a compacted topic materialised under a name."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
     name: str
     topic: str
     key: KeyCodecName = "string"
     value: ValueCodecName = "json"
     indexes: tuple[str, ...] = ()
     reader_schema: Path | None = None
+    # The message of reader_schema a Protobuf view reads values as (default: its first).
+    reader_message: str | None = None
+    # json_schema values: validate each against its writer schema at ingest (``validate``;
+    # the name BaseModel.validate is taken).
+    schema_validation: bool = Field(default=True, alias="validate")
     on_error: Literal["quarantine", "fail"] = "quarantine"
     missing_topic: Literal["fail", "wait"] = "fail"
     on_stale: Literal["rebuild", "fail", "ignore"] = "rebuild"
@@ -217,10 +226,24 @@ class ViewConfig(_Frozen):
     @model_validator(mode="after")
     def _codecs_fit(self) -> ViewConfig:
         if self.indexes and self.value in ("string", "bytes"):
-            raise ValueError(f"indexes need structured values (json or avro), not {self.value!r}")
-        if self.reader_schema is not None and self.value != "avro":
-            raise ValueError("reader_schema only applies to value = 'avro'")
+            raise ValueError(
+                "indexes need structured values (json, avro, protobuf or json_schema), "
+                f"not {self.value!r}"
+            )
+        if self.reader_schema is not None and self.value not in ("avro", "protobuf"):
+            raise ValueError("reader_schema only applies to value = 'avro' or 'protobuf'")
+        if self.reader_message is not None and (
+            self.value != "protobuf" or self.reader_schema is None
+        ):
+            raise ValueError("reader_message needs value = 'protobuf' and a reader_schema")
+        if not self.schema_validation and self.value != "json_schema":
+            raise ValueError("validate = false only applies to value = 'json_schema'")
         return self
+
+    @property
+    def uses_registry(self) -> bool:
+        """Whether keys or values name writer schemas in the schema registry."""
+        return self.key in REGISTRY_CODECS or self.value in REGISTRY_CODECS
 
     def fingerprint(self) -> str:
         """A digest of what decides the stored bytes: a change means the view must be rebuilt."""
@@ -319,7 +342,8 @@ def load_config(
 
 
 def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    kafka = raw.setdefault("kafka", {})
+    # A file without [kafka] gets the default broker address, environment or not.
+    kafka = raw.setdefault("kafka", _default_kafka())
     registry = raw.setdefault("schema_registry", {})
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:

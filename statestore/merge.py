@@ -176,11 +176,11 @@ def _decoder(spec: MergeSpec) -> Any:
     vc = spec.view
     if not vc.indexes:
         return None
-    if "avro" in (vc.key, vc.value):
-        from .avro import avro_codecs
+    if vc.uses_registry:
+        from .avro import registry_codecs
         from .schemas import Schemas
 
-        return avro_codecs(vc, Schemas(None, spec.registry, known=spec.known_schemas))[1].decode
+        return registry_codecs(vc, Schemas(None, spec.registry, known=spec.known_schemas))[1].decode
     from .codecs import value_codec
 
     return value_codec(vc.value).decode
@@ -192,7 +192,7 @@ def _merge_range(spec: MergeSpec, storage: Storage, decode: Any, gone: Any = Non
     paths = {f: tuple(f.split(".")) for f in spec.view.indexes}
     entries: dict[str, list[bytes]] = {f: [] for f in paths}
     schema_counts: dict[int, int] = {}
-    tracks = "avro" in (spec.view.key, spec.view.value)
+    tracks = spec.view.uses_registry
     keys = 0
     for key, data in staged_winners(storage, spec.staging_cf, spec.limits, spec.low, spec.high):
         entities.add(key, data)

@@ -1,4 +1,4 @@
-"""Avro writer schemas: memory first, then the store's metadata, then the schema registry.
+"""Writer schemas (Avro, Protobuf, JSON Schema): memory first, then the store's metadata, then the registry.
 
 The only module that talks to the schema registry (confluent-kafka's
 ``SchemaRegistryClient``). Every schema fetched is written to the ``meta``
@@ -48,6 +48,8 @@ _INT = struct.Struct(">i")
 # An id the registry said it does not know is not asked for again for this long.
 _UNKNOWN_TTL_S = 30.0
 _MAX_REFERENCE_DEPTH = 16
+# The registry's schema types, as a sentence names them.
+_A_KIND = {"AVRO": "an Avro", "PROTOBUF": "a Protobuf", "JSON": "a JSON Schema"}
 
 # Short retries inside one lookup: the ingestor owns the backoff between attempts.
 _CLIENT_DEFAULTS: dict[str, Any] = {
@@ -136,10 +138,34 @@ class Schemas:
     # -- framing -------------------------------------------------------------------------
 
     def writer(self, raw: bytes, what: str = "value") -> Writer:
-        """The writer schema named by the frame of *raw* (a *what*); CodecError when there is none."""
+        """The Avro writer schema named by the frame of *raw* (a *what*); CodecError when there is none."""
+        if raw[:1] == b"\x00" and len(raw) >= ID_FRAME:
+            w = self._writers.get(_INT.unpack_from(raw, 1)[0])
+            if w is not None:
+                return w
+        elif raw[:1] == b"\x01":
+            w = self._guid_writers.get(raw[1:GUID_FRAME])
+            if w is not None:
+                return w
+        schema_id, offset, doc = self.resolve(raw, what, "AVRO")
+        with self._lock:
+            w = self._parse(schema_id, doc, offset)
+            if offset == GUID_FRAME:
+                self._guid_writers[raw[1:GUID_FRAME]] = w
+            return w
+
+    def resolve(
+        self, raw: bytes, what: str = "value", kind: str = "AVRO"
+    ) -> tuple[int, int, dict[str, Any]]:
+        """The schema id, body offset and cached document of the schema framing *raw*.
+
+        CodecError when the frame is malformed, the registry does not know the schema,
+        or it is not a *kind* schema (e.g. an Avro id on a Protobuf view).
+        """
+        a_view = _A_KIND[kind]
         if not raw:
             raise CodecError(
-                f"{what} is empty; an Avro {what} starts with magic byte 0 and a 4-byte schema id"
+                f"{what} is empty; {a_view} {what} starts with magic byte 0 and a 4-byte schema id"
                 + (" (a tombstone is a null value, not an empty one)" if what == "value" else "")
             )
         magic = raw[0]
@@ -153,39 +179,49 @@ class Schemas:
                 raise CodecError(
                     f"schema id {schema_id} in the {what} header is negative; not a registry id"
                 )
-            return self._by_id(schema_id)
-        if magic == 1:
+            doc = self._by_id(schema_id)
+            offset = ID_FRAME
+        elif magic == 1:
             if len(raw) < GUID_FRAME:
                 raise CodecError(
                     f"{what} is {len(raw)} bytes, too short for a 17-byte schema GUID header"
                 )
-            return self._by_guid(raw[1:GUID_FRAME])
-        if raw[:1] == BAD_HEADER:
+            schema_id, doc = self._by_guid(raw[1:GUID_FRAME])
+            offset = GUID_FRAME
+        elif raw[:1] == BAD_HEADER:
             raise CodecError(
                 f"the {what}'s schema-id record header (__{what}_schema_id) is malformed: "
                 "expected magic byte 0 + 4-byte id or magic byte 1 + 16-byte GUID"
             )
-        raise CodecError(
-            f"wrong magic byte 0x{magic:02x} in the {what}: not the Confluent wire format "
-            "(magic byte 0 + 4-byte schema id, or magic byte 1 + 16-byte GUID)"
-        )
+        else:
+            raise CodecError(
+                f"wrong magic byte 0x{magic:02x} in the {what}: not the Confluent wire format "
+                "(magic byte 0 + 4-byte schema id, or magic byte 1 + 16-byte GUID)"
+            )
+        found = doc.get("type", "AVRO")
+        if found != kind:
+            raise CodecError(
+                f"writer schema id {schema_id} is {_A_KIND.get(found, found)} schema; "
+                f"{a_view} view needs {_A_KIND[kind].split(' ', 1)[1].split()[0]} schemas"
+            )
+        return schema_id, offset, doc
 
-    def _by_id(self, schema_id: int) -> Writer:
-        w = self._writers.get(schema_id)
-        if w is not None:
-            return w
+    def _by_id(self, schema_id: int) -> dict[str, Any]:
+        doc = self._docs.get(schema_id)
+        if doc is not None:
+            return doc
         with self._lock:
             doc = self._docs.get(schema_id)
             if doc is None:
                 self._fail_if_unknown(schema_id)
                 doc = self._fetch_id(schema_id)
                 self._remember(schema_id, doc)
-            return self._parse(schema_id, doc, ID_FRAME)
+            return doc
 
-    def _by_guid(self, guid: bytes) -> Writer:
-        w = self._guid_writers.get(guid)
-        if w is not None:
-            return w
+    def _by_guid(self, guid: bytes) -> tuple[int, dict[str, Any]]:
+        schema_id = self._guids.get(guid)
+        if schema_id is not None:
+            return schema_id, self._docs[schema_id]
         with self._lock:
             schema_id = self._guids.get(guid)
             if schema_id is None:
@@ -193,11 +229,13 @@ class Schemas:
                 doc = self._fetch_guid(guid)
                 schema_id = _guid_id(guid, self._docs)
                 self._remember(schema_id, doc, guid)
-            w = self._parse(schema_id, self._docs[schema_id], GUID_FRAME)
-            self._guid_writers[guid] = w
-            return w
+            return schema_id, self._docs[schema_id]
 
     def _parse(self, schema_id: int, doc: dict[str, Any], offset: int) -> Writer:
+        if offset == ID_FRAME:
+            known = self._writers.get(schema_id)
+            if known is not None:
+                return known
         named: dict[str, Any] = {}
         try:
             for ref in doc.get("refs", ()):
@@ -277,15 +315,25 @@ class Schemas:
         return doc
 
     def _document(self, what: str, ref: int | bytes, schema: Any) -> dict[str, Any]:
+        refs: list[str] = []
+        names: list[str] = []
+        self._references(what, ref, schema.references or (), refs, names, 0)
+        doc: dict[str, Any] = {"schema": schema.schema_str, "refs": refs}
         kind = schema.schema_type or "AVRO"
         if kind != "AVRO":
-            raise CodecError(f"{what} is a {kind} schema; an Avro view needs Avro schemas")
-        refs: list[str] = []
-        self._references(what, ref, schema.references or (), refs, 0)
-        return {"schema": schema.schema_str, "refs": refs}
+            # Documents cached before other formats were read carry neither: both Avro.
+            doc["type"] = kind
+            doc["ref_names"] = names
+        return doc
 
     def _references(
-        self, what: str, ref: int | bytes, references: Any, out: list[str], depth: int
+        self,
+        what: str,
+        ref: int | bytes,
+        references: Any,
+        out: list[str],
+        names: list[str],
+        depth: int,
     ) -> None:
         if depth > _MAX_REFERENCE_DEPTH:
             raise CodecError(f"{what}: schema references nest deeper than {_MAX_REFERENCE_DEPTH}")
@@ -298,9 +346,10 @@ class Schemas:
                 r.subject,
                 r.version,
             )
-            self._references(what, ref, registered.schema.references or (), out, depth + 1)
+            self._references(what, ref, registered.schema.references or (), out, names, depth + 1)
             if registered.schema.schema_str not in out:
                 out.append(registered.schema.schema_str)
+                names.append(r.name)
 
     def _remember(self, schema_id: int, doc: dict[str, Any], guid: bytes | None = None) -> None:
         self._docs[schema_id] = doc

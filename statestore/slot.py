@@ -96,7 +96,7 @@ class Slot:
         self.index_paths = {f: tuple(f.split(".")) for f in config.indexes}
         self.has_indexes = bool(self.index_paths)
         self.checks_values = config.value != "bytes"
-        self.tracks_schemas = "avro" in (config.key, config.value)
+        self.tracks_schemas = config.uses_registry
 
         self.positions: dict[int, int] = {}
         prefix = position_prefix(self.id)

@@ -66,12 +66,12 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     vc = spec.view
     schemas: Any = None
     hook = None
-    if "avro" in (vc.key, vc.value):
-        from .avro import avro_codecs
+    if vc.uses_registry:
+        from .avro import registry_codecs
         from .schemas import Schemas
 
         schemas = Schemas(None, spec.registry, known=spec.known_schemas)
-        keys, values, hook = avro_codecs(vc, schemas)
+        keys, values, hook = registry_codecs(vc, schemas)
     else:
         keys, values = key_codec(vc.key), value_codec(vc.value)
 
@@ -112,7 +112,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         keys=keys,
         values=values,
         checks_values=vc.value != "bytes",
-        tracks_schemas="avro" in (vc.key, vc.value),
+        tracks_schemas=vc.uses_registry,
         header_hook=hook,
         fail_fast=vc.on_error == "fail",
         out_dir=Path(spec.out_dir),

@@ -95,12 +95,12 @@ class StateStore:
                 )
 
     def _make_view(self, vc: ViewConfig) -> View:
-        if vc.key == "avro" or vc.value == "avro":
-            from .avro import avro_codecs
+        if vc.uses_registry:
+            from .avro import registry_codecs
             from .schemas import Schemas
 
             schemas = Schemas(self.storage, self.config.schema_registry.client_config())
-            keys, values, hook = avro_codecs(vc, schemas)
+            keys, values, hook = registry_codecs(vc, schemas)
             return View(
                 vc,
                 self.storage,
@@ -406,7 +406,7 @@ class StateStore:
         return [v.status() for v in self._views.values()]
 
     def schemas(self, view: str) -> list[dict[str, Any]]:
-        """Writer schemas the view's entities use, in id order (empty for non-Avro views).
+        """Writer schemas the view's entities use, in id order (empty without a registry codec).
 
         Each item: ``id``, ``subject`` and ``version`` (under ``<topic>-value`` when the
         id is registered there), ``versions`` (every subject/version the registry listed

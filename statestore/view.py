@@ -88,7 +88,8 @@ class View:
         self.value_codec = values or value_codec(config.value)
         # Codecs whose framing may sit in record headers fold it into the key/value with this.
         self.header_hook = header_hook
-        # The writer schemas of an Avro view (bulk-load workers fetch some; the view keeps them).
+        # The writer schemas of a registry view: Avro, Protobuf, JSON Schema (bulk-load workers
+        # fetch some; the view keeps them).
         self.schemas = schemas
         if generation is None:
             generation = current_generation(storage, self.name)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from avro_support import REGISTRY_URL, Avro, store_config
+from formats_support import JsonSchema, Kit, Protobuf
 
 from statestore import StateStore, ViewConfig
 
@@ -59,3 +60,22 @@ def open_store(
     yield make
     for st in opened:
         st.close()
+
+
+@pytest.fixture
+def kit(
+    tmp_path: Path,
+    topic_factory: Callable[..., str],
+    produce: Callable[..., object],
+    open_store: Callable[..., StateStore],
+    registry_url: str,
+) -> Kit:
+    """The fixtures a Protobuf or JSON Schema view test uses, in one."""
+    return Kit(
+        tmp_path,
+        topic_factory,
+        produce,
+        open_store,
+        Protobuf(registry_url),
+        JsonSchema(registry_url),
+    )

@@ -109,7 +109,7 @@ def test_guid_framed_values_resolve_by_guid_and_get_a_local_id(storage: Storage)
 
 def test_header_hook_folds_id_and_guid_headers_in_front_of_the_body() -> None:
     """Schema ids in __value_schema_id / __key_schema_id headers become the value's or key's frame; records without them pass through."""
-    hook = header_hook(key_avro=True, value_avro=True)
+    hook = header_hook(key_framed=True, value_framed=True)
     id_frame = b"\x00\x00\x00\x00\x07"
     guid_frame = b"\x01" + GUID.bytes
 
@@ -121,14 +121,14 @@ def test_header_hook_folds_id_and_guid_headers_in_front_of_the_body() -> None:
         id_frame + b"v",
     )
     assert hook([("__value_schema_id", id_frame)], b"k", None) == (b"k", None)
-    assert header_hook(key_avro=False, value_avro=True)(
+    assert header_hook(key_framed=False, value_framed=True)(
         [("__key_schema_id", id_frame)], b"k", b"v"
     ) == (b"k", b"v")
 
 
 def test_a_malformed_schema_id_header_is_a_codec_error(storage: Storage) -> None:
     """A schema-id header that is neither an id nor a GUID frame makes the value a codec error that says so."""
-    hook = header_hook(key_avro=False, value_avro=True)
+    hook = header_hook(key_framed=False, value_framed=True)
     _, value = hook([("__value_schema_id", b"\x00\x01")], b"k", b"body")
     assert value is not None
     with pytest.raises(CodecError, match="schema-id record header"):

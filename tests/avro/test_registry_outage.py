@@ -36,6 +36,7 @@ from avro_support import (
     wait_until,
 )
 from confluent_kafka.schema_registry import Schema
+from formats_support import JsonSchema, Protobuf, compile_messages, schema_id
 
 from statestore import StateStore
 
@@ -228,3 +229,80 @@ def test_unseen_schema_id_while_registry_down_degrades_then_recovers(
     assert c is not None and c.value == patient("Gustav", ward="unassigned")
     assert a2 is not None and a2.value == patient("Ada", "recovering", ward="unassigned")
     assert {s["id"] for s in store.schemas("patients")} == {v1_id, v3_id}
+
+
+ITEM_V1 = 'syntax = "proto3"; package outage.v1; message Item { string id = 1; int32 n = 2; }'
+ITEM_V2 = (
+    'syntax = "proto3"; package outage.v2; message Item { string id = 1; int32 n = 2; '
+    "string note = 3; }"
+)
+ROW = {"type": "object", "properties": {"id": {"type": "string"}, "n": {"type": "integer"}}}
+ROW_V2 = {**ROW, "properties": {**ROW["properties"], "note": {"type": "string"}}}
+
+
+def test_protobuf_and_json_schema_views_restart_and_recover_without_the_registry(
+    registry: PrivateRegistry,
+    tmp_path: Path,
+    topic_factory: Callable[..., str],
+    produce: Callable[..., object],
+    open_store: Callable[..., StateStore],
+) -> None:
+    """Protobuf and JSON Schema views restart with the registry down from their cached
+    schemas; an unseen schema id holds each view degraded without quarantining anything,
+    and is applied once the registry is back."""
+    protobuf, json_schema = Protobuf(registry.url), JsonSchema(registry.url)
+    item = compile_messages(tmp_path / "v1", {"item.proto": ITEM_V1})["outage.v1.Item"]
+    item2 = compile_messages(tmp_path / "v2", {"item.proto": ITEM_V2})["outage.v2.Item"]
+    pt, jt = topic_factory(partitions=1), topic_factory(partitions=1)
+    for topic in (pt, jt):
+        protobuf.client.set_compatibility(f"{topic}-value", "NONE")
+    produce(pt, [("a", protobuf.value(pt, item(id="a", n=1)))])
+    produce(jt, [("a", json_schema.value(jt, ROW, {"id": "a", "n": 1}))])
+    # Registered now, first seen by the view while the registry is down.
+    unseen_p = protobuf.value(pt, item2(id="b", n=2, note="new"))
+    unseen_j = json_schema.value(jt, ROW_V2, {"id": "b", "n": 2, "note": "new"})
+    known_p = frame(schema_id(protobuf.value(pt, item(id="a", n=1))), b"\x00")
+    known_j = frame(schema_id(json_schema.value(jt, ROW, {"id": "a", "n": 1})), b"")
+    views = (
+        {"name": "p", "topic": pt, "value": "protobuf"},
+        {"name": "j", "topic": jt, "value": "json_schema"},
+    )
+    first = open_store(*views, url=registry.url)
+    assert {v: s.keys for v, s in first.bootstrap().items()} == {"p": 1, "j": 1}
+    first.close()
+
+    registry.stop()
+    produce(pt, [("a", known_p + item(id="a", n=5).SerializeToString())])
+    produce(jt, [("a", known_j + json.dumps({"id": "a", "n": 5}).encode())])
+    store = open_store(*views, url=registry.url)
+    status = store.bootstrap()
+
+    assert not registry.answering()
+    assert {v: (s.state, s.quarantined) for v, s in status.items()} == {
+        "p": ("ready", 0),
+        "j": ("ready", 0),
+    }
+    assert (store.get("p", "a") or pytest.fail("p")).value == {"id": "a", "n": 5}
+    assert (store.get("j", "a") or pytest.fail("j")).value == {"id": "a", "n": 5}
+
+    store.start()
+    produce(pt, [("b", unseen_p)])
+    produce(jt, [("b", unseen_j)])
+    for name in ("p", "j"):
+        view = store.view(name)
+        wait_until(lambda v=view: v.state == "degraded", 60, f"view {name} to report the outage")
+        assert "schema registry" in (view.status().reason or "")
+        assert view.status().quarantined == 0
+        assert store.get(name, "b") is None
+
+    registry.start()
+    for name in ("p", "j"):
+        view = store.view(name)
+        wait_until(
+            lambda v=view, n=name: v.state == "ready" and store.get(n, "b") is not None,
+            120,
+            f"view {name} to apply the waiting record",
+        )
+        assert view.status().quarantined == 0
+    assert (store.get("p", "b") or pytest.fail("p")).value == {"id": "b", "n": 2, "note": "new"}
+    assert (store.get("j", "b") or pytest.fail("j")).value == {"id": "b", "n": 2, "note": "new"}

@@ -96,7 +96,7 @@ def test_config_option_before_or_after_the_command(
 
 
 def test_the_example_config_is_valid() -> None:
-    """statestore.example.toml loads and serves the two demo topics."""
+    """statestore.example.toml loads and serves the three demo topics."""
     from cli_support import REPO
 
     from statestore import load_config
@@ -106,8 +106,13 @@ def test_the_example_config_is_valid() -> None:
     assert [(v.name, v.topic) for v in config.views] == [
         ("deliveries", "delivery.status"),
         ("patients", "patient.records"),
+        ("shipments", "shipment.state"),
     ]
     assert config.view("deliveries").indexes == ("status",)
+    assert (config.view("shipments").value, config.view("shipments").indexes) == (
+        "protobuf",
+        ("status",),
+    )
     assert config.kafka["bootstrap.servers"] == "127.0.0.1:9092"
     assert (config.api.host, config.api.port) == ("127.0.0.1", 8000)
 

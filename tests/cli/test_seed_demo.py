@@ -28,16 +28,17 @@ def prefix(topics: Topics) -> Iterator[str]:
     """A unique topic prefix; the demo topics made under it are deleted afterwards."""
     value = f"test.seed.{uuid.uuid4().hex[:8]}."
     yield value
-    topics.delete([value + "delivery.status", value + "patient.records"])
+    topics.delete([value + "delivery.status", value + "patient.records", value + "shipment.state"])
 
 
 REGISTRY = "http://127.0.0.1:8081/apis/ccompat/v7"
+SIZES = ["--deliveries", "40", "--patients", "15", "--shipments", "25"]
 PATIENT_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "patient.avsc"
 
 
 def seed(prefix: str, cwd: Path, *extra: str) -> dict[str, tuple[int, int, int, int]]:
     result = run(
-        ["--topic-prefix", prefix, "--deliveries", "40", "--patients", "15", *extra],
+        ["--topic-prefix", prefix, *SIZES, *extra],
         cwd,
         exe=SEED_DEMO,
     )
@@ -50,12 +51,13 @@ def seed(prefix: str, cwd: Path, *extra: str) -> dict[str, tuple[int, int, int, 
 def test_seed_demo_creates_compacted_topics_and_produces(
     admin: AdminClient, prefix: str, tmp_path: Path
 ) -> None:
-    """seed-demo creates both compacted topics with 12 and 3 partitions and fills them with updates and tombstones."""
+    """seed-demo creates the three compacted topics (12, 3 and 6 partitions) and fills them with updates and tombstones."""
     produced = seed(prefix, tmp_path, "--seed", "7")
 
     deliveries, patients = prefix + "delivery.status", prefix + "patient.records"
-    assert set(produced) == {deliveries, patients}
-    for topic, keys in ((deliveries, 40), (patients, 15)):
+    shipments = prefix + "shipment.state"
+    assert set(produced) == {deliveries, patients, shipments}
+    for topic, keys in ((deliveries, 40), (patients, 15), (shipments, 25)):
         records, key_count, tombstones, live = produced[topic]
         assert key_count == keys
         assert records > keys  # several updates per key
@@ -64,7 +66,8 @@ def test_seed_demo_creates_compacted_topics_and_produces(
     metadata = admin.list_topics(timeout=15).topics
     assert len(metadata[deliveries].partitions) == 12
     assert len(metadata[patients].partitions) == 3
-    for topic in (deliveries, patients):
+    assert len(metadata[shipments].partitions) == 6
+    for topic in (deliveries, patients, shipments):
         resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
         entries = admin.describe_configs([resource])[resource].result(timeout=15)
         assert entries["cleanup.policy"].value == "compact"
@@ -74,7 +77,7 @@ def test_seed_demo_is_deterministic_and_rerunnable(prefix: str, tmp_path: Path) 
     """A second run with the same seed leaves the topics in place and produces the same records."""
     first = seed(prefix, tmp_path, "--seed", "11")
     second = run(
-        ["--topic-prefix", prefix, "--deliveries", "40", "--patients", "15", "--seed", "11"],
+        ["--topic-prefix", prefix, *SIZES, "--seed", "11"],
         tmp_path,
         exe=SEED_DEMO,
     )
@@ -99,6 +102,12 @@ def test_seed_demo_topics_bootstrap_into_the_live_keys(prefix: str, tmp_path: Pa
                 "value": "avro",
                 "reader_schema": str(PATIENT_SCHEMA),
             },
+            {
+                "name": "shipments",
+                "topic": prefix + "shipment.state",
+                "value": "protobuf",
+                "indexes": ["status"],
+            },
         ],
     )
     with config.open("a") as f:
@@ -116,6 +125,8 @@ def test_seed_demo_topics_bootstrap_into_the_live_keys(prefix: str, tmp_path: Pa
     )
     assert view_status(data, "deliveries")["quarantined"] == 0
     assert view_status(data, "patients")["quarantined"] == 0
+    assert view_status(data, "shipments")["keys"] == produced[prefix + "shipment.state"][3]
+    assert view_status(data, "shipments")["quarantined"] == 0
     store = StateStore(load_config(config), read_only=True)
     try:
         patients = list(store.view("patients").iter_entities())
@@ -124,6 +135,9 @@ def test_seed_demo_topics_bootstrap_into_the_live_keys(prefix: str, tmp_path: Pa
         assert len(store.view("patients").status().schema_entities) == 2
         assert any(p.value["ward"] == "unassigned" for p in patients)
         assert any(p.value["ward"] != "unassigned" for p in patients)
+        shipments = list(store.view("shipments").iter_entities())
+        assert shipments and all(s.value["shipmentId"] == s.key for s in shipments)
+        assert all(s.value["status"] != "STATUS_UNSPECIFIED" for s in shipments)
     finally:
         store.close()
 

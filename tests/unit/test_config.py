@@ -145,3 +145,17 @@ def test_fingerprint_changes_with_codecs_only(tmp_path: Path) -> None:
     d = config.view("deliveries")
     assert d.fingerprint() == d.model_copy(update={"indexes": ()}).fingerprint()
     assert d.fingerprint() != d.model_copy(update={"value": "string"}).fingerprint()
+
+
+def test_a_file_without_kafka_gets_the_default_broker(tmp_path: Path) -> None:
+    """No [kafka] table: the default bootstrap.servers, with or without environment overrides
+    (an empty table would leave librdkafka without a broker, retrying forever)."""
+    text = '[[views]]\nname = "d"\ntopic = "t"\n'
+    assert load_config(write(tmp_path, text), environ={}).kafka == {
+        "bootstrap.servers": "127.0.0.1:9092"
+    }
+    env = {"STATESTORE_KAFKA__CLIENT_ID": "svc"}
+    assert load_config(write(tmp_path, text), environ=env).kafka == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "client.id": "svc",
+    }
