@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
 # wrk (the benchmark's REST rows) and prometheus + promtool (the alert rules), from the
@@ -61,6 +61,7 @@ lint: install
 	$(BIN)/ruff check statestore api tests scripts
 	$(BIN)/ruff format --check statestore api
 	$(BIN)/mypy
+	$(BIN)/hadolint deploy/Dockerfile
 
 fmt: install
 	$(BIN)/ruff format statestore api tests

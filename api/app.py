@@ -27,7 +27,7 @@ from .errors import (
     single_valued_query,
 )
 from .fastpath import EntityFastPath
-from .metrics import metrics_router
+from .metrics import RequestTimer, metrics_router, request_histogram
 from .models import JSONBytesResponse
 from .routes import open_router, router
 
@@ -112,6 +112,9 @@ def create_app(
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(CatchAllMiddleware)
+    # Outermost: the duration covers every layer, the error handling included.
+    app.state.request_seconds = request_histogram()
+    app.add_middleware(RequestTimer, histogram=app.state.request_seconds)
     app.include_router(open_router)
     if auth.enabled and config.api.metrics_require_token:
         app.include_router(

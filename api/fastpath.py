@@ -26,6 +26,7 @@ from statestore import StateStoreError
 
 from .auth import authenticate_request
 from .errors import ApiError, handled_error
+from .metrics import ROUTE_KEY
 from .routes import ENTITY_PATH, plain_entity
 
 __all__ = ["EntityFastPath"]
@@ -70,6 +71,7 @@ class EntityFastPath:
         if match is None:
             await self.app(scope, receive, send)
             return
+        scope[ROUTE_KEY] = ENTITY_PATH
         request = Request(scope, receive, send)
         try:
             if self.authenticated:

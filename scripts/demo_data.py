@@ -363,6 +363,21 @@ def produce(producer: Any, topic: str, events: list[Event], values: list[bytes |
         raise SystemExit(f"{topic}: {left} records not delivered; first errors: {errors[:3]}")
 
 
+def _http_errors() -> tuple[type[Exception], ...]:
+    """The HTTP errors the registry client raises: httpx's, or httpx2's where
+    confluent-kafka uses that (it does when both are installed)."""
+    import httpx
+
+    errors: list[type[Exception]] = [httpx.HTTPError]
+    try:
+        import httpx2
+
+        errors.append(httpx2.HTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="seed-demo", description=__doc__.splitlines()[0] if __doc__ else None
@@ -400,11 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.deliveries < 0 or args.patients < 0 or args.shipments < 0:
         parser.error("--deliveries, --patients and --shipments must be 0 or more")
 
-    import httpx
     from confluent_kafka import KafkaException, Producer
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+    registry_errors = (SchemaRegistryError, *_http_errors())
     rng = random.Random(args.seed)
     topics = {
         args.topic_prefix + DELIVERIES_TOPIC: (
@@ -442,8 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     except KafkaException as exc:
         print(f"seed-demo: Kafka at {args.bootstrap_servers} failed: {exc}", file=sys.stderr)
         return 1
-    except (SchemaRegistryError, httpx.HTTPError) as exc:
-        # httpx.HTTPError: the registry refused the connection or did not answer in time
+    except registry_errors as exc:
+        # An HTTP client's error: the registry refused the connection or did not answer in time
         print(
             f"seed-demo: schema registry at {args.registry_url} failed: {type(exc).__name__}: {exc}",
             file=sys.stderr,

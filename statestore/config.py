@@ -32,6 +32,7 @@ __all__ = [
     "ApiConfig",
     "Config",
     "KeyCodecName",
+    "LogConfig",
     "SchemaRegistryConfig",
     "StoreConfig",
     "TokenConfig",
@@ -251,6 +252,13 @@ class ViewConfig(_Frozen):
         return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
+class LogConfig(_Frozen):
+    """How the processes of a command log (the CLI's --log-format overrides ``format``)."""
+
+    # "text": time, level, logger, message; "json": one JSON object per line (statestore/logs.py).
+    format: Literal["text", "json"] = "text"
+
+
 def _default_kafka() -> dict[str, _Scalar]:
     return {"bootstrap.servers": "127.0.0.1:9092"}
 
@@ -263,6 +271,7 @@ class Config(_Frozen):
     schema_registry: SchemaRegistryConfig = SchemaRegistryConfig()
     store: StoreConfig = StoreConfig()
     api: ApiConfig = ApiConfig()
+    log: LogConfig = LogConfig()
     views: tuple[ViewConfig, ...]
 
     @field_validator("views")
@@ -363,7 +372,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
                 registry.setdefault("secrets", {})[dotted] = value
             else:
                 registry[prop] = value
-        elif section in ("store", "api"):
+        elif section in ("store", "api", "log"):
             raw.setdefault(section, {})[rest.lower()] = value
 
 

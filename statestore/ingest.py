@@ -161,6 +161,10 @@ class Ingestor:
                     if self._apply(records, stop) < 0:
                         return
                     self._recovered()
+                    oldest = min(r[2] for r in records)
+                    if oldest > 0:
+                        age = time.time() - oldest / 1000
+                        view.freshness.labels(view.name).observe(max(0.0, age))
                 else:
                     self._settle_holes(view.end_offsets)
                 if now >= next_marks:

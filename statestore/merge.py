@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .config import ViewConfig
 from .errors import BulkWorkerError
 from .indexes import index_value
+from .logs import configure_child
 from .records import (
     CONTROL_END,
     CONTROL_PREFIX,
@@ -129,11 +129,7 @@ class MergeSpec:
 
     def run(self, conn: Connection) -> None:
         """The worker process: merge this range, report the files written."""
-        logging.basicConfig(
-            level=self.log_level,
-            stream=sys.stderr,
-            format=f"%(asctime)s %(levelname)s merge-worker-{self.index} %(name)s: %(message)s",
-        )
+        configure_child(self.log_level, f"merge-worker-{self.index}")
         owner_pid = os.getppid()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:

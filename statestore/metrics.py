@@ -11,11 +11,13 @@ previous release are still exported, as deprecated aliases (docs/operations.md).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, get_args
 
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -24,7 +26,40 @@ from .status import ViewState, ViewStatus
 if TYPE_CHECKING:
     from .store import StateStore
 
-__all__ = ["StoreCollector", "StoreFacts", "metrics_for"]
+__all__ = ["StoreCollector", "StoreFacts", "build_info", "freshness_histogram", "metrics_for"]
+
+# From a record read within a millisecond to a minute behind.
+_FRESHNESS_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+def freshness_histogram() -> Histogram:
+    """A view's ``statestore_freshness_seconds``, kept by the view (no global registry)."""
+    return Histogram(
+        "statestore_freshness_seconds",
+        "Age of the oldest record of each batch applied while following, when the batch "
+        "became readable: from the record's timestamp (the broker's append time on "
+        "LogAppendTime topics, the producer's otherwise).",
+        ["view"],
+        buckets=_FRESHNESS_BUCKETS,
+        registry=None,
+    )
+
 
 _STATES: tuple[str, ...] = get_args(ViewState)
 
@@ -53,7 +88,48 @@ class StoreCollector(Collector):
         if self._views is not None:
             statuses = [s for s in statuses if self._views(s.name)]
         store = self._store
+        yield build_info()
         yield from metrics_for(statuses, StoreFacts(store.starts, store.started_at))
+        shown = {s.name for s in statuses}
+        families = [next(iter(v.freshness.collect())) for n, v in store.views.items() if n in shown]
+        if families:
+            merged = families[0]
+            for other in families[1:]:
+                merged.samples.extend(other.samples)
+            yield merged
+
+
+def build_info() -> Metric:
+    """``statestore_build_info``: 1, labelled with the versions of what reads and stores."""
+    info = GaugeMetricFamily(
+        "statestore_build_info",
+        "Always 1: the statestore, Python, confluent-kafka, librdkafka and rocksdict versions.",
+        labels=["version", "python_version", "confluent_kafka", "librdkafka", "rocksdict"],
+    )
+    info.add_metric(list(_versions()), 1)
+    return info
+
+
+@functools.cache
+def _versions() -> tuple[str, str, str, str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import confluent_kafka
+
+    from . import __version__
+
+    try:
+        rocksdict = version("rocksdict")
+    except PackageNotFoundError:
+        rocksdict = "unknown"
+    return (
+        __version__,
+        platform.python_version(),
+        confluent_kafka.version()[0],
+        confluent_kafka.libversion()[0],
+        rocksdict,
+    )
 
 
 def metrics_for(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 
 from .config import ViewConfig
 from .errors import KafkaError, OffsetOutOfRangeError, StorageError, TopicMissingError
+from .logs import configure_child
 from .stage import Piece, Stager
 from .workers import owner_gone
 
@@ -50,11 +50,7 @@ class WorkerSpec:
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     """A bulk-load worker process: stage its pieces, report to the owner over *conn*."""
-    logging.basicConfig(
-        level=spec.log_level,
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s bulk-worker-{spec.worker} %(name)s: %(message)s",
-    )
+    configure_child(spec.log_level, f"bulk-worker-{spec.worker}")
     owner_pid = os.getppid()
     halted = threading.Event()
     # The owner decides when to stop: Ctrl-C reaches the whole process group.

@@ -32,6 +32,7 @@ from .errors import (
 )
 from .history import ViewHistory, read_history, write_history
 from .indexes import index_value, index_value_key, sync_indexes
+from .metrics import freshness_histogram
 from .position import format_position
 from .records import (
     HEADER_SIZE,
@@ -91,6 +92,8 @@ class View:
         # The writer schemas of a registry view: Avro, Protobuf, JSON Schema (bulk-load workers
         # fetch some; the view keeps them).
         self.schemas = schemas
+        # Age of the oldest record of each batch applied while following (metrics.py).
+        self.freshness = freshness_histogram()
         if generation is None:
             generation = current_generation(storage, self.name)
         # Replaced as a whole by adopt(): a reader that took it reads one generation throughout.

@@ -9,6 +9,7 @@ import enum
 import functools
 import json
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from .. import (
     __version__,
     load_config,
 )
+from ..logs import FORMAT_ENV, JsonFormatter, LogFormat, text_formatter
 from ..storage import Storage
 
 __all__ = [
@@ -66,6 +68,11 @@ class LogLevel(enum.StrEnum):
     info = "info"
     warning = "warning"
     error = "error"
+
+
+class LogFormatName(enum.StrEnum):
+    text = "text"
+    json = "json"
 
 
 ConfigOption = Annotated[
@@ -154,20 +161,25 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
-def _setup_logging(level: int, cli_level: int) -> None:
+def _setup_logging(level: int, cli_level: int, fmt: LogFormat = "text") -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "statestore_cli", False):
             root.removeHandler(handler)
+    # Worker processes the command spawns log in the same format.
+    os.environ[FORMAT_ENV] = fmt
     new: logging.Handler
-    if sys.stderr.isatty():
+    if fmt == "json":
+        new = _StderrHandler()
+        new.setFormatter(JsonFormatter())
+    elif sys.stderr.isatty():
         from rich.logging import RichHandler
 
         new = RichHandler(console=err_console, show_path=False, markup=False, rich_tracebacks=False)
         new.setFormatter(logging.Formatter("%(message)s"))
     else:
         new = _StderrHandler()
-        new.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        new.setFormatter(text_formatter())
     setattr(new, "statestore_cli", True)  # noqa: B010 - a marker, so a re-run replaces it
     root.addHandler(new)
     root.setLevel(level)
@@ -201,6 +213,14 @@ def _main(
         LogLevel | None,
         typer.Option("--log-level", case_sensitive=False, help="Log level (overrides -v)."),
     ] = None,
+    log_format: Annotated[
+        LogFormatName | None,
+        typer.Option(
+            "--log-format",
+            case_sensitive=False,
+            help="text, or json: one JSON object per line (overrides the config's log.format).",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -221,12 +241,19 @@ def _main(
         base = logging.INFO if busy else logging.WARNING
         level = max(logging.DEBUG, base - 10 * verbose)
         cli_level = min(level, logging.INFO)
-    _setup_logging(level, cli_level)
+    fmt: LogFormat = log_format.value if log_format is not None else "text"
+    ctx.meta["statestore.logging"] = (level, cli_level, log_format is not None)
+    _setup_logging(level, cli_level, fmt)
 
 
 def load(ctx: typer.Context, override: Path | None) -> Config:
-    """The configuration named by the command's -c, else by the global one."""
-    return load_config(override if override is not None else ctx.obj)
+    """The configuration named by the command's -c, else by the global one; its
+    ``[log] format`` takes effect unless --log-format was given."""
+    config = load_config(override if override is not None else ctx.obj)
+    level, cli_level, fixed = ctx.meta.get("statestore.logging", (None, None, True))
+    if not fixed and config.log.format != "text":
+        _setup_logging(level, cli_level, config.log.format)
+    return config
 
 
 def check_views(config: Config, names: list[str] | None) -> list[str]:

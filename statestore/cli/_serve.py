@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 # Every command logs as "statestore.cli": stable names for log filters.
+# Seconds requests in flight (and open change streams) get to finish on SIGTERM; then
+# the views finish their batch (StateStore.stop, at most its timeout) and the store closes.
+HTTP_DRAIN_S = 5
+
 log = logging.getLogger("statestore.cli")
 
 
@@ -50,9 +54,9 @@ def _server(config: uvicorn.Config) -> uvicorn.Server:
 @handled
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Bind address (default: [api] host).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: \\[api] host).")] = None,
     port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="Port (default: [api] port).")
+        int | None, typer.Option(min=0, max=65535, help="Port (default: \\[api] port).")
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -95,8 +99,8 @@ def serve(
             ssl_keyfile=cfg.api.ssl_keyfile,
             http=bounded_http(cfg.api.max_header_kb, cfg.api.header_timeout_s),
             limit_concurrency=cfg.api.max_connections,
-            # Open change streams never end by themselves: give them 5 s, then close.
-            timeout_graceful_shutdown=5,
+            # Open change streams never end by themselves: give them a while, then close.
+            timeout_graceful_shutdown=HTTP_DRAIN_S,
         )
     )
     with contextlib.suppress(KeyboardInterrupt):

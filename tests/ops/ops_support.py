@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
@@ -166,3 +169,49 @@ def stored(config: Path, view: str) -> tuple[dict[int, int], dict[str, bytes], i
         positions = {p.partition: p.position for p in status.partitions}
         entities = {e.key: orjson.dumps(e.value) for e in store.view(view).iter_entities()}
         return positions, entities, status.records_applied
+
+
+class Serve:
+    """`statestore serve` on one config, started and stopped again and again."""
+
+    def __init__(self, config: Path, port: int, cwd: Path, *options: str) -> None:
+        self.config = config
+        self.options = options
+        self.url = f"http://127.0.0.1:{port}"
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self.runs += 1
+        log = (self.cwd / f"serve-{self.runs}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [str(STATESTORE), *self.options, "-c", str(self.config), "serve"],
+            cwd=self.cwd,
+            env=clean_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        proc = self.proc
+
+        def up() -> bool:
+            assert proc.poll() is None, self.log()
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        eventually(up, "statestore serve answering", 120.0)
+
+    def log(self) -> str:
+        return (self.cwd / f"serve-{self.runs}.log").read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(60)
+        self.proc = None
+
+    def view(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = httpx.get(f"{self.url}/views/{name}", timeout=10).json()
+        return data

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from ops_support import BOOTSTRAP, REPO, STATESTORE, clean_env, free_port, send, write_config
+from ops_support import BOOTSTRAP, REPO, Serve, free_port, send, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -169,51 +169,6 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], Prometheus]]:
         except subprocess.TimeoutExpired:
             prom.proc.kill()
             prom.proc.wait()
-
-
-class Serve:
-    """`statestore serve` on one config, started and stopped again and again."""
-
-    def __init__(self, config: Path, port: int, cwd: Path) -> None:
-        self.config = config
-        self.url = f"http://127.0.0.1:{port}"
-        self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        self.runs += 1
-        log = (self.cwd / f"serve-{self.runs}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [str(STATESTORE), "-c", str(self.config), "serve"],
-            cwd=self.cwd,
-            env=clean_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        proc = self.proc
-
-        def up() -> bool:
-            assert proc.poll() is None, self.log()
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait(up, "statestore serve answering", 120.0)
-
-    def log(self) -> str:
-        return (self.cwd / f"serve-{self.runs}.log").read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        self.proc.wait(60)
-        self.proc = None
-
-    def view(self, name: str) -> dict[str, Any]:
-        data: dict[str, Any] = httpx.get(f"{self.url}/views/{name}", timeout=10).json()
-        return data
 
 
 def _produce_json(topic: str, records: int, start: int = 0) -> None:
