@@ -5,7 +5,7 @@
 #                then the benchmark smoke check)
 #
 # Everything is installed and started by the project's own files: .venv/ for Python,
-# var/ for the broker's and the registry's jars, data and logs.
+# var/ for the broker's, the registry's and the S3 server's jars, data and logs.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= statestore.example.toml
 PYTEST_ARGS ?=
 
-.PHONY: install tools broker registry services stop-services demo run test lint fmt unit bench soak clean
+.PHONY: install tools broker registry s3 services stop-services demo run test lint fmt unit bench soak clean
 
 install: $(STAMP)
 
@@ -35,9 +35,14 @@ broker: install
 registry: install
 	scripts/local-registry start
 
-services: broker registry
+# s3proxy on 127.0.0.1:9100: the S3-compatible home of snapshots in the tests
+s3: install
+	scripts/local-s3 start
+
+services: broker registry s3
 
 stop-services:
+	-scripts/local-s3 stop
 	-scripts/local-registry stop
 	-scripts/local-kafka stop
 

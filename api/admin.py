@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -139,3 +140,67 @@ async def rebuild_view(
         await anyio.sleep(_POLL_S)
     headers = {**_headers(store, view), "Location": f"/views/{view}"}
     return json_response(_info(store, handle.status()), 202, headers=headers)
+
+
+class SnapshotRequest(BaseModel):
+    """Where to write the snapshot and which views it holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dest: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="A directory on the server's machine or an `s3://bucket/prefix` URL "
+        "(credentials from the server's environment); default `[snapshots] dest`.",
+    )
+    views: list[str] | None = Field(
+        default=None,
+        max_length=256,
+        description="Views to include (default: every view that has caught up once).",
+    )
+
+
+@admin_router.post(
+    "/admin/snapshot",
+    response_model=None,
+    status_code=201,
+    summary="Take a snapshot",
+    responses={
+        201: {"description": "The snapshot: name, URL, size, views with positions and keys."},
+        **error_responses(403, 404, 409, 422, 502, 503),
+    },
+)
+async def take_snapshot(request: Request, body: SnapshotRequest | None = None) -> Response:
+    """A consistent snapshot of the store, taken while reads and ingest go on (one at a
+    time: 409 while another is being taken). Needs an admin token scoped to its views."""
+    store = get_store(request)
+    spec = body or SnapshotRequest()
+    names = spec.views or list(store.views)
+    for name in names:
+        store.view(name)  # 404 for an unknown view
+        require_admin(request, name, "snapshot it")
+    if spec.dest is None and store.config.snapshots.dest is None:
+        raise ApiError(
+            422, "invalid_request", "body.dest: required when [snapshots] dest is not set"
+        )
+    principal = principal_of(request)
+    who = f" token={principal.name!r}" if principal is not None else ""
+    log.info("api.snapshot dest=%s views=%s%s", spec.dest, ",".join(names), who)
+    info = await anyio.to_thread.run_sync(store.snapshot, spec.dest, spec.views)
+    return json_response(info.to_dict(), 201)
+
+
+@admin_router.get(
+    "/admin/snapshots",
+    response_model=None,
+    summary="Snapshot status",
+    responses={200: {"description": "Scheduled snapshots and the last one taken."}},
+)
+async def snapshot_status(request: Request) -> Response:
+    """The schedule (`[snapshots]`), the last snapshot taken (when, how long, how big),
+    failures, and the snapshot the store was seeded from. Needs an admin token."""
+    store = get_store(request)
+    for name in store.views:
+        require_admin(request, name, "see its snapshots")
+    return json_response(store.snapshots.status.to_dict())

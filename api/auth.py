@@ -185,7 +185,7 @@ def may_see(request: Request) -> Callable[[str], bool]:
     return principal.may_read
 
 
-def require_admin(request: Request, view: str) -> None:
+def require_admin(request: Request, view: str, action: str = "rebuild it") -> None:
     """403 unless the request's token may administer *view* (``admin = true``, scoped to it)."""
     require_view(request, view)
     principal = principal_of(request)
@@ -193,7 +193,7 @@ def require_admin(request: Request, view: str) -> None:
         raise ApiError(
             403,
             "forbidden",
-            f"this token may read view {view!r} but not rebuild it: that needs a token "
+            f"this token may read view {view!r} but not {action}: that needs a token "
             "with admin = true",
         )
 

@@ -28,6 +28,8 @@ from statestore import (
     NotReadyError,
     PositionTimeoutError,
     RegistryUnavailableError,
+    SnapshotError,
+    SnapshotSourceError,
     StateStoreError,
     StorageError,
     StoreLockedError,
@@ -68,6 +70,8 @@ _LIBRARY_ERRORS: tuple[tuple[type[StateStoreError], int, str], ...] = (
     (RegistryUnavailableError, 503, "registry_unavailable"),
     (CodecError, 500, "undecodable_value"),
     (StoreLockedError, 503, "store_locked"),
+    (SnapshotSourceError, 502, "snapshot_place_unavailable"),
+    (SnapshotError, 409, "snapshot_refused"),
     (KafkaError, 503, "kafka_unavailable"),
     (StorageError, 500, "storage_error"),
     (ConfigError, 500, "config_error"),
@@ -85,6 +89,7 @@ _HTTP_CODES = {
     422: "invalid_request",
     429: "too_many_requests",
     500: "internal_error",
+    502: "bad_gateway",
     503: "unavailable",
 }
 
@@ -137,6 +142,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body larger than 1 MiB (`body_too_large`).",
         422: "Invalid parameter or body (`invalid_request`), cursor (`invalid_cursor`), key "
         "(`invalid_key`) or more keys than `api.max_lookup_keys` (`too_many_keys`).",
+        409: "As documented for the route.",
+        502: "The snapshot destination could not be written (`snapshot_place_unavailable`).",
         429: "This client already has `api.max_waits_per_client` requests waiting for a "
         "`min_position` (`too_many_waits`).",
         503: "The view has not caught up yet (`not_ready`), has failed (`view_failed`), "

@@ -34,6 +34,7 @@ __all__ = [
     "KeyCodecName",
     "LogConfig",
     "SchemaRegistryConfig",
+    "SnapshotsConfig",
     "StoreConfig",
     "TokenConfig",
     "ValueCodecName",
@@ -124,6 +125,60 @@ class StoreConfig(_Frozen):
     # How often a following store asks the brokers for its topics' end offsets, for lag
     # alone: lag stays exact while a view waits (a registry outage, a failed view).
     lag_refresh_s: float = Field(default=2.0, ge=0.1, le=60.0)
+    # A snapshot (a directory, an s3:// prefix: its newest snapshot, or one archive) that
+    # fills the store whenever it is empty: a replica's first start, a store set aside as
+    # damaged. The views then catch up from the snapshot's positions (snapshot.py).
+    seed: str | None = None
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_place(cls, v: str | None) -> str | None:
+        return _snapshot_place(v, "seed is a directory, an archive path")
+
+
+def _snapshot_place(value: str | None, what: str) -> str | None:
+    """A place snapshots live: a path, or an ``s3://`` URL (no other scheme)."""
+    if value is not None and "://" in value and not value.startswith("s3://"):
+        raise ValueError(f"{what} or an s3://bucket/prefix URL")
+    return value or None
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds in ``90``, ``"90s"``, ``"15m"``, ``"1.5h"``, ``"1d"``, ``"500ms"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration (examples: 30s, 15m, 1h, 1d)")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+class SnapshotsConfig(_Frozen):
+    """Snapshots a server takes by itself (``statestore serve``)."""
+
+    # A directory or an s3://bucket/prefix URL (credentials from the environment only).
+    dest: str | None = None
+    # How often: seconds, or "30s", "15m", "1h", "1d".
+    every: float = Field(default=3600.0)
+    # How many snapshots to keep in dest (older ones are removed after each new one).
+    keep: int = Field(default=3, ge=1, le=1000)
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _every(cls, v: Any) -> float:
+        seconds = parse_duration(v)
+        if seconds < 1:
+            raise ValueError("every is at least 1 second")
+        return seconds
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, v: str | None) -> str | None:
+        return _snapshot_place(v, "dest is a directory")
 
 
 def usable_cores() -> int:
@@ -272,6 +327,7 @@ class Config(_Frozen):
     store: StoreConfig = StoreConfig()
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
+    snapshots: SnapshotsConfig = SnapshotsConfig()
     views: tuple[ViewConfig, ...]
 
     @field_validator("views")

@@ -14,6 +14,8 @@ __all__ = [
     "OffsetOutOfRangeError",
     "PositionTimeoutError",
     "RegistryUnavailableError",
+    "SnapshotError",
+    "SnapshotSourceError",
     "StateStoreError",
     "StorageError",
     "StoreLockedError",
@@ -50,6 +52,14 @@ class StorageError(StateStoreError):
 
 class StoreLockedError(StorageError):
     """Another process (usually a running server) holds the store open for writing."""
+
+
+class SnapshotError(StateStoreError):
+    """A snapshot cannot be made, read or used: damaged, of another format, of another config."""
+
+
+class SnapshotSourceError(SnapshotError):
+    """The place snapshots live in (a directory, an S3 bucket) cannot be read or written."""
 
 
 class KafkaError(StateStoreError):

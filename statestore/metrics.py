@@ -24,9 +24,19 @@ from prometheus_client.registry import Collector
 from .status import ViewState, ViewStatus
 
 if TYPE_CHECKING:
+    from .snapshot import SnapshotStatus
+
+if TYPE_CHECKING:
     from .store import StateStore
 
-__all__ = ["StoreCollector", "StoreFacts", "build_info", "freshness_histogram", "metrics_for"]
+__all__ = [
+    "StoreCollector",
+    "StoreFacts",
+    "build_info",
+    "freshness_histogram",
+    "metrics_for",
+    "snapshot_metrics",
+]
 
 # From a record read within a millisecond to a minute behind.
 _FRESHNESS_BUCKETS = (
@@ -90,6 +100,7 @@ class StoreCollector(Collector):
         store = self._store
         yield build_info()
         yield from metrics_for(statuses, StoreFacts(store.starts, store.started_at))
+        yield from snapshot_metrics(store.snapshots.status)
         shown = {s.name for s in statuses}
         families = [next(iter(v.freshness.collect())) for n, v in store.views.items() if n in shown]
         if families:
@@ -97,6 +108,47 @@ class StoreCollector(Collector):
             for other in families[1:]:
                 merged.samples.extend(other.samples)
             yield merged
+
+
+def snapshot_metrics(status: SnapshotStatus) -> Iterator[Metric]:
+    """The snapshots the store takes: schedule, last success, failures (docs/operations.md)."""
+    if status.every_s is not None:
+        yield GaugeMetricFamily(
+            "statestore_snapshot_interval_seconds",
+            "How often the server takes a snapshot ([snapshots] every).",
+            value=status.every_s,
+        )
+    last = (
+        (
+            "statestore_snapshot_last_success_timestamp_seconds",
+            "When the last snapshot was written (seconds since the epoch; kept in the store).",
+            status.last_at,
+        ),
+        (
+            "statestore_snapshot_last_duration_seconds",
+            "How long the last snapshot took, checkpoint to upload.",
+            status.last_seconds,
+        ),
+        (
+            "statestore_snapshot_last_size_bytes",
+            "The size of the last snapshot's archive.",
+            status.last_size,
+        ),
+    )
+    for name, text, value in last if status.last_at is not None else ():
+        if value is not None:
+            yield GaugeMetricFamily(name, text, value=value)
+    if status.every_s is not None or status.taken or status.failures:
+        taken = CounterMetricFamily(
+            "statestore_snapshots", "Snapshots this process wrote (scheduled and requested)."
+        )
+        taken.add_metric([], status.taken)
+        yield taken
+        failed = CounterMetricFamily(
+            "statestore_snapshot_failures", "Snapshots this process failed to write."
+        )
+        failed.add_metric([], status.failures)
+        yield failed
 
 
 def build_info() -> Metric:

@@ -43,6 +43,7 @@ from rocksdict import (
     AccessType,
     BlockBasedOptions,
     Cache,
+    Checkpoint,
     DBCompressionType,
     IngestExternalFileOptions,
     Options,
@@ -564,6 +565,27 @@ class Storage:
             batch.delete(cf, key)
         if len(batch):
             self.write(batch)
+
+    def checkpoint(self, path: Path) -> None:
+        """A consistent copy of the whole database at *path* (a new directory on the same
+        file system: table files are hard links). Every column family is at one point in
+        the log: positions and data together, as one write left them."""
+        try:
+            Checkpoint(self._db).create_checkpoint(str(path))
+        except Exception as exc:
+            raise StorageError(
+                f"cannot take a checkpoint of the store at {self.path}: {exc}"
+            ) from exc
+
+    @staticmethod
+    def list_families(path: Path) -> list[str] | None:
+        """The column families of the database at *path* without opening it (None: no database)."""
+        if not (Path(path) / "CURRENT").exists():
+            return None
+        try:
+            return [n for n in Rdict.list_cf(str(path), Options(raw_mode=True)) if n != "default"]
+        except Exception as exc:
+            raise StorageError(f"cannot read the column families of {path}: {exc}") from exc
 
     def compact(self, cf: str) -> None:
         """Compact a whole column family (after a bulk load, before declaring ready)."""

@@ -10,16 +10,25 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import orjson
+
 from .bulk import BulkSettings
 from .changes import Subscription, open_changes
 from .config import Config, ViewConfig, usable_cores
 from .cursor import CursorSigner
-from .errors import KafkaError, NotReadyError, UnknownViewError, ViewFailedError
+from .errors import (
+    KafkaError,
+    NotReadyError,
+    StateStoreError,
+    UnknownViewError,
+    ViewFailedError,
+)
 from .history import count_start, read_starts
 from .ingest import Ingestor, ProgressCallback
 from .kafka import KafkaClient
 from .ranges import read_progress, shown
 from .records import NO_SCHEMA, Entity, family_owner
+from .snapshot import SEEDED_KEY, SnapshotInfo, Snapshotter, restore, store_is_empty
 from .status import ViewStatus
 from .storage import META, RocksOptions, Storage
 from .view import Page, View
@@ -46,12 +55,30 @@ class StateStore:
             row_cache_mb=config.store.row_cache_mb,
             write_buffer_mb=config.store.write_buffer_mb,
         )
+        seed = config.store.seed
+        # The snapshot this store was seeded from when it opened (None: not seeded), and
+        # why seeding failed (the views then bootstrap from Kafka).
+        self.seeded_from: str | None = None
+        self.seed_error: str | None = None
+        if seed and not read_only and store_is_empty(config.store.path):
+            self._seed(seed)
         self.storage = Storage(
             config.store.path,
             tuning,
             read_only=read_only,
             on_corruption=config.store.on_corruption,
         )
+        if self.seeded_from is not None:
+            self._note_seed(self.seeded_from)
+        if seed and self.storage.damage is not None:
+            # Set aside as damaged: the new, empty store is seeded like a first start's.
+            self.storage.close()
+            self._seed(seed)
+            self.storage = Storage(
+                config.store.path, tuning, on_corruption=config.store.on_corruption
+            )
+            if self.seeded_from is not None:
+                self._note_seed(self.seeded_from)
         self._signer = CursorSigner(self._secret())
         self._views: dict[str, View] = {}
         self._client: KafkaClient | None = None
@@ -76,6 +103,31 @@ class StateStore:
             self._views[vc.name] = view
         if not read_only:
             self._drop_leftovers()
+        from . import __version__
+
+        self.snapshots = Snapshotter(self.storage, config, __version__)
+        self.snapshots.status.seed_error = self.seed_error
+        self._snapshot_thread: threading.Thread | None = None
+
+    def _note_seed(self, url: str) -> None:
+        batch = self.storage.batch()
+        batch.put(META, SEEDED_KEY, orjson.dumps({"url": url, "at": time.time()}))
+        self.storage.write(batch)
+
+    def _seed(self, src: str) -> None:
+        """Fill the empty store from the snapshot *src*; on failure, log why and go on
+        (every view then bootstraps from Kafka, as without a seed)."""
+        try:
+            done = restore(src, self.config.store.path, self.config)
+        except StateStoreError as exc:
+            self.seed_error = str(exc)
+            log.error(
+                "store.seed_failed src=%s error=%s (the views are bootstrapped from Kafka)",
+                src,
+                exc,
+            )
+            return
+        self.seeded_from = done.snapshot.url
 
     def _drop_leftovers(self) -> None:
         """Drop column families no configured view uses (old generations, removed views)."""
@@ -212,6 +264,28 @@ class StateStore:
         if self._lag_thread is None or not self._lag_thread.is_alive():
             self._lag_thread = threading.Thread(target=self._poll_ends, name="lag", daemon=True)
             self._lag_thread.start()
+        if self.config.snapshots.dest and (
+            self._snapshot_thread is None or not self._snapshot_thread.is_alive()
+        ):
+            self._snapshot_thread = threading.Thread(
+                target=self.snapshots.run,
+                args=(self._stop, self._snapshot_ready),
+                name="snapshots",
+                daemon=True,
+            )
+            self._snapshot_thread.start()
+
+    def _snapshot_ready(self) -> bool:
+        return any(v.servable for v in self._views.values())
+
+    def snapshot(self, dest: str | None = None, views: list[str] | None = None) -> SnapshotInfo:
+        """Take a consistent snapshot of the store into *dest* (a directory or an
+        ``s3://bucket/prefix``; default ``[snapshots] dest``) while reads and ingest go on."""
+        if self._closed:
+            raise NotReadyError("the store is closed; cannot take a snapshot")
+        if self.read_only:
+            raise NotReadyError("the store was opened read-only; cannot take a snapshot")
+        return self.snapshots.take(dest, views, wait=False)
 
     def _poll_ends(self) -> None:
         """Give every view the end offsets of its topic, now and every lag_refresh_s."""
@@ -253,10 +327,12 @@ class StateStore:
         """Stop consuming: the batch in flight is finished, then the threads end."""
         self._stop.set()
         deadline = time.monotonic() + timeout
-        for t in [*self._threads.values(), *([self._lag_thread] if self._lag_thread else [])]:
+        others = [t for t in (self._lag_thread, self._snapshot_thread) if t is not None]
+        for t in [*self._threads.values(), *others]:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
         self._lag_thread = None
+        self._snapshot_thread = None
         for ing in self._ingestors.values():
             ing.close()
         for view in self._views.values():
@@ -269,6 +345,8 @@ class StateStore:
             return
         self._closed = True
         self.stop()
+        if not self.read_only:
+            self.snapshots.idle()  # a snapshot being taken reads the database to its end
         if self._client is not None:
             self._client.close()
         self.storage.close()

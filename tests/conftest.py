@@ -25,6 +25,10 @@ _VAR = Path(__file__).resolve().parents[1] / "var"
 _SERVICE_LOGS = {
     "schema registry": (_VAR / "registry/logs/registry.log", ("",)),
     "Kafka broker warnings and errors": (_VAR / "kafka/logs/server.log", (" WARN ", " ERROR ")),
+    "S3 server (s3proxy) warnings and errors": (
+        _VAR / "s3/logs/s3proxy.log",
+        (" WARN ", " ERROR "),
+    ),
 }
 _TAIL_LINES = 30
 

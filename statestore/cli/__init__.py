@@ -1,4 +1,5 @@
-"""The ``statestore`` command line: serve, bootstrap, rebuild, status, get, get-by, quarantine.
+"""The ``statestore`` command line: serve, bootstrap, rebuild, status, get, get-by, quarantine,
+snapshot.
 
 Exit codes: 0 success, 1 a view failed / an entity is absent / a runtime error,
 2 bad usage or configuration (unknown view, invalid config, store in use), 130
@@ -12,6 +13,7 @@ from ._app import app
 from ._catchup import bootstrap, rebuild
 from ._reads import get, get_by, quarantine
 from ._serve import serve
+from ._snapshot import snapshot_app
 from ._status import status
 
 __all__ = ["app", "main"]
@@ -24,6 +26,7 @@ app.command()(status)
 app.command()(get)
 app.command("get-by")(get_by)
 app.command()(quarantine)
+app.add_typer(snapshot_app)
 
 
 def main() -> None:

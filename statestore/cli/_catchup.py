@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from .. import StateStore, StoreLockedError, ViewFailedError
+from ..snapshot import restore
 from ._app import ConfigOption, ViewsOption, check_views, errors, handled, load
 from ._progress import reporter_for, summary
 from ._remote import rebuild_on_server
@@ -36,6 +37,7 @@ def _catch_up(
     workers: int | None,
     *,
     rebuild: bool,
+    seed: str | None = None,
 ) -> None:
     cfg = load(ctx, config)
     if workers is not None:
@@ -45,6 +47,14 @@ def _catch_up(
     names = check_views(cfg, views)
     action = "rebuild" if rebuild else "bootstrap"
     with interrupts(), errors(cfg):
+        if seed is not None:
+            done = restore(seed, cfg.store.path, cfg)
+            typer.echo(
+                f"seeded from {done.snapshot.url} ({done.bytes / 1e6:.1f} MB in "
+                f"{done.seconds:.1f} s, taken {done.snapshot.manifest.get('created_at')})"
+            )
+            for name, what in done.plan.items():
+                typer.echo(f"  {name}: {what}")
         try:
             store = StateStore(cfg)
         except StoreLockedError:
@@ -82,14 +92,27 @@ def bootstrap(
     view: ViewsOption = None,
     config: ConfigOption = None,
     workers: WorkersOption = None,
+    from_snapshot: Annotated[
+        str | None,
+        typer.Option(
+            "--from-snapshot",
+            metavar="SRC",
+            help="Seed the empty store from a snapshot first (an archive, or a directory or "
+            "s3://bucket/prefix: its newest snapshot), then catch up from its positions.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Catch every view up to the topics' end offsets as of now, then exit.
 
     A view's first bootstrap is a bulk load read by --workers processes. SIGTERM or
     Ctrl-C stops after what was read is written (exit 130) and the next run resumes
-    from there; a second signal exits at once.
+    from there; a second signal exits at once. With --from-snapshot, the store (which
+    must be empty) is restored from the snapshot and the views catch up from its
+    positions, under every staleness guard (a snapshot too old is rebuilt from Kafka
+    or fails, per on_stale).
     """
-    _catch_up(ctx, config, view, workers, rebuild=False)
+    _catch_up(ctx, config, view, workers, rebuild=False, seed=from_snapshot)
 
 
 @handled

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -33,7 +33,15 @@ from ..storage import META, Storage
 from ._app import fail
 from ._progress import LiveReporter, reporter_for, summary
 
-__all__ = ["POLL_INTERVAL_S", "TOKEN_ENV", "api_url", "rebuild_on_server"]
+__all__ = [
+    "HTTP_TIMEOUT_S",
+    "POLL_INTERVAL_S",
+    "TOKEN_ENV",
+    "api_url",
+    "ask_server",
+    "error_text",
+    "rebuild_on_server",
+]
 
 # Every command logs as "statestore.cli": stable names for log filters.
 log = logging.getLogger("statestore.cli")
@@ -67,7 +75,7 @@ class _Watch:
         return self.final is not None or self.failed is not None
 
 
-def _error_text(resp: httpx.Response) -> str:
+def error_text(resp: httpx.Response) -> str:
     try:
         body = resp.json()
         return str(body["error"]["message"])
@@ -75,29 +83,44 @@ def _error_text(resp: httpx.Response) -> str:
         return f"HTTP {resp.status_code}"
 
 
-def _check_server(http: httpx.Client, config: Config, name: str, base: str) -> dict[str, Any]:
-    """The server's status of *name*, once it is clear the server holds this store."""
-    path = config.store.path
+def ask_server(
+    config: Config, base: str, call: Callable[[], httpx.Response], doing: str, token: str
+) -> httpx.Response:
+    """*call()* the server that holds the store; a transport failure, a 401 or a 403 is
+    the command's error (exit 2), naming what it was *doing* and the *token* it needs."""
     try:
-        resp = http.get(f"/views/{quote(name, safe='')}")
+        resp = call()
     except httpx.TransportError as exc:
         raise fail(
-            f"the store at {path} is in use by a running server, which does not answer at "
-            f"{base} ({exc.__class__.__name__}: {exc}) to rebuild through it; stop it, or check "
+            f"the store at {config.store.path} is in use by a running server, which does not "
+            f"answer at {base} ({exc.__class__.__name__}: {exc}) to {doing}; stop it, or check "
             "[api] host and port, then run this command again",
             2,
         ) from None
     if resp.status_code == 401:
         raise fail(
-            f"the server at {base} wants a bearer token: export {TOKEN_ENV} with a token "
-            f"scoped to view {name!r} ({_error_text(resp)})",
+            f"the server at {base} wants a bearer token: export {TOKEN_ENV} with {token} "
+            f"({error_text(resp)})",
             2,
         )
     if resp.status_code == 403:
-        raise fail(f"the server at {base} refused: {_error_text(resp)} (token from {TOKEN_ENV})", 2)
+        raise fail(f"the server at {base} refused: {error_text(resp)} (token from {TOKEN_ENV})", 2)
+    return resp
+
+
+def _check_server(http: httpx.Client, config: Config, name: str, base: str) -> dict[str, Any]:
+    """The server's status of *name*, once it is clear the server holds this store."""
+    path = config.store.path
+    resp = ask_server(
+        config,
+        base,
+        lambda: http.get(f"/views/{quote(name, safe='')}"),
+        "rebuild through it",
+        f"a token scoped to view {name!r}",
+    )
     if resp.status_code != 200:
         raise fail(
-            f"the server at {base} does not serve view {name!r} ({_error_text(resp)}); the "
+            f"the server at {base} does not serve view {name!r} ({error_text(resp)}); the "
             f"store at {path} is held by another process: stop it, then run this command again",
             2,
         )
@@ -151,7 +174,7 @@ def _poll(http: httpx.Client, base: str, w: _Watch) -> None:
             1,
         ) from None
     if resp.status_code != 200:
-        raise fail(f"the server at {base} answered: {_error_text(resp)}", 1)
+        raise fail(f"the server at {base} answered: {error_text(resp)}", 1)
     status: dict[str, Any] = resp.json()
     w.status = status
     state = str(status.get("state"))
@@ -192,7 +215,7 @@ def rebuild_on_server(config: Config, names: list[str], environ: Mapping[str, st
             resp = http.post(f"/views/{quote(w.name, safe='')}/rebuild")
             if resp.status_code not in (200, 202):
                 raise fail(
-                    f"the server at {base} did not rebuild view {w.name!r}: {_error_text(resp)}",
+                    f"the server at {base} did not rebuild view {w.name!r}: {error_text(resp)}",
                     2 if resp.status_code in (401, 403, 404) else 1,
                 )
         reporter = reporter_for("rebuild", names)

@@ -109,7 +109,22 @@ def _status_report(store: StateStore) -> dict[str, Any]:
     servers = store.config.kafka.get("bootstrap.servers")
     kafka: dict[str, Any] = {"bootstrap_servers": servers, "reachable": None, "error": None}
     views = [_view_report(store, s, kafka) for s in store.status()]
-    return {"store": str(store.config.store.path), "kafka": kafka, "views": views}
+    snap = store.snapshots.status
+    last = None
+    if snap.last_name is not None:
+        last = {
+            "name": snap.last_name,
+            "url": snap.last_url,
+            "at": snap.last_at,
+            "seconds": snap.last_seconds,
+            "size": snap.last_size,
+        }
+    return {
+        "store": str(store.config.store.path),
+        "kafka": kafka,
+        "views": views,
+        "snapshot": last,
+    }
 
 
 def _report(cfg: Config) -> dict[str, Any]:
@@ -146,6 +161,10 @@ def _render(report: dict[str, Any]) -> tuple[Table, list[str]]:
             )
         if v["reason"]:
             notes.append(f"{v['name']}: {v['reason']}")
+    last = report.get("snapshot")
+    if last is not None:
+        at = dt.datetime.fromtimestamp(last["at"], dt.UTC).isoformat(timespec="seconds")
+        notes.append(f"last snapshot: {last['url']} at {at.replace('+00:00', 'Z')}")
     kafka = report["kafka"]
     if kafka["reachable"] is False:
         notes.insert(

@@ -129,13 +129,14 @@ def read_log(topic: str) -> list[LogRecord]:
     )
     try:
         parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in parts
+        marks = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts
         }
+        ends = {p: high for p, (_, high) in marks.items()}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         out: list[LogRecord] = []
-        seen = {p: 0 for p in parts}
+        # From the log start offset: records deleted before it are not read.
+        seen = {p: low for p, (low, _) in marks.items()}
         while any(seen[p] < ends[p] for p in parts):
             for msg in consumer.consume(1000, 1.0):
                 assert msg.error() is None, msg.error()

@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
 from statestore import PartitionStatus, ViewState, ViewStatus
-from statestore.metrics import StoreFacts, metrics_for
+from statestore.metrics import StoreFacts, metrics_for, snapshot_metrics
+from statestore.snapshot import SnapshotStatus
 from statestore.status import ViewEvent
 
 ALERTS = REPO / "docs" / "alerts.yml"
@@ -41,7 +42,10 @@ class _Fixed(Collector):
             last_stale=ViewEvent(1, "away_too_long", "away"),
             last_rebuild=ViewEvent(1, "away_too_long", "stale: away"),
         )
-        return metrics_for([status], StoreFacts(starts=3, started_at=1.0), now_ms=2)
+        yield from metrics_for([status], StoreFacts(starts=3, started_at=1.0), now_ms=2)
+        yield from snapshot_metrics(
+            SnapshotStatus(every_s=3600.0, last_at=1.0, last_seconds=1.0, last_size=1, taken=1)
+        )
 
 
 def _exported() -> set[str]:
@@ -119,6 +123,38 @@ def _fires(name: str, summary: str, **labels: str) -> dict[str, Any]:
     }
 
 
+def _snapshot_tests() -> list[dict[str, Any]]:
+    """Snapshots every minute: none since the start, one then none, one every minute."""
+    interval = {"series": f"statestore_snapshot_interval_seconds{{{A}}}", "values": "60x30"}
+    started = {"series": f"statestore_start_time_seconds{{{A}}}", "values": "0x30"}
+    missing = _fires(
+        "StatestoreSnapshotMissing",
+        "statestore server a:8000 has written no snapshot in two snapshot intervals",
+    )
+
+    def case(series: list[dict[str, str]], quiet: str, fires: str | None) -> dict[str, Any]:
+        checks = [{"eval_time": quiet, "alertname": "StatestoreSnapshotMissing", "exp_alerts": []}]
+        if fires is not None:
+            checks.append(
+                {
+                    "eval_time": fires,
+                    "alertname": "StatestoreSnapshotMissing",
+                    "exp_alerts": [missing],
+                }
+            )
+        return {"interval": "1m", "input_series": series, "alert_rule_test": checks}
+
+    last = f"statestore_snapshot_last_success_timestamp_seconds{{{A}}}"
+    return [
+        # none written: due from 2 minutes after the start, firing 5 minutes later
+        case([interval, started], "7m", "9m"),
+        # one at 1 minute, then none: due from 3 minutes, firing 5 minutes later
+        case([interval, started, {"series": last, "values": "60x30"}], "8m", "10m"),
+        # one every minute: never
+        case([interval, started, {"series": last, "values": "60+60x30"}], "25m", None),
+    ]
+
+
 def _unit_tests() -> dict[str, Any]:
     """promtool unit tests of the rules as shipped: synthetic series, evaluated each minute."""
     lag = f'statestore_view_lag{{{A}, view="v", topic="t"}}'
@@ -126,6 +162,7 @@ def _unit_tests() -> dict[str, Any]:
         "rule_files": [str(ALERTS)],
         "evaluation_interval": "1m",
         "tests": [
+            *_snapshot_tests(),
             {  # growing lag fires after 10 minutes; once the series are stale it is gone
                 "interval": "1m",
                 "input_series": [{"series": lag, "values": "0+2000x14 stale"}],

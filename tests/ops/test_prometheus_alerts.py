@@ -297,3 +297,38 @@ def test_every_shipped_rule_fires_in_a_real_prometheus_and_clears_when_its_cause
             )
             assert prom.query(expr), (panel["title"], expr)
     serve.stop()
+
+
+def test_the_snapshot_alert_fires_while_snapshots_fail_and_clears_once_one_is_written(
+    topic_factory: Callable[..., str],
+    prometheus: Callable[[int], Prometheus],
+    tmp_path: Path,
+) -> None:
+    """A server that takes a snapshot every second into a destination it cannot write (a
+    file where the directory should be): StatestoreSnapshotMissing fires two intervals
+    after the start; once the destination can be written, a snapshot is and it clears."""
+    topic = topic_factory(1)
+    send(topic, [(f"s{i}", {"i": i}, 0, None) for i in range(3)])
+    dest = tmp_path / "snapshots"
+    dest.write_text("not a directory")
+    config = write_config(tmp_path, [{"name": "snap", "topic": topic}])
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text + f'\n[snapshots]\ndest = "{dest}"\nevery = "1s"\n', encoding="utf-8")
+    found = re.search(r"port = (\d+)", text)
+    assert found
+    port = int(found.group(1))
+    serve = Serve(config, port, tmp_path)
+    serve.start()
+    try:
+        prom = prometheus(port)
+        prom.wait_sample(
+            "statestore_snapshot_failures_total", lambda v: v >= 1, "a failed snapshot scraped"
+        )
+        alert = prom.wait_firing("StatestoreSnapshotMissing")
+        assert alert["labels"]["instance"] == f"127.0.0.1:{port}"
+        assert "no snapshot in two" in alert["annotations"]["summary"]
+        dest.unlink()  # the next try (an interval after a failure, here) can write
+        prom.wait_sample("statestore_snapshots_total", lambda v: v >= 1, "a snapshot written")
+        prom.wait_cleared("StatestoreSnapshotMissing")
+    finally:
+        serve.stop()
