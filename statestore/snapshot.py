@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import secrets
@@ -36,7 +37,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -206,23 +207,24 @@ def _meta_kept(key: bytes, slots: set[str], views: set[str]) -> bool:
     return True  # schemas, the cursor secret: shared by every view
 
 
-def _prune_checkpoint(path: Path, slots: set[str], views: set[str]) -> None:
-    """Leave only the chosen views' served slots (and shared metadata) in the checkpoint."""
-    storage = Storage(path, RocksOptions(block_cache_mb=8, row_cache_mb=0, write_buffer_mb=4))
-    try:
-        keep = {f for s in slots for f in slot_families(storage, s)}
-        for family in storage.families():
-            if family != META and family not in keep:
-                storage.drop_family(family)
-        batch = storage.batch()
-        for key, _ in storage.scan(META, cache=False):
-            if not _meta_kept(key, slots, views):
-                batch.delete(META, key)
-        if len(batch):
-            storage.write(batch)
-        storage.flush()
-    finally:
-        storage.close()
+def _open_copy(path: Path) -> Storage:
+    """A checkpoint or a restored copy opened for a few reads and writes (small caches)."""
+    return Storage(path, RocksOptions(block_cache_mb=8, row_cache_mb=0, write_buffer_mb=4))
+
+
+def _prune(storage: Storage, slots: set[str], views: set[str]) -> None:
+    """Leave only the chosen views' served slots (and shared metadata) in a copy."""
+    keep = {f for s in slots for f in slot_families(storage, s)}
+    for family in storage.families():
+        if family != META and family not in keep:
+            storage.drop_family(family)
+    batch = storage.batch()
+    for key, _ in storage.scan(META, cache=False):
+        if not _meta_kept(key, slots, views):
+            batch.delete(META, key)
+    if len(batch):
+        storage.write(batch)
+    storage.flush()
 
 
 def _store_files(path: Path) -> list[Path]:
@@ -251,22 +253,10 @@ def _tar_info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
 
 def _write_archive(out: IO[bytes], manifest: bytes, files: list[Path], mtime: float) -> None:
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(_tar_info(MANIFEST, len(manifest), mtime), _BytesReader(manifest))
+        tar.addfile(_tar_info(MANIFEST, len(manifest), mtime), io.BytesIO(manifest))
         for path in files:
             with open(path, "rb") as f:
                 tar.addfile(_tar_info(_STORE + path.name, path.stat().st_size, mtime), f)
-
-
-class _BytesReader:
-    def __init__(self, data: bytes) -> None:
-        self._data = memoryview(data)
-        self._pos = 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._data) if n < 0 else self._pos + n
-        chunk = bytes(self._data[self._pos : end])
-        self._pos += len(chunk)
-        return chunk
 
 
 def create_snapshot(
@@ -291,26 +281,25 @@ def create_snapshot(
     work = storage.path.parent / f".{storage.path.name}.snapshot-{name}"
     try:
         storage.checkpoint(work)
-        check = Storage(work, RocksOptions(block_cache_mb=8, row_cache_mb=0, write_buffer_mb=4))
+        copy = _open_copy(work)
         try:
             entries: dict[str, Any] = {}
             skipped: dict[str, str] = {}
             for view in wanted:
-                why, entry = _slot_manifest(check, config.view(view))
+                why, entry = _slot_manifest(copy, config.view(view))
                 if why is None:
                     entries[view] = entry
                 else:
                     skipped[view] = why
+            if views:
+                for view, why in skipped.items():
+                    raise SnapshotError(f"cannot snapshot view {view!r}: {why}")
+            if not entries:
+                detail = "; ".join(f"{v}: {why}" for v, why in skipped.items())
+                raise SnapshotError(f"nothing to snapshot: no view has caught up yet ({detail})")
+            _prune(copy, {slot_id(v, e["generation"]) for v, e in entries.items()}, set(entries))
         finally:
-            check.close()
-        if views:
-            for view, why in skipped.items():
-                raise SnapshotError(f"cannot snapshot view {view!r}: {why}")
-        if not entries:
-            detail = "; ".join(f"{v}: {why}" for v, why in skipped.items())
-            raise SnapshotError(f"nothing to snapshot: no view has caught up yet ({detail})")
-        slots = {slot_id(v, e["generation"]) for v, e in entries.items()}
-        _prune_checkpoint(work, slots, set(entries))
+            copy.close()
         files = _store_files(work)
         now = time.time()
         manifest: dict[str, Any] = {
@@ -729,7 +718,7 @@ def _finish(work: Path, manifest: dict[str, Any], config: Config) -> None:
     snapshot's views the config does not have."""
     configured = {v.name for v in config.views}
     try:
-        storage = Storage(work, RocksOptions(block_cache_mb=8, row_cache_mb=0, write_buffer_mb=4))
+        storage = _open_copy(work)
     except StateStoreError as exc:
         raise SnapshotError(f"the restored database does not open: {exc}") from exc
     try:
@@ -739,16 +728,9 @@ def _finish(work: Path, manifest: dict[str, Any], config: Config) -> None:
                 entity_family(slot)
             ):
                 raise SnapshotError(f"the snapshot's view {view!r} is not in its database")
-        unwanted = {v for v in manifest["views"] if v not in configured}
-        if unwanted:
-            keep = {
-                slot_id(v, int(e["generation"]))
-                for v, e in manifest["views"].items()
-                if v in configured
-            }
-            storage.close()
-            _prune_checkpoint(work, keep, set(manifest["views"]) - unwanted)
-            return
+        kept = {v: e for v, e in manifest["views"].items() if v in configured}
+        if len(kept) < len(manifest["views"]):
+            _prune(storage, {slot_id(v, int(e["generation"])) for v, e in kept.items()}, set(kept))
     finally:
         storage.close()
 
@@ -799,7 +781,7 @@ class SnapshotStatus:
     seed_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return asdict(self)
 
 
 class Snapshotter:
