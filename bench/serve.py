@@ -27,7 +27,7 @@ _ENV = "STATESTORE_BENCH_CONFIG"
 
 def read_only_app() -> Any:
     """uvicorn factory for worker processes: the app over a read-only store."""
-    from api.app import create_app
+    from statestore.api.app import create_app
 
     config = load_config(os.environ[_ENV])
     store = StateStore(config, read_only=True)
@@ -52,7 +52,7 @@ def main() -> None:
         "loop": args.loop,
     }
     if args.workers == 1:
-        from api.app import create_app
+        from statestore.api.app import create_app
 
         uvicorn.run(create_app(load_config(args.config)), **common)
     else:

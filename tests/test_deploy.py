@@ -17,8 +17,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from api import create_app
 from statestore import StateStore, load_config
+from statestore.api import create_app
 from statestore.cli._serve import HTTP_DRAIN_S
 
 REPO = Path(__file__).resolve().parents[1]

@@ -73,7 +73,7 @@ def serve(
         changes["port"] = port
     if changes:
         cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update=changes)})
-    from api.auth import check_bind
+    from statestore.api.auth import check_bind
 
     check_bind(cfg)
     # Open once before the server does: a store held by another process, or one that
@@ -83,8 +83,8 @@ def serve(
 
     import uvicorn
 
-    from api.app import create_app
-    from api.http import bounded_http
+    from statestore.api.app import create_app
+    from statestore.api.http import bounded_http
 
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
     log.info("serve.start host=%s port=%d views=%d", cfg.api.host, cfg.api.port, len(cfg.views))

@@ -404,7 +404,7 @@ class _Body:
 
 def served(value: Any) -> bool:
     """Whether *value* renders inside a page of entities, as REST and the CLI render it."""
-    from api.models import dumps
+    from statestore.api.models import dumps
     from statestore.cli._app import dumps as cli_dumps
 
     page = {"items": [{"key": "k", "value": value, "partition": 0, "offset": 0}], "next": None}

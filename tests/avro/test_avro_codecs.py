@@ -201,7 +201,7 @@ LOGICAL: dict[str, Any] = {
 
 def test_values_decode_to_python_types_that_the_rest_layer_renders(storage: Storage) -> None:
     """Logical types decode as fastavro gives them (UUID, aware datetime, Decimal, bytes) and render as JSON text."""
-    from api.models import dumps
+    from statestore.api.models import dumps
 
     payment = {
         "id": uuid.UUID(int=1),

@@ -22,8 +22,8 @@ from formats_support import (
     schema_id,
 )
 
-from api import create_app
 from statestore import StateStore, StoreConfig, ViewConfig
+from statestore.api import create_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 

@@ -12,8 +12,8 @@ import pytest
 from avro_support import PATIENT_V1, PATIENT_V2, REPO, Avro, frame, patient, wait_until
 from fastapi.testclient import TestClient
 
-from api import create_app
 from statestore import StateStore
+from statestore.api import create_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 

@@ -12,8 +12,8 @@ from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 from ops_support import STATESTORE, clean_env, eventually, parse, send, write_config
 
-from api import create_app
 from statestore import StateStore, load_config
+from statestore.api import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from confluent_kafka.admin import AdminClient
 from fastapi.testclient import TestClient
 from ops_support import eventually, send
 
-from api import create_app
 from statestore import ApiConfig, Config, StateStore, TokenConfig
+from statestore.api import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -36,8 +36,8 @@ from reliability_support import (
 )
 from run_mode import Figures, Mode, current_mode
 
-from api import create_app
 from statestore import Config, ViewConfig
+from statestore.api import create_app
 
 pytestmark = pytest.mark.integration
 

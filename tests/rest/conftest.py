@@ -23,8 +23,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from fastapi.testclient import TestClient
 
-from api import create_app
 from statestore import ViewConfig
+from statestore.api import create_app
 
 
 @pytest.fixture(scope="session")

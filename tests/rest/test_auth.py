@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from api import check_bind, create_app
 from statestore import ApiConfig, Config, ConfigError, TokenConfig, ViewConfig
+from statestore.api import check_bind, create_app
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import pytest
 from api_support import World
 from fastapi.testclient import TestClient
 
-from api import create_app
 from statestore import ApiConfig, Config, TokenConfig
+from statestore.api import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ import orjson
 import pytest
 from api_support import Kafka, Rec, make_config, ready_store, serve_app
 
-from api import create_app
-from api.changes import ChangeStreamSettings
 from statestore import ApiConfig, Config, StateStore, TokenConfig, ViewConfig
+from statestore.api import create_app
+from statestore.api.changes import ChangeStreamSettings
 from statestore.changes import ChangeId
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 from api_support import ODD_KEYS, World, key_path
 from fastapi.testclient import TestClient
 
-from api.models import EntityBody, EntityPage, ErrorBody, LookupResult
+from statestore.api.models import EntityBody, EntityPage, ErrorBody, LookupResult
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import pytest
 from api_support import World
 from fastapi.testclient import TestClient
 
-from api import create_app
-from api.models import ErrorBody
 from statestore import KafkaError, StorageError
+from statestore.api import create_app
+from statestore.api.models import ErrorBody
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from starlette.requests import Request
 
-from api import create_app, fastpath
-from api.errors import ApiError
-from api.routes import readable_view
 from statestore import ApiConfig, StateStore, TokenConfig, ViewConfig
+from statestore.api import create_app, fastpath
+from statestore.api.errors import ApiError
+from statestore.api.routes import readable_view
 
 pytestmark = pytest.mark.integration
 

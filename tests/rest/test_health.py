@@ -10,9 +10,9 @@ import pytest
 from api_support import Kafka, make_config
 from fastapi.testclient import TestClient
 
-from api import create_app
-from api.models import ErrorBody, Readiness
 from statestore import StateStore, ViewConfig
+from statestore.api import create_app
+from statestore.api.models import ErrorBody, Readiness
 
 pytestmark = pytest.mark.integration
 

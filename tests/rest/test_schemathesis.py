@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis import Case
 
-from api import create_app
 from statestore import Config, ViewConfig
+from statestore.api import create_app
 
 pytestmark = pytest.mark.integration
 

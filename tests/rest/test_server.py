@@ -8,7 +8,7 @@ import httpx
 import pytest
 from api_support import ODD_KEYS, World, key_path, serve_app
 
-from api import create_app
+from statestore.api import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import pytest
 from api_support import STATUSES, World
 from fastapi.testclient import TestClient
 
-from api.models import EntityPage, ErrorBody, QuarantinePage, ViewInfo, ViewList
 from statestore import format_position, parse_position
+from statestore.api.models import EntityPage, ErrorBody, QuarantinePage, ViewInfo, ViewList
 
 pytestmark = pytest.mark.integration
 

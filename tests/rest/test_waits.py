@@ -13,8 +13,8 @@ import pytest
 from api_support import World, serve_app
 from fastapi import FastAPI
 
-from api import create_app
 from statestore import ApiConfig
+from statestore.api import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.models import dumps as api_dumps
+from statestore.api.models import dumps as api_dumps
 from statestore.codecs import (
     BytesKey,
     BytesValue,
