@@ -45,10 +45,20 @@ from .models import (
 )
 from .waits import wait_for_position
 
-__all__ = ["DEFAULT_WAIT_MS", "ENTITY_PATH", "open_router", "plain_entity", "router"]
+__all__ = [
+    "DEFAULT_WAIT_MS",
+    "ENTITY_PATH",
+    "LOOKUP_PATH",
+    "lookup_response",
+    "open_router",
+    "plain_entity",
+    "readable_view",
+    "router",
+]
 
 DEFAULT_WAIT_MS = 1000
 ENTITY_PATH = "/views/{view}/entities/{key:anytext}"
+LOOKUP_PATH = "/views/{view}/lookup"
 _SERVING: frozenset[ViewState] = frozenset({"ready", "degraded"})
 
 
@@ -378,7 +388,7 @@ async def plain_entity(request: Request, view: str, key: str) -> Response:
 
 
 @router.post(
-    "/views/{view}/lookup",
+    LOOKUP_PATH,
     response_model=None,
     summary="Get many entities",
     responses={
@@ -388,14 +398,19 @@ async def plain_entity(request: Request, view: str, key: str) -> Response:
 )
 def lookup(request: Request, ctx: ReadableView, body: LookupRequest) -> Response:
     """Many keys in one call; absent or deleted keys come back as null, in the order asked."""
+    return lookup_response(request, ctx, body.keys)
+
+
+def lookup_response(request: Request, ctx: ViewContext, keys: list[str]) -> Response:
+    """The lookup's answer once the keys are read from the body (the route and the fast path)."""
     most = int(request.app.state.config.api.max_lookup_keys)
-    if len(body.keys) > most:
+    if len(keys) > most:
         raise ApiError(
             422,
             "too_many_keys",
-            f"{len(body.keys)} keys asked; at most {most} per lookup, split the request",
+            f"{len(keys)} keys asked; at most {most} per lookup, split the request",
         )
-    found = ctx.store.lookup(ctx.name, body.keys)
+    found = ctx.store.lookup(ctx.name, keys)
     items = [None if e is None else e.to_dict() for e in found]
     return json_response({"items": items}, headers=ctx.headers)
 

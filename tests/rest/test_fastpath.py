@@ -188,3 +188,144 @@ def test_store_not_open_answers_as_the_route(tmp_path: Path) -> None:
     plain, routed = both(client, "/views/v/entities/k")
     assert plain.status_code == 503
     assert_same(plain, routed)
+
+
+# -- POST /views/{view}/lookup ----------------------------------------------------------------
+
+JSON = {"content-type": "application/json"}
+
+
+def many_keys(n: int) -> bytes:
+    """A lookup body of *n* keys."""
+    return ('{"keys": [' + ",".join(f'"p-{i:03d}"' for i in range(n)) + "]}").encode()
+
+
+LOOKUP_BODIES: tuple[tuple[str, bytes, dict[str, str]], ...] = (
+    ("present and absent", b'{"keys": ["p-001", "never-written", "gone", "p-007"]}', JSON),
+    ("no keys", b'{"keys": []}', JSON),
+    ("the same key twice", b'{"keys": ["p-001", "p-001"]}', JSON),
+    ("extra fields", b'{"keys": ["p-001"], "other": 1}', JSON),
+    ("charset", b'{"keys": ["p-001"]}', {"content-type": "application/json; charset=utf-8"}),
+    ("a key not a string", b'{"keys": ["p-001", 7]}', JSON),
+    ("keys not a list", b'{"keys": "p-001"}', JSON),
+    ("no keys field", b'{"key": ["p-001"]}', JSON),
+    ("a list body", b'["p-001"]', JSON),
+    ("not JSON", b'{"keys": [', JSON),
+    ("empty body", b"", JSON),
+    ("not UTF-8", b'{"keys": ["\xff"]}', JSON),
+    ("a lone surrogate", b'{"keys": ["\\ud800"]}', JSON),
+    ("text/plain", b'{"keys": ["p-001"]}', {"content-type": "text/plain"}),
+    ("no content type", b'{"keys": ["p-001"]}', {}),
+    ("too many keys", many_keys(1001), JSON),
+)
+
+
+def both_lookups(
+    client: TestClient, view: str, body: bytes, headers: dict[str, str] | None = None
+) -> list[Response]:
+    path = f"/views/{view}/lookup"
+    return [
+        client.post(path, content=body, headers=headers),
+        client.post(f"{path}?{ROUTED}", content=body, headers=headers),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"), [b[1:] for b in LOOKUP_BODIES], ids=[b[0] for b in LOOKUP_BODIES]
+)
+def test_plain_lookup_answers_as_the_route(
+    client: TestClient, body: bytes, headers: dict[str, str]
+) -> None:
+    """Valid, empty, malformed and oversized lookups: same status, headers and body on both paths."""
+    assert_same(*both_lookups(client, "people", body, headers))
+
+
+@pytest.mark.parametrize("view", ["nope", "blobs", "odd"])
+def test_plain_lookup_of_other_views_answers_as_the_route(client: TestClient, view: str) -> None:
+    body = b'{"keys": ["bin", "empty", "a%2Fb", "nothing"]}'
+    assert_same(*both_lookups(client, view, body, JSON))
+
+
+def test_lookup_over_the_body_limit_answers_as_the_route(client: TestClient) -> None:
+    """A body past the limit without a content-length (chunked): 413 on both paths."""
+    big = b'{"keys": [' + b'"k",' * 400_000 + b'"k"]}'
+
+    def chunks() -> Iterator[bytes]:
+        for at in range(0, len(big), 65536):
+            yield big[at : at + 65536]
+
+    plain = client.post("/views/people/lookup", content=chunks(), headers=JSON)
+    routed = client.post(f"/views/people/lookup?{ROUTED}", content=chunks(), headers=JSON)
+    assert plain.status_code == 413
+    assert_same(plain, routed)
+
+
+def test_valid_lookups_take_the_direct_path(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Well-formed lookups are answered directly, up to the inline limit on the loop and beyond
+    it in the thread pool; every other body is routed."""
+    seen: list[int] = []
+    direct = fastpath.lookup_response
+
+    def spy(request: Request, ctx: object, keys: list[str]) -> object:
+        seen.append(len(keys))
+        return direct(request, ctx, keys)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fastpath, "lookup_response", spy)
+    many = fastpath.INLINE_LOOKUP_KEYS + 1
+    assert (
+        client.post("/views/people/lookup", content=b'{"keys": ["p-001"]}', headers=JSON).json()[
+            "items"
+        ][0]["key"]
+        == "p-001"
+    )
+    answer = client.post("/views/people/lookup", content=many_keys(many), headers=JSON)
+    assert answer.status_code == 200 and len(answer.json()["items"]) == many
+    assert (
+        client.post("/views/people/lookup", content=b'{"keys": [1]}', headers=JSON).status_code
+        == 422
+    )
+    assert (
+        client.post(
+            f"/views/people/lookup?{ROUTED}", content=b'{"keys": []}', headers=JSON
+        ).status_code
+        == 200
+    )
+    assert seen == [1, many]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "view", "status"),
+    [
+        (None, "people", 401),
+        ("Bearer not-a-token", "people", 401),
+        (f"Bearer {TOKEN_PEOPLE}", "people", 200),
+        (f"Bearer {TOKEN_PEOPLE}", "odd", 403),
+        (f"Bearer {TOKEN_ALL}", "odd", 200),
+        (f"Bearer {TOKEN_ALL}", "nope", 404),
+    ],
+)
+def test_plain_lookup_with_tokens_answers_as_the_route(
+    secured: TestClient, authorization: str | None, view: str, status: int
+) -> None:
+    headers = dict(JSON)
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    plain, routed = both_lookups(secured, view, b'{"keys": ["p-001", "a%2Fb"]}', headers)
+    assert plain.status_code == status
+    assert_same(plain, routed)
+
+
+def test_not_ready_view_lookup_answers_as_the_route(kafka: Kafka, tmp_path: Path) -> None:
+    topic = kafka.topic()
+    kafka.produce(topic, [("k", {"a": 1}, 0)])
+    with one_view_app(tmp_path, topic) as (store, client):
+        plain, routed = both_lookups(client, "v", b'{"keys": ["k"]}', JSON)
+        assert plain.status_code == 503
+        assert_same(plain, routed)
+        store.bootstrap()
+        plain, routed = both_lookups(client, "v", b'{"keys": ["k", "x"]}', JSON)
+        assert plain.status_code == 200
+        assert plain.json()["items"][0]["value"] == {"a": 1}
+        assert_same(plain, routed)
