@@ -18,6 +18,7 @@ from .admin import admin_router
 from .auth import Authenticator, authenticate, check_bind
 from .browser import BrowserGuard
 from .changes import changes_router, json_errors
+from .console import console_router
 from .errors import (
     MAX_BODY_BYTES,
     BodyLimitMiddleware,
@@ -116,6 +117,9 @@ def create_app(
     app.state.request_seconds = request_histogram()
     app.add_middleware(RequestTimer, histogram=app.state.request_seconds)
     app.include_router(open_router)
+    # The console's page and files hold no data: open; its calls send the token.
+    if config.api.console:
+        app.include_router(console_router)
     if auth.enabled and config.api.metrics_require_token:
         app.include_router(
             metrics_router, dependencies=[Security(authenticate)], responses=error_responses(401)

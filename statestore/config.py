@@ -206,6 +206,8 @@ class ApiConfig(_Frozen):
     port: int = Field(default=8000, ge=0, le=65535)
     allow_anonymous: bool = False
     metrics_require_token: bool = False
+    # The operator console at /console (docs/console.md); false: /console is a 404.
+    console: bool = True
     tokens: tuple[TokenConfig, ...] = ()
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None

@@ -73,6 +73,8 @@ def test_wheel_holds_the_app_under_statestore_and_no_top_level_api(installed: In
     for module in ("app.py", "routes.py", "fastpath.py", "__init__.py"):
         assert f"statestore/api/{module}" in names
     assert "statestore/py.typed" in names
+    for asset in ("index.html", "console.js", "console.css", "icon.svg"):
+        assert f"statestore/api/console/{asset}" in names  # the operator console's files
     # the sdist carries the app's source (the wheel was built from it)
     with tarfile.open(installed.sdist) as sdist:
         members = sdist.getnames()
