@@ -99,7 +99,13 @@ async def rebuild_view(
     require_admin(request, view)
     handle = store.view(view)
     if store.read_only:
-        raise ApiError(409, "read_only", "the server opened the store read-only; it cannot rebuild")
+        raise ApiError(
+            409,
+            "read_only",
+            "this server process serves a read-only copy of the store (statestore serve "
+            "--workers N); it cannot rebuild: send the request to the ingesting process "
+            "([api] primary_port; `statestore rebuild` does), or serve with [api] workers = 1",
+        )
     jobs = _jobs(request)
     job = jobs.get(view)
     if job is None or job.done.is_set():

@@ -99,6 +99,9 @@ def create_app(
     app.state.auth = auth
     app.state.store = store
     app.state.waits = {}  # open min_position waits per client (api/waits.py)
+    # A serving copy's "catch up now" (statestore serve --workers N), called by a request
+    # that waits for a position the copy does not have yet (api/waits.py).
+    app.state.catch_up = None
     install_error_handlers(app)
     # Added last = outermost: the catch-all also covers the body limit, and all of them
     # (the browser checks too) cover the direct path for plain entity reads.

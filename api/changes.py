@@ -209,7 +209,7 @@ _EVENT_SCHEMA = {
                 }
             },
         },
-        **json_errors(404, 422, 429, 503, 504),
+        **json_errors(404, 409, 422, 429, 503, 504),
     },
 )
 async def stream_changes(
@@ -231,6 +231,16 @@ async def stream_changes(
     ] = "",
 ) -> EventStreamResponse:
     """The view's changes as server-sent events; see docs/queries.md."""
+    if ctx.store.read_only:
+        # Changes are numbered as the ingesting process applies them; a read-only copy
+        # (a worker of statestore serve --workers N) never applies any.
+        raise ApiError(
+            409,
+            "read_only",
+            "this server process serves a read-only copy of the store (statestore serve "
+            "--workers N) and has no change stream: stream from the ingesting process "
+            "([api] primary_port), or serve with [api] workers = 1",
+        )
     settings = _settings(request)
     try:
         sub = open_changes(

@@ -24,6 +24,7 @@ from statestore import (
     ConfigError,
     CursorError,
     InvalidKeyError,
+    InvalidRangeError,
     KafkaError,
     NotReadyError,
     PositionTimeoutError,
@@ -66,6 +67,7 @@ _LIBRARY_ERRORS: tuple[tuple[type[StateStoreError], int, str], ...] = (
     (NotReadyError, 503, "not_ready"),
     (ViewFailedError, 503, "view_failed"),
     (InvalidKeyError, 422, "invalid_key"),
+    (InvalidRangeError, 422, "invalid_range"),
     (UnknownIndexError, 404, "unknown_index"),
     (RegistryUnavailableError, 503, "registry_unavailable"),
     (CodecError, 500, "undecodable_value"),
@@ -141,7 +143,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown view (`unknown_view`), or as documented for the route.",
         413: "Request body larger than 1 MiB (`body_too_large`).",
         422: "Invalid parameter or body (`invalid_request`), cursor (`invalid_cursor`), key "
-        "(`invalid_key`) or more keys than `api.max_lookup_keys` (`too_many_keys`).",
+        "(`invalid_key`), range (`invalid_range`) or more keys than `api.max_lookup_keys` "
+        "(`too_many_keys`).",
         409: "As documented for the route.",
         502: "The snapshot destination could not be written (`snapshot_place_unavailable`).",
         429: "This client already has `api.max_waits_per_client` requests waiting for a "

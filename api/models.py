@@ -276,7 +276,7 @@ class ErrorInfo(BaseModel):
 
     code: str = Field(
         description="Stable error code: unauthorized, forbidden, unknown_view, not_found, unknown_index, "
-        "invalid_request, invalid_cursor, invalid_key, undecodable_value, registry_unavailable, too_many_keys, body_too_large, "
+        "invalid_request, invalid_cursor, invalid_key, invalid_range, undecodable_value, registry_unavailable, too_many_keys, body_too_large, "
         "not_ready, view_failed, position_not_reached, internal_error, ..."
     )
     message: str

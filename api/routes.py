@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from statestore import (
+    IndexValue,
     NotReadyError,
     StateStore,
     ViewConfig,
@@ -347,10 +348,25 @@ def scan_entities(
     ctx: ReadableView,
     limit: Limit,
     prefix: Annotated[str, Query(description="Only keys starting with this text.")] = "",
+    start: Annotated[
+        str,
+        Query(
+            description="Only keys from this one on (inclusive), in key order; empty: no start. "
+            "Combines with `prefix` (keys both admit)."
+        ),
+    ] = "",
+    end: Annotated[
+        str,
+        Query(
+            description="Only keys before this one (exclusive); empty: no end. A `start` after "
+            "`end` is 422 `invalid_range`."
+        ),
+    ] = "",
     after: After = None,
 ) -> Response:
-    """Entities whose key starts with `prefix`, in key order, `limit` at a time."""
-    page = ctx.store.scan(ctx.name, prefix, after=after, limit=limit)
+    """Entities whose key starts with `prefix` and lies in [`start`, `end`), in key order,
+    `limit` at a time."""
+    page = ctx.store.scan(ctx.name, prefix, after=after, limit=limit, start=start, end=end)
     items = [e.to_dict() for e in page.items]
     return json_response({"items": items, "next": page.next}, headers=ctx.headers)
 
@@ -455,6 +471,62 @@ def find_by(
         )
     text = _exact_tail(request, f"/views/{ctx.name}/by/{field}/", value)
     page = ctx.store.by(ctx.name, field, parse_index_value(text), after=after, limit=limit)
+    items = [e.to_dict() for e in page.items]
+    return json_response({"items": items, "next": page.next}, headers=ctx.headers)
+
+
+def _index_bound(text: str) -> IndexValue | None:
+    """A range bound as typed in the URL; the empty text leaves that side open."""
+    return None if text == "" else parse_index_value(text)
+
+
+_BOUND_DOC = (
+    "read like `value` in `/by/{field}/{value}`: a JSON number or boolean is that value, "
+    'a JSON string in double quotes (`"42"`) or any other text is a string; empty: open.'
+)
+
+
+@router.get(
+    "/views/{view}/by/{field}",
+    response_model=None,
+    summary="Find entities by a range of an indexed field",
+    responses={
+        **_ok(EntityPage, "A page of matching entities in value order, then key order."),
+        **error_responses(422, 429, 503, 504),
+        404: {
+            "model": ErrorBody,
+            "description": "Unknown view (`unknown_view`) or a field without an index (`unknown_index`).",
+        },
+    },
+)
+def find_by_range(
+    ctx: ReadableView,
+    limit: Limit,
+    field: Annotated[
+        str, Path(description="An indexed field path, e.g. `status` or `address.city`.")
+    ],
+    start: Annotated[str, Query(description="The smallest value (inclusive), " + _BOUND_DOC)] = "",
+    end: Annotated[str, Query(description="The value the range stops before, " + _BOUND_DOC)] = "",
+    after: After = None,
+) -> Response:
+    """Entities whose indexed `field` lies in [`start`, `end`), ordered by the field's value
+    (numbers numerically, strings by code point), then by key; `limit` at a time. Both
+    bounds of one type; 422 `invalid_range` for bounds of two types or a start after the end."""
+    if field not in ctx.view.config.indexes:
+        indexed = ", ".join(ctx.view.config.indexes) or "none"
+        raise ApiError(
+            404,
+            "unknown_index",
+            f"view {ctx.name!r} has no index on {field!r} (indexed fields: {indexed})",
+        )
+    page = ctx.store.by_range(
+        ctx.name,
+        field,
+        start=_index_bound(start),
+        end=_index_bound(end),
+        after=after,
+        limit=limit,
+    )
     items = [e.to_dict() for e in page.items]
     return json_response({"items": items, "next": page.next}, headers=ctx.headers)
 

@@ -2,9 +2,12 @@
 
 A request that waits for a position awaits an event the view sets after each
 applied batch (``View.watch``), so waiting requests cost no worker thread and
-reads beside them are not held up. Each client (its token's name, or its
-address without tokens) may have ``[api] max_waits_per_client`` waits open; one
-more is answered 429 at once.
+reads beside them are not held up. In a serving process of ``statestore serve
+--workers N`` a wait also asks the process's copy of the store to catch up with
+the ingesting process at once (``app.state.catch_up``), and follows the view to
+a new copy when the process reopens the store (after a rebuild). Each client
+(its token's name, or its address without tokens) may have
+``[api] max_waits_per_client`` waits open; one more is answered 429 at once.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from .auth import principal_of
 from .errors import ApiError
 
 __all__ = ["wait_for_position"]
+
+# How often a wait in a serving copy asks it to catch up again.
+_NUDGE_S = 0.01
 
 
 class Watchable(Protocol):
@@ -46,6 +52,15 @@ def _client(request: Request) -> str:
     return f"addr:{request.client.host if request.client else '-'}"
 
 
+def _current(request: Request, name: str, view: Watchable) -> Watchable:
+    """The view as the app serves it now (a serving copy may have been reopened)."""
+    store = request.app.state.store
+    if store is None:
+        return view
+    current: Watchable = store.view(name)
+    return current
+
+
 async def wait_for_position(
     request: Request, name: str, view: Watchable, wanted: dict[int, int], timeout: float
 ) -> None:
@@ -66,6 +81,7 @@ async def wait_for_position(
     open_waits[client] = open_waits.get(client, 0) + 1
     loop = asyncio.get_running_loop()
     woken = asyncio.Event()
+    catch_up: Callable[[], None] | None = getattr(request.app.state, "catch_up", None)
 
     def wake() -> None:  # from the ingest thread
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
@@ -76,11 +92,22 @@ async def wait_for_position(
         deadline = loop.time() + timeout
         while True:
             woken.clear()  # before the check: a batch applied after it sets it again
+            current = _current(request, name, view)
+            if current is not view:  # the serving copy was reopened
+                stop()
+                view = current
+                stop = view.watch(wake)
             if _reached(view.applied_position(), wanted):
                 return
+            if catch_up is not None:
+                catch_up()
             left = deadline - loop.time()
             if left <= 0 or view.state == "failed":
                 raise PositionTimeoutError(name, wanted, view.applied_position())
+            if catch_up is not None:
+                # A copy wakes waiters only when a catch-up brings something new: ask again
+                # soon, until the ingesting process has applied the position too.
+                left = min(left, _NUDGE_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), left)
     finally:

@@ -674,13 +674,28 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
                 ]
                 for r in lk["rest"]
             ]
+            if any("server" in r for r in lk["rest"]):
+                how = (
+                    "Processes = serving processes of `statestore serve --workers N` (the "
+                    "product as an operator runs it, `--log-level warning`): with 1, the "
+                    "process that owns the store and follows the topic serves; with 2, that "
+                    "process ingests and 2 worker processes sharing the socket serve, each "
+                    "from a RocksDB secondary copy of the store that catches up every 20 ms. "
+                    "HTTP stack: what uvicorn runs on; the project depends on httptools and "
+                    "uvloop, so `statestore serve` runs on them (the h11 + asyncio row is the "
+                    "same app in one process, `bench/serve.py`, for comparison)."
+                )
+            else:  # results from before `serve --workers`
+                how = (
+                    "One process = `statestore serve` (owns the store and follows the topic); "
+                    "2 and 3 processes = uvicorn workers sharing the socket, each with the store "
+                    "opened read-only. HTTP stack: what uvicorn runs on; the project depends on "
+                    "httptools and uvloop, so `statestore serve` runs on them (the h11 + asyncio "
+                    "row is for comparison)."
+                )
             parts += [
                 "REST (uvicorn + the product's app; load from wrk in its own process, "
-                f"{lk['rest'][0]['seconds']:g} s per row). One process = `statestore serve` "
-                "(owns the store and follows the topic); 2 and 3 processes = uvicorn workers "
-                "sharing the socket, each with the store opened read-only. HTTP stack: what "
-                "uvicorn runs on; the project depends on httptools and uvloop, so "
-                "`statestore serve` runs on them (the h11 + asyncio row is for comparison).",
+                f"{lk['rest'][0]['seconds']:g} s per row). " + how,
                 "",
                 _table(
                     [

@@ -7,8 +7,8 @@ freshness producer runs, and takes the first moment each produced key
 (``fresh-<seq>``) is visible to it: that, minus ``sent_ns``, is what a reader
 served by such a worker sees. It also reports what each catch-up costs.
 
-statestore has no multi-worker serving: this talks to rocksdict directly, as a
-worker process of such a design would through the store module.
+This talks to rocksdict directly (no view refresh, no HTTP): the floor under what a
+worker of ``statestore serve --workers N`` (statestore/secondary.py) sees.
 
     python -m bench.secondary STORE_DIR --interval 0.02
 """

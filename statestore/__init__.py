@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .aio import AsyncChanges, AsyncStateStore, AsyncViewReader
 from .changes import Change, FellBehindError, Reset, Subscription
 from .config import (
     ApiConfig,
@@ -19,6 +20,7 @@ from .errors import (
     ConfigError,
     CursorError,
     InvalidKeyError,
+    InvalidRangeError,
     KafkaError,
     NotReadyError,
     PositionTimeoutError,
@@ -33,9 +35,10 @@ from .errors import (
     UnknownViewError,
     ViewFailedError,
 )
-from .indexes import parse_index_value
+from .indexes import IndexValue, parse_index_value
 from .ingest import Progress
 from .position import format_position, parse_position
+from .reader import ViewReader
 from .records import Entity
 from .status import PartitionStatus, ViewEvent, ViewState, ViewStatus
 from .store import StateStore
@@ -48,6 +51,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "ApiConfig",
+    "AsyncChanges",
+    "AsyncStateStore",
+    "AsyncViewReader",
     "Change",
     "CodecError",
     "Config",
@@ -55,7 +61,9 @@ __all__ = [
     "CursorError",
     "Entity",
     "FellBehindError",
+    "IndexValue",
     "InvalidKeyError",
+    "InvalidRangeError",
     "KafkaError",
     "NotReadyError",
     "Page",
@@ -80,6 +88,7 @@ __all__ = [
     "ViewConfig",
     "ViewEvent",
     "ViewFailedError",
+    "ViewReader",
     "ViewState",
     "ViewStatus",
     "__version__",

@@ -6,7 +6,11 @@ Framings accepted (confluent-kafka 2.x writes all of them):
 * magic byte 1, a 16-byte schema GUID, the body;
 * the same id or GUID in a ``__value_schema_id`` / ``__key_schema_id`` record
   header with a bare body: the header hook folds the header in front of the
-  body, so stored values are always framed and decode the same way.
+  body, so stored values are always framed and decode the same way;
+* with a view's ``framing`` / ``key_framing`` set, Apicurio's: an 8-byte id
+  after magic byte 0, or ``apicurio.value.*`` / ``apicurio.key.*`` id headers
+  (folded in front of the bare body as well), content or global ids
+  (:mod:`statestore.framing`; :func:`header_hook` folds headers in).
 
 Ingest checks the framing, that the writer schema resolves (a dict hit after
 the first record of a schema) and that the body is complete Avro for it; the
@@ -25,6 +29,7 @@ import base64
 import decimal
 import json
 import logging
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -37,8 +42,20 @@ from .avro_compat import incompatibility
 from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
 from .config import ViewConfig
 from .errors import CodecError, ConfigError, InvalidKeyError
+from .framing import (
+    APICURIO_MARK,
+    BAD_HEADER,
+    CONFLUENT,
+    GUID_FRAME,
+    ID_FRAME,
+    JSON_ENCODED,
+    NO_ID_HEADER,
+    Framing,
+    frame_length,
+    framing_of,
+)
 from .records import HeaderHook
-from .schemas import BAD_HEADER, GUID_FRAME, ID_FRAME, Schemas, Writer, schema_info
+from .schemas import Schemas, Writer, schema_info
 
 __all__ = [
     "KEY_SCHEMA_HEADER",
@@ -64,22 +81,36 @@ class AvroValue:
     name = "avro"
 
     def __init__(
-        self, schemas: Schemas, reader_schema: Path | None = None, *, validate: bool = True
+        self,
+        schemas: Schemas,
+        reader_schema: Path | None = None,
+        *,
+        validate: bool = True,
+        framing: Framing = CONFLUENT,
     ) -> None:
         self._schemas = schemas
+        self._framing = framing
+        # The frame's length when fixed (the default framing: 5), else 0: told per record.
+        self._frame = framing.fixed
         self._validate = validate
         self._reader: Any = None
         self._reader_named: dict[str, Any] = {}
         self.reader_path = reader_schema
         if reader_schema is not None:
             self._reader, self._reader_named = load_reader_schema(reader_schema)
-        # 5-byte id frame -> the writer's body check (returns the schema id): the ingest fast path.
+        # id frame (5 bytes by default) -> the writer's body check (returns the schema id):
+        # the ingest fast path.
         self._ok: dict[bytes, BodyCheck] = {}
         self._ok_guid: dict[bytes, Writer] = {}
         self._incompatible: dict[int, str] = {}
 
     def check(self, raw: bytes) -> int:
-        check = self._ok.get(raw[:5])
+        n = self._frame
+        if n:
+            check = self._ok.get(raw[:n])
+        else:
+            # No 5-byte key starts an 8-byte frame (id 0) or a folded header frame (0xfd).
+            check = self._ok.get(raw[:5]) or self._ok.get(raw[: frame_length(raw, self._framing)])
         if check is None:
             check = self._body_check(self._admit(raw))
         try:
@@ -102,17 +133,17 @@ class AvroValue:
             known = self._ok_guid.get(raw[:GUID_FRAME])
             if known is not None:
                 return known
-        w = self._schemas.writer(raw)
+        w = self._schemas.writer(raw, "value", self._framing)
         reason = self._incompatible.get(w.id)
         if reason is None and w.id not in self._incompatible:
             reason = self._compatibility(w)
             self._incompatible[w.id] = reason or ""
         if reason:
             raise CodecError(reason)
-        if w.offset == ID_FRAME:
-            self._ok[raw[:ID_FRAME]] = self._body_check(w)
-        else:
+        if w.offset == GUID_FRAME:
             self._ok_guid[raw[:GUID_FRAME]] = w
+        else:
+            self._ok[raw[: w.offset]] = self._body_check(w)
         return w
 
     def _body_check(self, w: Writer) -> BodyCheck:
@@ -179,11 +210,12 @@ class AvroKey(JsonAddressedKey):
     kind = "Avro"
     example = """'{"id": "p-1"}' or '"p-1"'"""
 
-    def __init__(self, schemas: Schemas) -> None:
+    def __init__(self, schemas: Schemas, framing: Framing = CONFLUENT) -> None:
         self._schemas = schemas
+        self._framing = framing
 
     def from_kafka(self, raw: bytes) -> bytes:
-        w = self._schemas.writer(raw, "key")
+        w = self._schemas.writer(raw, "key", self._framing)
         try:
             datum = schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, None)
         except Exception as exc:
@@ -239,11 +271,26 @@ def load_reader_schema(path: Path) -> tuple[Any, dict[str, Any]]:
     return parsed, named
 
 
-def header_hook(key_framed: bool, value_framed: bool, *, indexed: bool = False) -> HeaderHook:
+def header_hook(
+    key_framed: bool,
+    value_framed: bool,
+    *,
+    indexed: bool = False,
+    key_framing: Framing = CONFLUENT,
+    value_framing: Framing = CONFLUENT,
+) -> HeaderHook:
     """Fold schema ids carried in record headers in front of the key/value body.
 
     *indexed*: the frames may carry Protobuf message indexes after the id or GUID.
+    Under the Confluent framing only ``__key_schema_id`` / ``__value_schema_id`` are
+    looked at; under ``auto`` and ``apicurio_headers`` Apicurio's id headers too (they
+    win: a body written with them is bare), under ``apicurio_8byte`` none.
     """
+    if key_framing.kind != "confluent" or value_framing.kind != "confluent":
+        return _apicurio_hook(
+            _side("key", key_framing, indexed) if key_framed else None,
+            _side("value", value_framing, indexed) if value_framed else None,
+        )
 
     def hook(
         headers: list[tuple[str, bytes]] | None, key: bytes | None, value: bytes | None
@@ -264,6 +311,78 @@ def header_hook(key_framed: bool, value_framed: bool, *, indexed: bool = False) 
     return hook
 
 
+_Side = Callable[[list[tuple[str, bytes]], bytes], bytes]
+
+
+def _apicurio_hook(key_side: _Side | None, value_side: _Side | None) -> HeaderHook:
+    def hook(
+        headers: list[tuple[str, bytes]] | None, key: bytes | None, value: bytes | None
+    ) -> tuple[bytes | None, bytes | None]:
+        if not headers:
+            return key, value
+        if value_side is not None and value is not None:
+            value = value_side(headers, value)
+        if key_side is not None and key is not None:
+            key = key_side(headers, key)
+        return key, value
+
+    return hook
+
+
+_MARK = bytes([APICURIO_MARK])
+_NO_ID = bytes(8)
+
+
+def _side(what: str, framing: Framing, indexed: bool) -> _Side | None:
+    """The fold of one side's headers under *framing* (None: nothing to fold)."""
+    if framing.kind == "apicurio_8byte":
+        return None
+    confluent_name = f"__{what}_schema_id"
+    if framing.kind == "confluent":
+
+        def confluent(headers: list[tuple[str, bytes]], body: bytes) -> bytes:
+            for name, frame in headers:
+                if name == confluent_name:
+                    return _fold(frame, body, indexed) or body
+            return body
+
+        return confluent
+    content_name = f"apicurio.{what}.contentId"
+    global_name = f"apicurio.{what}.globalId"
+    encoding_name = f"apicurio.{what}.encoding"
+    required = framing.kind == "apicurio_headers"
+
+    def apicurio(headers: list[tuple[str, bytes]], body: bytes) -> bytes:
+        content = global_ = confluent = None
+        json_encoded = False
+        for name, frame in headers:
+            if not name.startswith("apicurio.") and name != confluent_name:
+                continue
+            # Apicurio's deserializer reads the last header of a name.
+            if name == content_name:
+                content = frame
+            elif name == global_name:
+                global_ = frame
+            elif name == encoding_name:
+                json_encoded = frame == b"JSON"
+            elif name == confluent_name and confluent is None and not required:
+                confluent = frame
+        if json_encoded:
+            return _MARK + JSON_ENCODED + _NO_ID + body
+        # Both ids name the same schema when both are there: the content id needs no lookup.
+        tag, named = (b"c", content) if content is not None else (b"g", global_)
+        if named is not None:
+            if isinstance(named, bytes) and len(named) == 8:
+                return _MARK + tag + named + body
+            size = len(named) if isinstance(named, bytes | str) else 0
+            return _MARK + tag.upper() + size.to_bytes(8, "big") + body
+        if confluent is not None:
+            return _fold(confluent, body, indexed) or body
+        return _MARK + NO_ID_HEADER + _NO_ID + body if required else body
+
+    return apicurio
+
+
 def _fold(frame: bytes | str | None, body: bytes | None, indexed: bool = False) -> bytes | None:
     if body is None:
         return None
@@ -281,22 +400,30 @@ def registry_codecs(
     keys and values included)."""
     if not view_config.uses_registry:
         return key_codec(view_config.key), value_codec(view_config.value), None
-    keys = _registry_key(view_config.key, schemas)
-    values = _registry_value(view_config, schemas)
+    key_framing = framing_of(view_config.key_framing, view_config.key_id_kind)
+    value_framing = framing_of(view_config.framing, view_config.id_kind)
+    keys = _registry_key(view_config.key, schemas, key_framing)
+    values = _registry_value(view_config, schemas, value_framing)
     indexed = "protobuf" in (view_config.key, view_config.value)
     return (
         keys,
         values,
-        header_hook(keys.name in _FRAMED, values.name in _FRAMED, indexed=indexed),
+        header_hook(
+            keys.name in _FRAMED,
+            values.name in _FRAMED,
+            indexed=indexed,
+            key_framing=key_framing,
+            value_framing=value_framing,
+        ),
     )
 
 
 _FRAMED = frozenset({"avro", "protobuf", "json_schema"})
 
 
-def _registry_key(name: str, schemas: Schemas) -> KeyCodec:
+def _registry_key(name: str, schemas: Schemas, framing: Framing = CONFLUENT) -> KeyCodec:
     if name == "avro":
-        return AvroKey(schemas)
+        return AvroKey(schemas, framing)
     if name == "protobuf":
         from .protobuf import ProtobufKey
 
@@ -308,9 +435,9 @@ def _registry_key(name: str, schemas: Schemas) -> KeyCodec:
     return key_codec(name)
 
 
-def _registry_value(vc: ViewConfig, schemas: Schemas) -> ValueCodec:
+def _registry_value(vc: ViewConfig, schemas: Schemas, framing: Framing = CONFLUENT) -> ValueCodec:
     if vc.value == "avro":
-        return AvroValue(schemas, vc.reader_schema)
+        return AvroValue(schemas, vc.reader_schema, framing=framing)
     if vc.value == "protobuf":
         from .protobuf import ProtobufValue, load_reader_message
 

@@ -31,6 +31,8 @@ from .errors import ConfigError
 __all__ = [
     "ApiConfig",
     "Config",
+    "Framing",
+    "IdKind",
     "KeyCodecName",
     "LogConfig",
     "SchemaRegistryConfig",
@@ -44,8 +46,19 @@ __all__ = [
 
 KeyCodecName = Literal["string", "bytes", "json", "avro", "protobuf", "json_schema"]
 ValueCodecName = Literal["json", "avro", "protobuf", "json_schema", "string", "bytes"]
+# How a registry-framed key or value names its writer schema (statestore/schemas.py):
+# "confluent" magic byte 0 + 4-byte id (or 1 + GUID, or a __value_schema_id header),
+# "apicurio_headers" apicurio.value.contentId/globalId headers and a bare body,
+# "apicurio_8byte" magic byte 0 + 8-byte id, "auto" any of them, told apart per record.
+Framing = Literal["confluent", "auto", "apicurio_headers", "apicurio_8byte"]
+# What the id in a magic-byte frame is: a content id (the Confluent protocol's schema id,
+# what Apicurio 3 writes by default) or an Apicurio global id (one per artifact version).
+IdKind = Literal["content", "global"]
 # Codecs whose keys/values name their writer schema in the schema registry.
 REGISTRY_CODECS = frozenset({"avro", "protobuf", "json_schema"})
+
+# The native API's URL in SchemaRegistryConfig.client_config() (not a SchemaRegistryClient key).
+NATIVE_URL_KEY = "statestore.native.url"
 
 ENV_PREFIX = "STATESTORE_"
 DEFAULT_CONFIG_PATH = Path("statestore.toml")
@@ -75,10 +88,13 @@ class SchemaRegistryConfig(_Frozen):
     """Where writer schemas are fetched from (Confluent-compatible API)."""
 
     url: str | None = None
+    # Apicurio's native API (.../apis/registry/v3, or v2 for Apicurio 2.x), where global ids
+    # are resolved; by default derived from an Apicurio ccompat url (.../apis/ccompat/vN).
+    apicurio_url: str | None = None
     timeout_s: float = Field(default=10.0, gt=0)
     secrets: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
 
-    @field_validator("url")
+    @field_validator("url", "apicurio_url")
     @classmethod
     def _no_credentials(cls, v: str | None) -> str | None:
         if v is not None and (urlsplit(v).username or urlsplit(v).password):
@@ -89,8 +105,17 @@ class SchemaRegistryConfig(_Frozen):
             )
         return v
 
+    def native_url(self) -> str | None:
+        """Apicurio's native API, where global ids resolve: ``apicurio_url``, else derived
+        from a ccompat ``url`` (``<base>/apis/ccompat/vN`` -> ``<base>/apis/registry/v3``)."""
+        if self.apicurio_url:
+            return self.apicurio_url.rstrip("/")
+        match = re.match(r"^(.*)/apis/ccompat/v\d+/?$", self.url or "")
+        return f"{match.group(1)}/apis/registry/v3" if match else None
+
     def client_config(self) -> dict[str, str]:
-        """The dict confluent-kafka's SchemaRegistryClient takes, secrets included."""
+        """The dict confluent-kafka's SchemaRegistryClient takes, secrets included, and
+        ``NATIVE_URL_KEY`` (taken out by statestore.schemas) when there is a native API."""
         if not self.url:
             raise ConfigError(
                 "[schema_registry] url is not set; Avro, Protobuf and JSON Schema views need it "
@@ -98,6 +123,9 @@ class SchemaRegistryConfig(_Frozen):
             )
         conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
         conf.update({k: v.get_secret_value() for k, v in self.secrets.items()})
+        native = self.native_url()
+        if native:
+            conf[NATIVE_URL_KEY] = native
         return conf
 
 
@@ -222,6 +250,14 @@ class ApiConfig(_Frozen):
     # Host names answered besides loopback names and the bind address ("*": any). Without
     # tokens only those are answered; with tokens any, unless this is set (api/browser.py).
     allowed_hosts: tuple[str, ...] = ()
+    # Serving processes of `statestore serve` (1: the ingesting process serves; N > 1: N
+    # processes over RocksDB secondary copies of the store, docs/operations.md).
+    workers: int = Field(default=1, ge=1, le=64)
+    # How often each serving process of workers > 1 catches up with the ingesting one.
+    catch_up_ms: int = Field(default=20, ge=1, le=10_000)
+    # With workers > 1: the port (on [api] host) where the ingesting process serves the
+    # app itself (its own metrics, rebuilds, snapshots, change streams); None: it serves none.
+    primary_port: int | None = Field(default=None, ge=1, le=65535)
 
     def url(self) -> str:
         """Where a server with these settings answers (a wildcard bind: on loopback)."""
@@ -250,6 +286,12 @@ class ViewConfig(_Frozen):
     # json_schema values: validate each against its writer schema at ingest (``validate``;
     # the name BaseModel.validate is taken).
     schema_validation: bool = Field(default=True, alias="validate")
+    # Avro values and keys: how the record names its writer schema, and what kind of id a
+    # magic-byte frame carries (headers name their kind themselves). See docs/schemas.md.
+    framing: Framing = "confluent"
+    id_kind: IdKind = "content"
+    key_framing: Framing = "confluent"
+    key_id_kind: IdKind = "content"
     on_error: Literal["quarantine", "fail"] = "quarantine"
     missing_topic: Literal["fail", "wait"] = "fail"
     on_stale: Literal["rebuild", "fail", "ignore"] = "rebuild"
@@ -296,6 +338,10 @@ class ViewConfig(_Frozen):
             raise ValueError("reader_message needs value = 'protobuf' and a reader_schema")
         if not self.schema_validation and self.value != "json_schema":
             raise ValueError("validate = false only applies to value = 'json_schema'")
+        if (self.framing, self.id_kind) != ("confluent", "content") and self.value != "avro":
+            raise ValueError("framing and id_kind apply to value = 'avro'")
+        if (self.key_framing, self.key_id_kind) != ("confluent", "content") and self.key != "avro":
+            raise ValueError("key_framing and key_id_kind apply to key = 'avro'")
         return self
 
     @property
@@ -306,7 +352,19 @@ class ViewConfig(_Frozen):
     def fingerprint(self) -> str:
         """A digest of what decides the stored bytes: a change means the view must be rebuilt."""
         data = {"topic": self.topic, "key": self.key, "value": self.value}
+        # Left out at their defaults, so stores made before these settings keep their views.
+        for name, default in _FRAMING_DEFAULTS:
+            if getattr(self, name) != default:
+                data[name] = getattr(self, name)
         return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+_FRAMING_DEFAULTS = (
+    ("framing", "confluent"),
+    ("id_kind", "content"),
+    ("key_framing", "confluent"),
+    ("key_id_kind", "content"),
+)
 
 
 class LogConfig(_Frozen):
@@ -343,6 +401,19 @@ class Config(_Frozen):
                 raise ValueError(f"duplicate view name {view.name!r}")
             seen.add(view.name)
         return v
+
+    @model_validator(mode="after")
+    def _global_ids_resolvable(self) -> Config:
+        registry = self.schema_registry
+        for view in self.views:
+            if "global" in (view.id_kind, view.key_id_kind) and not registry.native_url():
+                raise ValueError(
+                    f"view {view.name!r} reads Apicurio global ids, which resolve through "
+                    "Apicurio's native API: set [schema_registry] apicurio_url (e.g. "
+                    '"http://127.0.0.1:8081/apis/registry/v3"), or a url ending in '
+                    "/apis/ccompat/vN it is derived from; a Confluent registry has no global ids"
+                )
+        return self
 
     @field_validator("kafka")
     @classmethod

@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "CursorError",
     "InvalidKeyError",
+    "InvalidRangeError",
     "KafkaError",
     "NotReadyError",
     "OffsetOutOfRangeError",
@@ -132,6 +133,11 @@ class NotReadyError(StateStoreError):
 
 class ViewFailedError(StateStoreError):
     """The view stopped because of an error it cannot recover from by itself."""
+
+
+class InvalidRangeError(StateStoreError, ValueError):
+    """A key or index range that cannot be read: its start is after its end, or its bounds
+    are of different types or not indexable values."""
 
 
 class CursorError(StateStoreError, ValueError):

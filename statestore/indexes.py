@@ -1,27 +1,49 @@
 """Secondary indexes: one column family per indexed field, maintained with the entities.
 
-An index entry's key is the canonical JSON of the field's value, a NUL byte, then
-the entity's stored key; its value is empty. Canonical JSON never contains a raw
-NUL, so an equality lookup is a prefix scan, in entity-key order, however many
-entities share the value.
+An index entry's key is the field's value in an order-preserving encoding, a NUL
+byte, then the entity's stored key; its value is empty. The encoding never
+contains a NUL where the separator could be mistaken for it, so an equality
+lookup is a prefix scan, in entity-key order, however many entities share the
+value, and a range of values is one scan between two encoded bounds.
+
+The encoding (``encode_index_value``) orders values by type, then by value:
+
+- booleans (tag ``0x02``): ``false`` before ``true``;
+- numbers (tag ``0x03``): by numeric value, integers and floats alike (``1`` and
+  ``1.0`` are one value): the IEEE 754 double with its sign flipped so bytes
+  compare as numbers, then the integer's distance from that double, so integers
+  beyond 2**53 keep their exact order;
+- strings (tag ``0x04``): by code point (UTF-8 byte order), NUL and 0x01 escaped.
+
+Values of other scalar types index as the text of their JSON form (datetimes,
+UUIDs), bytes as lowercase hex, decimals as their text. NaN and integers beyond
+64 bits are not indexed. The index-done marker names this encoding
+(``records.index_done_key``): an index written in an earlier one is rebuilt from
+the stored view when the store opens.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import struct
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .records import HEADER_SIZE, index_done_key, pack_int
+from .errors import InvalidRangeError
+from .records import HEADER_SIZE, index_done_key, pack_int, prefix_end
 from .storage import META, Batch
 
 if TYPE_CHECKING:
     from .slot import Slot
 
 __all__ = [
+    "IndexValue",
+    "encode_index_value",
+    "entry_value_length",
     "index_changes",
+    "index_range",
     "index_value",
     "index_value_key",
     "move_index_entries",
@@ -34,8 +56,26 @@ log = logging.getLogger(__name__)
 _BACKFILL_BATCH = 10_000
 
 
+# What an index holds and a lookup or range names: JSON scalars.
+IndexValue = str | int | float | bool
+
+_BOOL = 0x02
+_NUMBER = 0x03
+_STRING = 0x04
+_TYPE_NAMES = {_BOOL: "boolean", _NUMBER: "number", _STRING: "string"}
+_FALSE = bytes((_BOOL, 0))
+_TRUE = bytes((_BOOL, 1))
+_NUMBER_TAG = bytes((_NUMBER,))
+_STRING_TAG = bytes((_STRING,))
+_NUMBER_BYTES = struct.Struct(">QQ")
+_DOUBLE = struct.Struct(">d")
+_SIGN = 1 << 63
+_EXACT = 1 << 53  # every integer up to this is a double exactly
+_INT_LIMIT = 1 << 64
+
+
 def index_value(value: Any, path: tuple[str, ...]) -> bytes | None:
-    """Canonical JSON of the scalar at *path* in *value*; None when absent or not a scalar."""
+    """The encoded scalar at *path* in *value*; None when absent, not a scalar or unindexable."""
     node = value
     for part in path:
         if not isinstance(node, dict) or part not in node:
@@ -43,7 +83,64 @@ def index_value(value: Any, path: tuple[str, ...]) -> bytes | None:
         node = node[part]
     if node is None or isinstance(node, (dict, list)):
         return None
-    return orjson.dumps(node, default=_scalar_text)
+    return encode_index_value(node)
+
+
+def encode_index_value(value: Any) -> bytes | None:
+    """*value* in the order-preserving index encoding (module docstring); None: not indexable."""
+    # Exact types first: this runs for every indexed field of every record applied.
+    kind = type(value)
+    if kind is str:
+        return _encode_text(value)
+    if kind is int:
+        return _encode_int(value)
+    if kind is float:
+        return _encode_float(value)
+    if kind is bool:
+        return _TRUE if value else _FALSE
+    if isinstance(value, str):
+        return _encode_text(str(value))
+    if isinstance(value, bool):
+        return _TRUE if value else _FALSE
+    if isinstance(value, int):
+        return _encode_int(int(value))
+    if isinstance(value, float):
+        return _encode_float(float(value))
+    # Other scalars (datetimes, UUIDs, bytes, decimals) by the text of their JSON form.
+    text = orjson.loads(orjson.dumps(value, default=_scalar_text))
+    return _encode_text(text) if isinstance(text, str) else None
+
+
+def _encode_text(text: str) -> bytes:
+    if "\x00" in text or "\x01" in text:
+        # No raw NUL may remain (it separates value and key); 0x01 0x01 < 0x01 0x02 < 0x02 keeps order.
+        text = text.replace("\x01", "\x01\x02").replace("\x00", "\x01\x01")
+    try:
+        return _STRING_TAG + text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return _STRING_TAG + text.encode("utf-8", "surrogatepass")
+
+
+def _double_bits(value: float) -> int:
+    bits = int.from_bytes(_DOUBLE.pack(value))
+    return bits ^ 0xFFFF_FFFF_FFFF_FFFF if bits & _SIGN else bits | _SIGN
+
+
+def _encode_float(value: float) -> bytes | None:
+    if value != value:  # NaN
+        return None
+    return _NUMBER_TAG + _NUMBER_BYTES.pack(_double_bits(value + 0.0), _SIGN)  # -0.0 is 0.0
+
+
+def _encode_int(value: int) -> bytes | None:
+    if -_EXACT <= value <= _EXACT:
+        return _NUMBER_TAG + _NUMBER_BYTES.pack(_double_bits(float(value)), _SIGN)
+    if not -_INT_LIMIT < value < _INT_LIMIT:
+        return None
+    nearest = float(value)
+    # Rounding is monotonic: the double orders first, the exact rest breaks its ties.
+    rest = value - int(nearest)
+    return _NUMBER_TAG + _NUMBER_BYTES.pack(_double_bits(nearest), rest + _SIGN)
 
 
 def _scalar_text(value: Any) -> str:
@@ -51,6 +148,65 @@ def _scalar_text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
+
+
+def index_value_key(value: Any) -> bytes:
+    """The prefix under which entities whose field equals *value* are indexed.
+
+    A value that cannot be indexed (NaN) gets a prefix no entry has.
+    """
+    encoded = encode_index_value(value)
+    return (b"\xff" if encoded is None else encoded) + b"\x00"
+
+
+def _bound(view: str, field: str, which: str, value: IndexValue) -> bytes:
+    encoded = encode_index_value(value)
+    if encoded is None:
+        raise InvalidRangeError(
+            f"view {view!r}, index {field!r}: the range {which} {value!r} is not an indexable "
+            "value (a string, a finite number or a boolean)"
+        )
+    return encoded
+
+
+def index_range(
+    view: str, field: str, start: IndexValue | None, end: IndexValue | None
+) -> tuple[bytes, bytes | None]:
+    """The entry keys ``[low, high)`` of the values from *start* (inclusive) to *end*
+    (exclusive); a range covers values of one type, the type of its bounds.
+
+    Without bounds: the whole index (booleans, then numbers, then strings).
+    """
+    low = None if start is None else _bound(view, field, "start", start)
+    high = None if end is None else _bound(view, field, "end", end)
+    if low is not None and high is not None:
+        if low[0] != high[0]:
+            raise InvalidRangeError(
+                f"view {view!r}, index {field!r}: the range starts at a {_TYPE_NAMES[low[0]]} "
+                f"({start!r}) and ends at a {_TYPE_NAMES[high[0]]} ({end!r}); a range covers "
+                "values of one type"
+            )
+        if low > high:
+            raise InvalidRangeError(
+                f"view {view!r}, index {field!r}: the range start {start!r} is after its end "
+                f"{end!r}"
+            )
+        return low, high
+    if low is not None:
+        return low, prefix_end(low[:1])
+    if high is not None:
+        return high[:1], high
+    return b"", None
+
+
+def entry_value_length(entry: bytes) -> int:
+    """The length of the encoded value an index entry starts with (its key follows a NUL)."""
+    tag = entry[0] if entry else 0
+    if tag == _BOOL:
+        return 2
+    if tag == _NUMBER:
+        return 1 + _NUMBER_BYTES.size
+    return entry.find(b"\x00")
 
 
 def parse_index_value(text: str) -> str | int | float | bool:
@@ -70,11 +226,6 @@ def parse_index_value(text: str) -> str | int | float | bool:
         if isinstance(value, bool | int | float | str):
             return value
     return text
-
-
-def index_value_key(value: Any) -> bytes:
-    """The prefix under which entities whose field equals *value* are indexed."""
-    return orjson.dumps(value) + b"\x00"
 
 
 def index_changes(

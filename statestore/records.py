@@ -209,7 +209,9 @@ def synced_at_key(slot: str) -> bytes:
 
 
 def index_done_key(slot: str, field: str) -> bytes:
-    return f"t/{slot}/index/{field}".encode()
+    # "index2": entries in the order-preserving encoding (indexes.py). A marker of the
+    # earlier JSON-text encoding ("index/") is not this key, so such an index is rebuilt.
+    return f"t/{slot}/index2/{field}".encode()
 
 
 def caught_up_key(slot: str) -> bytes:

@@ -14,6 +14,11 @@ backoff and marks the view degraded, and no record is lost or quarantined.
 Schemas named by GUID (magic byte 1) have no integer id in the registry's
 answer; they get a local id below ``-1`` (stored with the GUID), so the record
 header and the per-schema counts stay integers.
+
+Frames are read by the view's framing (:mod:`statestore.framing`). A global id
+(Apicurio) resolves through the native API to its content id, cached in ``meta``
+under ``schema/global/<id>`` apart from the content ids, so the two never
+collide; the record then carries the content id.
 """
 
 from __future__ import annotations
@@ -30,17 +35,32 @@ import orjson
 from fastavro import parse_schema
 
 from .avro_check import BodyCheck, compile_check, nests_deep
+from .config import NATIVE_URL_KEY
 from .errors import CodecError, ConfigError, RegistryUnavailableError
+from .framing import (
+    APICURIO_FRAME,
+    APICURIO_MARK,
+    BAD_HEADER,
+    CONFLUENT,
+    GUID_FRAME,
+    ID_FRAME,
+    JSON_ENCODED,
+    Framing,
+    content_id_of_global,
+    frame_length,
+)
 from .storage import META, Storage
 
-__all__ = ["BAD_HEADER", "GUID_FRAME", "ID_FRAME", "Schemas", "Writer", "schema_info"]
+__all__ = ["BAD_HEADER", "GUID_FRAME", "ID_FRAME", "Schemas", "Writer", "global_ref", "schema_info"]
 
 log = logging.getLogger(__name__)
 
-ID_FRAME = 5  # magic byte 0 + 4-byte schema id
-GUID_FRAME = 17  # magic byte 1 + 16-byte GUID
-# Put in front of a body whose schema-id header is malformed (see avro.header_hook).
-BAD_HEADER = b"\xfe"
+# A global id's content id in ``meta``, apart from the content ids themselves.
+_GLOBAL_PREFIX = b"schema/global/"
+# A global id's entry among the GUIDs handed to bulk-load workers (GUIDs are 16 bytes).
+_GLOBAL_MARK = b"global:"
+_LONG = struct.Struct(">q")
+_INT32_MAX = 2**31 - 1
 
 _ID_PREFIX = b"schema/id/"
 _GUID_PREFIX = b"schema/guid/"
@@ -57,6 +77,12 @@ _CLIENT_DEFAULTS: dict[str, Any] = {
     "retries.wait.ms": 200,
     "retries.max.wait.ms": 1000,
 }
+
+
+def global_ref(global_id: int) -> bytes:
+    """Where a global id's content id sits among the GUIDs of ``Schemas.cached()``
+    (GUIDs are 16 bytes; this is 15)."""
+    return _GLOBAL_MARK + _LONG.pack(global_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +118,15 @@ class Schemas:
         those in *known* (``cached()`` of the store's), and new ones kept for ``take_new``."""
         self._storage = storage
         self._conf = {**_CLIENT_DEFAULTS, **registry_conf}
+        self._native: str | None = self._conf.pop(NATIVE_URL_KEY, None)
         # A SchemaRegistryClient, made on the first fetch (a restart may never need one).
         self._client: Any = client
         self._lock = threading.Lock()
         self._docs: dict[int, dict[str, Any]] = {}
         self._guids: dict[bytes, int] = {}
         self._writers: dict[int, Writer] = {}
+        # (schema id, body offset) -> writer, for frames other than the 5-byte one.
+        self._framed_writers: dict[tuple[int, int], Writer] = {}
         self._guid_writers: dict[bytes, Writer] = {}
         self._unknown: dict[int | bytes, tuple[float, str]] = {}
         self._new: list[tuple[int, dict[str, Any], bytes | None]] = []
@@ -110,9 +139,12 @@ class Schemas:
             self._docs[_INT.unpack(key[len(_ID_PREFIX) :])[0]] = orjson.loads(value)
         for key, value in storage.scan(META, _GUID_PREFIX, _GUID_PREFIX[:-1] + b"0"):
             self._guids[key[len(_GUID_PREFIX) :]] = _INT.unpack(value)[0]
+        for key, value in storage.scan(META, _GLOBAL_PREFIX, _GLOBAL_PREFIX[:-1] + b"0"):
+            self._guids[_GLOBAL_MARK + key[len(_GLOBAL_PREFIX) :]] = _INT.unpack(value)[0]
 
     def cached(self) -> tuple[dict[int, dict[str, Any]], dict[bytes, int]]:
-        """Every schema known here, by id, and the local ids of GUIDs (for a worker)."""
+        """Every schema known here, by id, and the local ids of GUIDs and the content ids
+        of global ids (for a worker)."""
         with self._lock:
             return dict(self._docs), dict(self._guids)
 
@@ -126,6 +158,10 @@ class Schemas:
         """Cache a schema a worker fetched, as if fetched here."""
         with self._lock:
             known = self._docs.get(schema_id)
+            if known is not None and guid is not None and guid.startswith(_GLOBAL_MARK):
+                if self._guids.get(guid) != schema_id:
+                    self._remember(schema_id, known, guid)
+                return
             if known is not None:
                 if guid is not None and self._guids.get(guid) != schema_id:
                     raise CodecError(
@@ -137,17 +173,18 @@ class Schemas:
 
     # -- framing -------------------------------------------------------------------------
 
-    def writer(self, raw: bytes, what: str = "value") -> Writer:
+    def writer(self, raw: bytes, what: str = "value", framing: Framing = CONFLUENT) -> Writer:
         """The Avro writer schema named by the frame of *raw* (a *what*); CodecError when there is none."""
-        if raw[:1] == b"\x00" and len(raw) >= ID_FRAME:
-            w = self._writers.get(_INT.unpack_from(raw, 1)[0])
-            if w is not None:
-                return w
-        elif raw[:1] == b"\x01":
-            w = self._guid_writers.get(raw[1:GUID_FRAME])
-            if w is not None:
-                return w
-        schema_id, offset, doc = self.resolve(raw, what, "AVRO")
+        if framing is CONFLUENT:
+            if raw[:1] == b"\x00" and len(raw) >= ID_FRAME:
+                w = self._writers.get(_INT.unpack_from(raw, 1)[0])
+                if w is not None:
+                    return w
+            elif raw[:1] == b"\x01":
+                w = self._guid_writers.get(raw[1:GUID_FRAME])
+                if w is not None:
+                    return w
+        schema_id, offset, doc = self.resolve(raw, what, "AVRO", framing)
         with self._lock:
             w = self._parse(schema_id, doc, offset)
             if offset == GUID_FRAME:
@@ -155,21 +192,30 @@ class Schemas:
             return w
 
     def resolve(
-        self, raw: bytes, what: str = "value", kind: str = "AVRO"
+        self, raw: bytes, what: str = "value", kind: str = "AVRO", framing: Framing = CONFLUENT
     ) -> tuple[int, int, dict[str, Any]]:
         """The schema id, body offset and cached document of the schema framing *raw*.
 
-        CodecError when the frame is malformed, the registry does not know the schema,
-        or it is not a *kind* schema (e.g. an Avro id on a Protobuf view).
+        CodecError when the frame is malformed or not of *framing*, the registry does not
+        know the schema, or it is not a *kind* schema (e.g. an Avro id on a Protobuf view).
+        The id returned is a content id (a global id is resolved to its content id).
         """
         a_view = _A_KIND[kind]
         if not raw:
             raise CodecError(
-                f"{what} is empty; {a_view} {what} starts with magic byte 0 and a 4-byte schema id"
+                f"{what} is empty; {a_view} {what} starts with "
+                + (
+                    framing.describe(what)
+                    if framing is not CONFLUENT
+                    else "magic byte 0 and a 4-byte schema id"
+                )
                 + (" (a tombstone is a null value, not an empty one)" if what == "value" else "")
             )
         magic = raw[0]
-        if magic == 0:
+        if framing is not CONFLUENT:
+            schema_id, offset = self._apicurio_frame(raw, what, framing)
+            doc = self._by_id(schema_id)
+        elif magic == 0:
             if len(raw) < ID_FRAME:
                 raise CodecError(
                     f"{what} is {len(raw)} bytes, too short for the 5-byte Confluent header"
@@ -231,9 +277,104 @@ class Schemas:
                 self._remember(schema_id, doc, guid)
             return schema_id, self._docs[schema_id]
 
+    def _apicurio_frame(self, raw: bytes, what: str, framing: Framing) -> tuple[int, int]:
+        """The content id and body offset of a frame read under a framing other than
+        the default one (a non-empty *raw*)."""
+        magic = raw[0]
+        takes_headers = framing.kind in ("auto", "apicurio_headers")
+        if magic == APICURIO_MARK and takes_headers:
+            return self._header_frame(raw, what), APICURIO_FRAME
+        if framing.kind == "apicurio_headers":
+            seen = (
+                "a Confluent or 8-byte id frame (magic byte 0)"
+                if magic == 0
+                else f"a body starting 0x{magic:02x}"
+            )
+            raise CodecError(
+                f"the {what} has no apicurio.{what}.contentId or apicurio.{what}.globalId "
+                f"header, but {seen}: the view's framing is apicurio_headers; set framing "
+                'to "auto" or to the framing the producer writes'
+            )
+        if magic == 0:
+            size = framing.fixed or frame_length(raw, framing)
+            if len(raw) < size:
+                raise CodecError(
+                    f"{what} is {len(raw)} bytes, too short for the {size}-byte frame "
+                    f"({framing.describe(what)})"
+                )
+            ref = _INT.unpack_from(raw, 1)[0] if size == ID_FRAME else _LONG.unpack_from(raw, 1)[0]
+            return self._content_id(ref, framing.ids, what), size
+        if magic == 1 and framing.kind in ("auto", "confluent"):
+            if len(raw) < GUID_FRAME:
+                raise CodecError(
+                    f"{what} is {len(raw)} bytes, too short for a 17-byte schema GUID header"
+                )
+            return self._by_guid(raw[1:GUID_FRAME])[0], GUID_FRAME
+        if raw[:1] == BAD_HEADER and framing.kind in ("auto", "confluent"):
+            raise CodecError(
+                f"the {what}'s schema-id record header (__{what}_schema_id) is malformed: "
+                "expected magic byte 0 + 4-byte id or magic byte 1 + 16-byte GUID"
+            )
+        raise CodecError(
+            f"wrong magic byte 0x{magic:02x} in the {what}: the view's framing is "
+            f"{framing.kind} ({framing.describe(what)})"
+        )
+
+    def _header_frame(self, raw: bytes, what: str) -> int:
+        tag = raw[1:2]
+        if tag in (b"c", b"g") and len(raw) >= APICURIO_FRAME:
+            ref = _LONG.unpack_from(raw, 2)[0]
+            return self._content_id(ref, "content" if tag == b"c" else "global", what)
+        if tag in (b"C", b"G") and len(raw) >= APICURIO_FRAME:
+            name = "contentId" if tag == b"C" else "globalId"
+            raise CodecError(
+                f"the apicurio.{what}.{name} header is {_LONG.unpack_from(raw, 2)[0]} bytes; "
+                "Apicurio writes ids as 8-byte big-endian longs"
+            )
+        if tag == JSON_ENCODED:
+            raise CodecError(
+                f"the {what} is Avro in the JSON encoding (apicurio.{what}.encoding = JSON); "
+                "views read the binary encoding, Apicurio's default "
+                "(apicurio.registry.avro.encoding = BINARY)"
+            )
+        raise CodecError(
+            f"the {what} has record headers but no apicurio.{what}.contentId or "
+            f"apicurio.{what}.globalId header (artifact coordinates alone are not read)"
+        )
+
+    def _content_id(self, ref: int, ids: str, what: str) -> int:
+        if ref <= 0:
+            raise CodecError(f"{ids} id {ref} in the {what} is not a registry id")
+        if ids == "global":
+            return self._by_global(ref)
+        if ref > _INT32_MAX:
+            raise CodecError(f"content id {ref} in the {what} is beyond what views store (2^31-1)")
+        return ref
+
+    def _by_global(self, global_id: int) -> int:
+        key = global_ref(global_id)
+        content_id = self._guids.get(key)
+        if content_id is not None:
+            return content_id
+        with self._lock:
+            content_id = self._guids.get(key)
+            if content_id is None:
+                self._fail_if_unknown(key)
+                content_id = self._fetch_global(global_id, key)
+                doc = self._docs.get(content_id)
+                if doc is None:
+                    self._fail_if_unknown(content_id)
+                    doc = self._fetch_id(content_id)
+                self._remember(content_id, doc, key)
+            return content_id
+
     def _parse(self, schema_id: int, doc: dict[str, Any], offset: int) -> Writer:
         if offset == ID_FRAME:
             known = self._writers.get(schema_id)
+            if known is not None:
+                return known
+        elif offset != GUID_FRAME:
+            known = self._framed_writers.get((schema_id, offset))
             if known is not None:
                 return known
         named: dict[str, Any] = {}
@@ -250,6 +391,8 @@ class Schemas:
         w = Writer(schema_id, offset, parsed, named, check, deep)
         if offset == ID_FRAME:
             self._writers[schema_id] = w
+        elif offset != GUID_FRAME:
+            self._framed_writers[(schema_id, offset)] = w
         return w
 
     # -- registry --------------------------------------------------------------------------
@@ -314,6 +457,26 @@ class Schemas:
         log.info("schema.fetched guid=%s", text)
         return doc
 
+    def _fetch_global(self, global_id: int, key: bytes) -> int:
+        """The content id of an Apicurio global id, from the registry's native API."""
+        base = self._native
+        what = f"global id {global_id}"
+        if not base:
+            raise RegistryUnavailableError(
+                f"a record names its schema by {what}, which resolves through Apicurio's "
+                f"native API; the schema registry at {self._conf.get('url')} has none "
+                "configured: set [schema_registry] apicurio_url"
+            )
+        content_id = content_id_of_global(base, global_id, self._conf, what)
+        if content_id is None or content_id <= 0:
+            reason = f"{what} is not known to the schema registry at {base}"
+            self._unknown[key] = (time.monotonic() + _UNKNOWN_TTL_S, reason)
+            raise CodecError(reason)
+        if content_id > _INT32_MAX:
+            raise CodecError(f"{what} has content id {content_id}, beyond 2^31-1")
+        log.info("schema.global_id global_id=%d content_id=%d", global_id, content_id)
+        return content_id
+
     def _document(self, what: str, ref: int | bytes, schema: Any) -> dict[str, Any]:
         refs: list[str] = []
         names: list[str] = []
@@ -352,6 +515,7 @@ class Schemas:
                 names.append(r.name)
 
     def _remember(self, schema_id: int, doc: dict[str, Any], guid: bytes | None = None) -> None:
+        """Cache *doc* under *schema_id*; *guid*: a GUID, or a global id's key, naming it."""
         self._docs[schema_id] = doc
         if guid is not None:
             self._guids[guid] = schema_id
@@ -362,7 +526,9 @@ class Schemas:
             return
         batch = self._storage.batch()
         batch.put(META, _id_key(schema_id), orjson.dumps(doc))
-        if guid is not None:
+        if guid is not None and guid.startswith(_GLOBAL_MARK):
+            batch.put(META, _GLOBAL_PREFIX + guid[len(_GLOBAL_MARK) :], _INT.pack(schema_id))
+        elif guid is not None:
             batch.put(META, _GUID_PREFIX + guid, _INT.pack(schema_id))
         self._storage.write(batch)
 

@@ -18,6 +18,10 @@ naming missing files, a garbled CURRENT) holds nothing Kafka does not: with
 ``on_corruption="rebuild"`` it is moved aside (the latest damaged copy is kept for
 inspection) and a fresh store is opened, which the views then fill from offset 0.
 
+A store may also be opened as a RocksDB *secondary instance* (``secondary=DIR``,
+read-only, its own files in DIR) beside the process that writes it: ``catch_up()``
+replays what the writer has written since (``statestore serve --workers N``).
+
 Only directories the store made are ever moved or removed: each carries a marker
 file (``STATESTORE``) written when the directory was made into a store. A
 non-empty directory without one is refused, never written into; a store of an
@@ -230,10 +234,14 @@ class Storage:
         options: RocksOptions | None = None,
         *,
         read_only: bool = False,
+        secondary: Path | None = None,
         on_corruption: Literal["rebuild", "fail"] = "fail",
     ) -> None:
         self.path = Path(path)
-        self.read_only = read_only
+        # A secondary instance (read-only, follows the primary through catch_up()) keeps its
+        # own files in *secondary*, a directory of its own.
+        self.secondary = None if secondary is None else Path(secondary)
+        self.read_only = read_only or secondary is not None
         self.on_corruption = on_corruption
         self.damage: str | None = None
         self.damaged_copy: Path | None = None
@@ -379,7 +387,17 @@ class Storage:
             self._mark()  # before RocksDB writes a file: the directory is the store's from here
         families = {name: self._cf_options(name) for name in {*existing, META}}
         try:
-            if self.read_only:
+            if self.secondary is not None:
+                # A secondary must keep every table file open: the primary's compactions
+                # delete files it may still be reading between two catch-ups.
+                opts.set_max_open_files(-1)
+                db = Rdict(
+                    str(self.path),
+                    opts,
+                    column_families=families,
+                    access_type=AccessType.secondary(str(self.secondary)),
+                )
+            elif self.read_only:
                 db = Rdict(
                     str(self.path),
                     opts,
@@ -586,6 +604,20 @@ class Storage:
             return [n for n in Rdict.list_cf(str(path), Options(raw_mode=True)) if n != "default"]
         except Exception as exc:
             raise StorageError(f"cannot read the column families of {path}: {exc}") from exc
+
+    def catch_up(self) -> None:
+        """Replay what the primary has written since the last catch-up (a secondary only).
+
+        Column families the primary created since this instance opened stay unseen:
+        a new generation of a view needs a new instance.
+        """
+        try:
+            self._db.try_catch_up_with_primary()
+        except Exception as exc:
+            raise StorageError(
+                f"cannot catch up with the store at {self.path} (secondary in "
+                f"{self.secondary}): {exc}"
+            ) from exc
 
     def compact(self, cf: str) -> None:
         """Compact a whole column family (after a bulk load, before declaring ready)."""

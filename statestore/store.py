@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -24,9 +26,11 @@ from .errors import (
     ViewFailedError,
 )
 from .history import count_start, read_starts
+from .indexes import IndexValue
 from .ingest import Ingestor, ProgressCallback
 from .kafka import KafkaClient
 from .ranges import read_progress, shown
+from .reader import ViewReader
 from .records import NO_SCHEMA, Entity, family_owner
 from .snapshot import SEEDED_KEY, SnapshotInfo, Snapshotter, restore, store_is_empty
 from .status import ViewStatus
@@ -44,11 +48,16 @@ class StateStore:
     """Materialised views of compacted Kafka topics in one RocksDB store.
 
     ``read_only=True`` opens the store beside a running server (status, get) and
-    never consumes.
+    never consumes. ``secondary=DIR`` opens it read-only as a RocksDB secondary
+    instance (its own files in DIR) that sees the primary's later writes after
+    ``storage.catch_up()`` (``statestore serve --workers N``).
     """
 
-    def __init__(self, config: Config, *, read_only: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, read_only: bool = False, secondary: Path | None = None
+    ) -> None:
         self.config = config
+        read_only = read_only or secondary is not None
         self.read_only = read_only
         tuning = RocksOptions(
             block_cache_mb=config.store.block_cache_mb,
@@ -66,6 +75,7 @@ class StateStore:
             config.store.path,
             tuning,
             read_only=read_only,
+            secondary=secondary,
             on_corruption=config.store.on_corruption,
         )
         if self.seeded_from is not None:
@@ -463,15 +473,42 @@ class StateStore:
     def lookup(self, view: str, keys: list[str]) -> list[Entity | None]:
         return self.view(view).lookup(keys)
 
+    def reader(self, view: str) -> ViewReader:
+        """The reads of one view behind a handle bound to it (UnknownViewError at once)."""
+        return ViewReader(self.view(view), functools.partial(self.changes, view))
+
     def scan(
-        self, view: str, prefix: str = "", *, after: str | None = None, limit: int = 100
+        self,
+        view: str,
+        prefix: str = "",
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        start: str | None = None,
+        end: str | None = None,
     ) -> Page:
-        return self.view(view).scan(prefix, after, limit)
+        """A page of entities in key order: keys starting with *prefix*, from *start*
+        (inclusive) to *end* (exclusive); *after* is the previous page's ``next``."""
+        return self.view(view).scan(prefix, after, limit, start=start, end=end)
 
     def by(
         self, view: str, field: str, value: Any, *, after: str | None = None, limit: int = 100
     ) -> Page:
         return self.view(view).by(field, value, after, limit)
+
+    def by_range(
+        self,
+        view: str,
+        field: str,
+        *,
+        start: IndexValue | None = None,
+        end: IndexValue | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """A page of entities whose indexed *field* lies from *start* (inclusive) to *end*
+        (exclusive), in value order, then key order."""
+        return self.view(view).by_range(field, start, end, after, limit)
 
     def wait_for(self, view: str, position: dict[int, int], timeout: float = 5.0) -> dict[int, int]:
         """Block until *view* has applied every ``partition: offset``; raise PositionTimeoutError."""

@@ -25,13 +25,21 @@ from .cursor import CursorSigner
 from .errors import (
     CodecError,
     CursorError,
+    InvalidRangeError,
     NotReadyError,
     PositionTimeoutError,
     RegistryUnavailableError,
     UnknownIndexError,
 )
 from .history import ViewHistory, read_history, write_history
-from .indexes import index_value, index_value_key, sync_indexes
+from .indexes import (
+    IndexValue,
+    entry_value_length,
+    index_range,
+    index_value,
+    index_value_key,
+    sync_indexes,
+)
 from .metrics import freshness_histogram
 from .position import format_position
 from .records import (
@@ -291,6 +299,14 @@ class View:
             self._applied_batches += 1
             self._changed()
 
+    def follow_slot(self, slot: Slot) -> None:
+        """Serve *slot*, read afresh from a store another process writes (a secondary
+        copy's catch-up), and wake what waits on a position."""
+        with self._cond:
+            self.slot = slot
+            self._applied_batches += 1
+            self._changed()
+
     def set_targets(self, ends: dict[int, int], *, replace: bool = False) -> None:
         """The end offsets lag is measured against: *replace* them all, or update some."""
         with self._cond:
@@ -389,23 +405,46 @@ class View:
             None if d is None else self.entity(k, d) for k, d in zip(stored, datas, strict=True)
         ]
 
-    def scan(self, prefix: str = "", after: str | None = None, limit: int = 100) -> Page:
-        """A page of entities whose key starts with *prefix*, after the cursor *after*."""
+    def scan(
+        self,
+        prefix: str = "",
+        after: str | None = None,
+        limit: int = 100,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+    ) -> Page:
+        """A page of entities whose key starts with *prefix* and lies from *start* (inclusive)
+        to *end* (exclusive), in stored-key order, after the cursor *after*.
+
+        Empty or None *start*/*end* leave that side open; a prefix and a range together
+        read the keys both admit.
+        """
         slot = self._served()
         if limit < 1:
             raise ValueError("limit must be at least 1")
         scope = f"scan:{self.name}:{slot.generation}"
         low = self.key_codec.from_text(prefix) if prefix else b""
         high = prefix_end(low) if low else None
-        start = low
+        if start or end:
+            first = self.key_codec.from_text(start) if start else b""
+            stop = self.key_codec.from_text(end) if end else None
+            if stop is not None and first > stop:
+                raise InvalidRangeError(
+                    f"view {self.name!r}: the key range start {start!r} is after its end {end!r}"
+                )
+            low = max(low, first)
+            if stop is not None:
+                high = stop if high is None else min(high, stop)
+        begin = low
         if after:
             last = self.signer.open(scope, after)
             if last < low or (high is not None and last >= high):
-                raise CursorError("cursor does not belong to this prefix")
-            start = last + b"\x00"
+                raise CursorError("cursor does not belong to this prefix or key range")
+            begin = last + b"\x00"
         items: list[Entity] = []
         last_key = b""
-        for key, data in self.storage.scan(slot.entity_cf, start, high):
+        for key, data in self.storage.scan(slot.entity_cf, begin, high):
             if len(items) == limit:
                 return Page(items, self.signer.make(scope, last_key))
             items.append(self.entity(key, data))
@@ -443,6 +482,54 @@ class View:
                 return Page(items, self.signer.make(scope, last_key))
             items.append(entity)
             last_key = key
+        return Page(items, None)
+
+    def by_range(
+        self,
+        field: str,
+        start: IndexValue | None = None,
+        end: IndexValue | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """A page of entities whose indexed *field* lies from *start* (inclusive) to *end*
+        (exclusive), in the order of the field's values, then of keys.
+
+        A range covers values of one type (the type of its bounds; indexes.py states the
+        order); without bounds, every entity the index holds.
+        """
+        slot = self.slot
+        if field not in slot.index_cfs:
+            raise UnknownIndexError(self.name, field, self.config.indexes)
+        low, high = index_range(self.name, field, start, end)
+        slot = self._served()
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        cf = slot.index_cfs[field]
+        scope = f"by_range:{self.name}:{slot.generation}:{field}"
+        begin = low
+        if after:
+            last = self.signer.open(scope, after)
+            if last < low or (high is not None and last >= high):
+                raise CursorError("cursor does not belong to this index range")
+            begin = last + b"\x00"
+        items: list[Entity] = []
+        last_entry = b""
+        path = slot.index_paths[field]
+        for entry, _ in self.storage.scan(cf, begin, high):
+            n = entry_value_length(entry)
+            key = entry[n + 1 :]
+            data = self.storage.get(slot.entity_cf, key)
+            if data is None:
+                continue
+            entity = self.entity(key, data)
+            if index_value(entity.value, path) != entry[:n]:
+                # Changed between the index scan and this read: listed under its new value.
+                continue
+            if len(items) == limit:
+                return Page(items, self.signer.make(scope, last_entry))
+            items.append(entity)
+            last_entry = entry
         return Page(items, None)
 
     def quarantine(

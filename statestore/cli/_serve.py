@@ -1,4 +1,9 @@
-"""``statestore serve``: bootstrap, follow and serve the REST API."""
+"""``statestore serve``: bootstrap, follow and serve the REST API.
+
+With one worker (the default) this process ingests and serves; with ``--workers N``
+(or ``[api] workers``) it ingests and N serving processes answer on the same socket
+(statestore/cli/_workers.py).
+"""
 
 from __future__ import annotations
 
@@ -12,17 +17,14 @@ import typer
 from .. import StateStore
 from ._app import ConfigOption, errors, fail, handled, load
 from ._signals import SecondSignalExits
+from ._uvicorn import HTTP_DRAIN_S, server_options
 
 if TYPE_CHECKING:
     import uvicorn
 
-__all__ = ["serve"]
+__all__ = ["HTTP_DRAIN_S", "serve"]
 
 # Every command logs as "statestore.cli": stable names for log filters.
-# Seconds requests in flight (and open change streams) get to finish on SIGTERM; then
-# the views finish their batch (StateStore.stop, at most its timeout) and the store closes.
-HTTP_DRAIN_S = 5
-
 log = logging.getLogger("statestore.cli")
 
 
@@ -58,6 +60,15 @@ def serve(
     port: Annotated[
         int | None, typer.Option(min=0, max=65535, help="Port (default: \\[api] port).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Serving processes over one store (default: \\[api] workers). With more than "
+            "one, this process ingests and each worker serves a copy that catches up with it.",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Bootstrap, follow and serve the REST API (ready once every view has caught up).
@@ -71,11 +82,21 @@ def serve(
         changes["host"] = host
     if port is not None:
         changes["port"] = port
+    if workers is not None:
+        changes["workers"] = workers
     if changes:
         cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update=changes)})
     from statestore.api.auth import check_bind
 
     check_bind(cfg)
+    if cfg.api.workers > 1:
+        from ._workers import serve_workers
+
+        level = logging.getLogger().getEffectiveLevel()
+        code = serve_workers(cfg, level)
+        if code:
+            raise fail("the server stopped on a failure; the log above says why", code)
+        return
     # Open once before the server does: a store held by another process, or one that
     # cannot be opened, is reported here in one line instead of as a failed lifespan.
     with errors(cfg):
@@ -84,23 +105,15 @@ def serve(
     import uvicorn
 
     from statestore.api.app import create_app
-    from statestore.api.http import bounded_http
 
-    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    level = logging.getLogger().getEffectiveLevel()
     log.info("serve.start host=%s port=%d views=%d", cfg.api.host, cfg.api.port, len(cfg.views))
     server = _server(
         uvicorn.Config(
             create_app(cfg),
             host=cfg.api.host,
             port=cfg.api.port,
-            log_level=level,
-            log_config=None,
-            ssl_certfile=cfg.api.ssl_certfile,
-            ssl_keyfile=cfg.api.ssl_keyfile,
-            http=bounded_http(cfg.api.max_header_kb, cfg.api.header_timeout_s),
-            limit_concurrency=cfg.api.max_connections,
-            # Open change streams never end by themselves: give them a while, then close.
-            timeout_graceful_shutdown=HTTP_DRAIN_S,
+            **server_options(cfg, level),
         )
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -51,6 +51,11 @@ def test_api_conforms_to_schema(case: Case[Any], app: FastAPI) -> None:
     # Left out on purpose, and covered by their own tests: a min_position past the end of a
     # topic answers 504, and an opaque cursor the server did not issue answers 422.
     case.query = {k: v for k, v in (case.query or {}).items() if k not in ("min_position", "after")}
+    # A range whose start lies after its end (or whose bounds are of two types) answers 422
+    # invalid_range, which the schema cannot express: generated pairs keep only their start
+    # (tests/rest/test_ranges.py covers both bounds and the refusals).
+    if "start" in case.query and "end" in case.query:
+        del case.query["end"]
     # Aim most requests at configured views and indexed fields so the happy paths are
     # exercised too, keeping some of the generated names to exercise the 404s.
     params = dict(case.path_parameters or {})

@@ -1,0 +1,106 @@
+"""A handle on one view's reads: what a service keeps for the view it serves.
+
+``StateStore.reader("deliveries")`` resolves the name once (``UnknownViewError``
+then, not at the first read) and answers every read of that view: points, pages
+of keys or key ranges, index values or ranges of them, positions, and changes.
+It holds the view, whose data a rebuild swaps underneath, so a handle stays
+valid for as long as the store is open; it is as cheap to call as the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from .changes import Subscription
+from .indexes import IndexValue
+from .position import parse_position
+from .records import Entity
+from .status import ViewStatus
+from .view import Page, View
+
+__all__ = ["ChangesOpener", "ViewReader"]
+
+
+class ChangesOpener(Protocol):
+    """Subscribes to one view's changes (``StateStore.changes`` bound to the view)."""
+
+    def __call__(
+        self, *, prefix: str = "", last_id: str | None = None, max_pending: int | None = None
+    ) -> Subscription: ...
+
+
+class ViewReader:
+    """The reads of one view. Every page is in order and resumes from its ``next`` cursor
+    (pass it back as *after*); keys are key text, as the REST API takes them."""
+
+    __slots__ = ("_changes", "_view", "name")
+
+    def __init__(self, view: View, changes: ChangesOpener) -> None:
+        self._view = view
+        self._changes = changes
+        self.name = view.name
+
+    def __repr__(self) -> str:
+        return f"ViewReader({self.name!r})"
+
+    def get(self, key: str) -> Entity | None:
+        """The entity under *key*, or None when absent or deleted."""
+        return self._view.get(key)
+
+    def lookup(self, keys: Sequence[str]) -> list[Entity | None]:
+        """The entities under *keys*, in that order; None where absent."""
+        return self._view.lookup(list(keys))
+
+    def scan(
+        self,
+        prefix: str = "",
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page:
+        """Entities in key order whose key starts with *prefix* and lies from *start*
+        (inclusive) to *end* (exclusive); ``InvalidRangeError`` when start is after end."""
+        return self._view.scan(prefix, after, limit, start=start, end=end)
+
+    def by(
+        self, index: str, value: IndexValue, *, limit: int = 100, after: str | None = None
+    ) -> Page:
+        """Entities whose indexed field *index* equals *value*, in key order."""
+        return self._view.by(index, value, after, limit)
+
+    def by_range(
+        self,
+        index: str,
+        *,
+        start: IndexValue | None = None,
+        end: IndexValue | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page:
+        """Entities whose indexed field *index* lies from *start* (inclusive) to *end*
+        (exclusive), in value order then key order. A range covers one type: numbers by
+        value, strings by code point, booleans false before true."""
+        return self._view.by_range(index, start, end, after, limit)
+
+    def position(self) -> dict[int, int]:
+        """``{partition: offset of the last applied record}`` (-1: none yet)."""
+        return self._view.applied_position()
+
+    def wait_for(self, position: Mapping[int, int] | str, timeout: float = 5.0) -> dict[int, int]:
+        """Block until every ``partition: offset`` of *position* (a mapping, or the text of
+        ``X-Statestore-Position``) is applied; ``PositionTimeoutError`` after *timeout* s."""
+        wanted = parse_position(position) if isinstance(position, str) else dict(position)
+        return self._view.wait_for(wanted, timeout)
+
+    def changes(
+        self, *, prefix: str = "", last_id: str | None = None, max_pending: int | None = None
+    ) -> Subscription:
+        """Follow the view's changes (keys starting with *prefix*); close() when done."""
+        return self._changes(prefix=prefix, last_id=last_id, max_pending=max_pending)
+
+    def status(self) -> ViewStatus:
+        """The view's state, keys, lag and partitions now."""
+        return self._view.status()

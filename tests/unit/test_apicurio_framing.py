@@ -1,0 +1,151 @@
+"""Framing detection for Apicurio's wire formats, without a broker or a registry."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statestore import Config, ConfigError, ViewConfig, load_config
+from statestore.avro import header_hook
+from statestore.errors import CodecError
+from statestore.framing import CONFLUENT, Framing, frame_length, framing_of
+from statestore.schemas import Schemas, global_ref
+
+DOC7: dict[str, Any] = {"schema": '"string"', "refs": []}
+DOC8: dict[str, Any] = {"schema": '"long"', "refs": []}
+BODY = b"\x06abc"
+
+
+def schemas() -> Schemas:
+    """Content ids 7 and 8 cached; global id 7 names content id 8 (the ids collide)."""
+    return Schemas(
+        None, {"url": "http://127.0.0.1:9"}, known=({7: DOC7, 8: DOC8}, {global_ref(7): 8})
+    )
+
+
+def long_frame(ref: int) -> bytes:
+    return b"\x00" + struct.pack(">q", ref)
+
+
+def confluent_frame(ref: int) -> bytes:
+    return b"\x00" + struct.pack(">i", ref)
+
+
+@pytest.mark.parametrize(
+    ("framing", "raw", "expected"),
+    [
+        (Framing("auto"), confluent_frame(7) + BODY, (7, 5)),
+        (Framing("auto"), long_frame(7) + BODY, (7, 9)),
+        (Framing("auto", "global"), confluent_frame(7) + BODY, (8, 5)),
+        (Framing("auto", "global"), long_frame(7) + BODY, (8, 9)),
+        (Framing("apicurio_8byte"), long_frame(7) + BODY, (7, 9)),
+        (Framing("apicurio_8byte", "global"), long_frame(7) + BODY, (8, 9)),
+        (Framing("confluent", "global"), confluent_frame(7) + BODY, (8, 5)),
+        (CONFLUENT, confluent_frame(7) + BODY, (7, 5)),
+    ],
+)
+def test_magic_byte_frames_read_the_configured_id_kind(
+    framing: Framing, raw: bytes, expected: tuple[int, int]
+) -> None:
+    """A magic-byte frame's id is of the view's id_kind; auto tells 8-byte ids by their zero high word."""
+    schema_id, offset, _ = schemas().resolve(raw, "value", "AVRO", framing)
+    assert (schema_id, offset) == expected
+    assert frame_length(raw, framing) == offset
+
+
+@pytest.mark.parametrize("kind", ["auto", "apicurio_headers"])
+@pytest.mark.parametrize(("header", "expected"), [("contentId", 7), ("globalId", 8)])
+def test_apicurio_id_headers_name_their_own_kind(kind: str, header: str, expected: int) -> None:
+    """An apicurio.value.contentId header reads a content id and a globalId header a global id, whatever id_kind says."""
+    framing = Framing(kind, "global" if header == "contentId" else "content")  # type: ignore[arg-type]
+    hook = header_hook(False, True, value_framing=framing)
+    headers = [
+        ("apicurio.value.encoding", b"BINARY"),
+        (f"apicurio.value.{header}", struct.pack(">q", 7)),
+    ]
+    _, folded = hook(headers, b"k", BODY)
+    assert folded is not None and folded.endswith(BODY)
+    schema_id, offset, _ = schemas().resolve(folded, "value", "AVRO", framing)
+    assert (schema_id, offset, folded[offset:]) == (expected, 10, BODY)
+
+
+def test_key_headers_fold_into_the_key_only() -> None:
+    """apicurio.key.* headers frame the key and apicurio.value.* ones the value."""
+    framing = Framing("apicurio_headers")
+    hook = header_hook(True, True, key_framing=framing, value_framing=framing)
+    key, value = hook(
+        [
+            ("apicurio.key.contentId", struct.pack(">q", 8)),
+            ("apicurio.value.contentId", struct.pack(">q", 7)),
+        ],
+        BODY,
+        BODY,
+    )
+    s = schemas()
+    assert key is not None and value is not None
+    assert s.resolve(key, "key", "AVRO", framing)[0] == 8
+    assert s.resolve(value, "value", "AVRO", framing)[0] == 7
+
+
+@pytest.mark.parametrize(
+    ("framing", "headers", "raw", "reason"),
+    [
+        (Framing("apicurio_headers"), [("apicurio.value.contentId", b"\x00\x00\x00\x07")], BODY, "header is 4 bytes"),
+        (Framing("auto"), [("apicurio.value.globalId", b"7")], BODY, "globalId header is 1 bytes"),
+        (Framing("apicurio_headers"), [("other", b"x")], BODY, "no apicurio.value.contentId or"),
+        (Framing("apicurio_headers"), None, confluent_frame(7) + BODY, "framing is apicurio_headers"),
+        (Framing("auto"), [("apicurio.value.encoding", b"JSON"), ("apicurio.value.contentId", struct.pack(">q", 7))], BODY, "JSON encoding"),
+        (Framing("apicurio_8byte"), None, b"\x00\x00\x00\x07" + BODY[:1], "too short for the 9-byte frame"),
+        (Framing("apicurio_8byte"), None, b"\x01" + bytes(16) + BODY, "wrong magic byte 0x01"),
+        (Framing("auto"), None, long_frame(0) + BODY, "not a registry id"),
+        (Framing("auto"), None, b"\x07" + BODY, "wrong magic byte 0x07"),
+    ],
+)  # fmt: skip
+def test_framing_mismatches_and_bad_headers_are_codec_errors(
+    framing: Framing, headers: list[tuple[str, bytes]] | None, raw: bytes, reason: str
+) -> None:
+    """Malformed id headers, missing ones, a frame the framing does not take and Avro JSON bodies raise CodecError saying so."""
+    _, folded = header_hook(False, True, value_framing=framing)(headers, b"k", raw)
+    assert folded is not None
+    with pytest.raises(CodecError, match=reason):
+        schemas().resolve(folded, "value", "AVRO", framing)
+
+
+def test_the_confluent_framing_ignores_apicurio_headers() -> None:
+    """Under the default framing Apicurio's headers are not read and 8-byte frames are not guessed."""
+    hook = header_hook(False, True)
+    _, value = hook([("apicurio.value.contentId", struct.pack(">q", 7))], b"k", BODY)
+    assert value == BODY
+    assert framing_of("confluent", "content") is CONFLUENT
+    with pytest.raises(CodecError, match="not known|unreachable|0x06"):
+        schemas().resolve(BODY, "value", "AVRO", CONFLUENT)
+
+
+def test_global_ids_need_a_native_api(tmp_path: Path) -> None:
+    """id_kind = "global" without an Apicurio URL to derive the native API from is a config error; a ccompat URL derives it."""
+    toml = tmp_path / "s.toml"
+    view = '[[views]]\nname = "v"\ntopic = "t"\nvalue = "avro"\nid_kind = "global"\n'
+    toml.write_text('[schema_registry]\nurl = "http://127.0.0.1:8081"\n' + view)
+    with pytest.raises(ConfigError, match="apicurio_url"):
+        load_config(toml, environ={})
+    toml.write_text('[schema_registry]\nurl = "http://127.0.0.1:8081/apis/ccompat/v7"\n' + view)
+    config: Config = load_config(toml, environ={})
+    assert config.schema_registry.native_url() == "http://127.0.0.1:8081/apis/registry/v3"
+    with pytest.raises(ValueError, match="apply to value = 'avro'"):
+        ViewConfig(name="v", topic="t", value="json", framing="auto")
+
+
+def test_framing_settings_change_the_view_fingerprint_only_when_set() -> None:
+    """A view at the default framing keeps its fingerprint; another framing asks for a rebuild."""
+    base = ViewConfig(name="v", topic="t", value="avro")
+    assert (
+        base.fingerprint()
+        == ViewConfig(name="v", topic="t", value="avro", framing="confluent").fingerprint()
+    )
+    assert (
+        base.fingerprint()
+        != ViewConfig(name="v", topic="t", value="avro", framing="auto").fingerprint()
+    )
