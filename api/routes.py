@@ -431,6 +431,17 @@ def lookup_response(request: Request, ctx: ViewContext, keys: list[str]) -> Resp
     return json_response({"items": items}, headers=ctx.headers)
 
 
+def _check_index(ctx: ViewContext, field: str) -> None:
+    """404 ``unknown_index`` unless the view indexes *field*, naming the fields it does index."""
+    if field not in ctx.view.config.indexes:
+        indexed = ", ".join(ctx.view.config.indexes) or "none"
+        raise ApiError(
+            404,
+            "unknown_index",
+            f"view {ctx.name!r} has no index on {field!r} (indexed fields: {indexed})",
+        )
+
+
 @router.get(
     "/views/{view}/by/{field}/{value:anytext}",
     response_model=None,
@@ -462,13 +473,7 @@ def find_by(
     after: After = None,
 ) -> Response:
     """Entities whose indexed `field` equals `value`, in key order, `limit` at a time."""
-    if field not in ctx.view.config.indexes:
-        indexed = ", ".join(ctx.view.config.indexes) or "none"
-        raise ApiError(
-            404,
-            "unknown_index",
-            f"view {ctx.name!r} has no index on {field!r} (indexed fields: {indexed})",
-        )
+    _check_index(ctx, field)
     text = _exact_tail(request, f"/views/{ctx.name}/by/{field}/", value)
     page = ctx.store.by(ctx.name, field, parse_index_value(text), after=after, limit=limit)
     items = [e.to_dict() for e in page.items]
@@ -512,13 +517,7 @@ def find_by_range(
     """Entities whose indexed `field` lies in [`start`, `end`), ordered by the field's value
     (numbers numerically, strings by code point), then by key; `limit` at a time. Both
     bounds of one type; 422 `invalid_range` for bounds of two types or a start after the end."""
-    if field not in ctx.view.config.indexes:
-        indexed = ", ".join(ctx.view.config.indexes) or "none"
-        raise ApiError(
-            404,
-            "unknown_index",
-            f"view {ctx.name!r} has no index on {field!r} (indexed fields: {indexed})",
-        )
+    _check_index(ctx, field)
     page = ctx.store.by_range(
         ctx.name,
         field,

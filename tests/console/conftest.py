@@ -91,13 +91,15 @@ def world(topics: Topics, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield World(served, orders, spare, offsets)
 
 
-@pytest.fixture(scope="session")
+# Playwright's sync API runs an event loop in this thread until it stops: one per test
+# module, so that the tests after the console's may run asyncio themselves.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as pw:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(
     playwright: Playwright, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BrowserContext]:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,25 +17,17 @@ import httpx
 import psutil
 import pytest
 
+from tests.cli.cli_support import BOOTSTRAP, STATESTORE, free_port
+
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-STATESTORE = REPO / ".venv" / "bin" / "statestore"
-BOOTSTRAP = "127.0.0.1:9092"
 WORKER = "x-statestore-worker"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _config(
     directory: Path, topic: str, *, api: dict[str, Any] | None = None, view: str = ""
 ) -> Path:
-    port = _free_port()
+    port = free_port()
     lines = [
         "[kafka]",
         f'"bootstrap.servers" = "{BOOTSTRAP}"',
@@ -445,7 +436,7 @@ def test_the_primary_port_rebuilds_and_the_workers_follow_the_new_copy(
     /metrics is the ingest's, each worker's its own copy's."""
     topic = topic_factory(2)
     produced = produce(topic, _records(120, 30, "a"))
-    primary_port = _free_port()
+    primary_port = free_port()
     config = _config(tmp_path, topic, api={"workers": 2, "primary_port": primary_port})
     s = served(config)
     _eventually(lambda: _ready(s), "workers ready")
