@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from tests.cli.cli_support import BOOTSTRAP, STATESTORE, free_port
+from tests.ops.ops_support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +47,6 @@ def _config(
     path = directory / "statestore.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
 
 
 class Served:
@@ -188,7 +181,7 @@ def test_workers_serve_the_reduction_and_read_your_writes(
     first = produce(topic, _records(600, 150, "a"))
     config = _config(tmp_path, topic, api={"workers": 2, "catch_up_ms": 3000})
     s = served(config)
-    _eventually(lambda: _ready(s), "both workers ready")
+    eventually(lambda: _ready(s), "both workers ready", timeout=90.0)
     keys = [f"k{i}" for i in range(200)]  # 50 never produced: null
     want = _reduction(first.records)
     for worker, resp in s.from_each_worker(_lookup_all(s, keys)).items():
@@ -236,7 +229,7 @@ def test_readyz_waits_for_the_primary_and_the_copy(
     topic = f"sw-late-{os.getpid()}-{time.monotonic_ns()}"
     config = _config(tmp_path, topic, api={"workers": 2}, view='missing_topic = "wait"')
     s = served(config)
-    _eventually(lambda: _answers(s), "the workers answer")
+    eventually(lambda: _answers(s), "the workers answer", timeout=90.0)
     for resp in s.from_each_worker(lambda: s.get("/readyz")).values():
         assert resp.status_code == 503
         assert resp.json()["status"] == "not_ready"
@@ -247,7 +240,7 @@ def test_readyz_waits_for_the_primary_and_the_copy(
     ].result(timeout=30)
     try:
         produced = produce(topic, [("a", '{"n": 1}'), ("b", '{"n": 2}')])
-        _eventually(lambda: _ready(s), "both workers ready")
+        eventually(lambda: _ready(s), "both workers ready", timeout=90.0)
         want = _reduction(produced.records)
         for resp in s.from_each_worker(_lookup_all(s, ["a", "b"])).values():
             assert {i["key"]: i["value"] for i in resp.json()["items"]} == want
@@ -273,7 +266,7 @@ def test_sigterm_stops_every_process_and_removes_the_copies(
     topic = topic_factory(2)
     produce(topic, _records(50, 10, "a"))
     s = served(_config(tmp_path, topic), "--workers", "3")
-    _eventually(lambda: _ready(s, 3), "workers ready")
+    eventually(lambda: _ready(s, 3), "workers ready", timeout=90.0)
     children = s.process.children(recursive=True)
     workers = s.workers()
     assert len(workers) == 3
@@ -311,14 +304,16 @@ def test_a_killed_worker_is_restarted(
     topic = topic_factory(2)
     produced = produce(topic, _records(40, 10, "a"))
     s = served(_config(tmp_path, topic, api={"workers": 2}))
-    _eventually(lambda: _ready(s), "workers ready")
+    eventually(lambda: _ready(s), "workers ready", timeout=90.0)
     victim = s.workers()[0]
     victim.kill()
-    _eventually(lambda: bool(s.events("serve.worker_restarted")), "the worker restarted")
+    eventually(
+        lambda: bool(s.events("serve.worker_restarted")), "the worker restarted", timeout=90.0
+    )
     died = s.events("serve.worker_died")[0]
     assert died["pid"] == victim.pid
     assert died["exitcode"] == -signal.SIGKILL
-    _eventually(lambda: _ready(s), "both workers ready again")
+    eventually(lambda: _ready(s), "both workers ready again", timeout=90.0)
     assert victim.pid not in {p.pid for p in s.workers()}
     assert len(s.workers()) == 2
     want = _reduction(produced.records)
@@ -338,7 +333,7 @@ def test_workers_dying_in_a_loop_stop_the_server_with_status_1(
     topic = topic_factory(1)
     produce(topic, [("a", "{}")])
     s = served(_config(tmp_path, topic, api={"workers": 2}))
-    _eventually(lambda: _ready(s), "workers ready")
+    eventually(lambda: _ready(s), "workers ready", timeout=90.0)
     children = s.process.children(recursive=True)
     killed: set[int] = set()
     deadline = time.monotonic() + 120
@@ -371,7 +366,7 @@ def test_writes_and_change_streams_are_refused_on_workers(
     topic = topic_factory(1)
     produce(topic, [("a", "{}")])
     s = served(_config(tmp_path, topic, api={"workers": 2}))
-    _eventually(lambda: _ready(s), "workers ready")
+    eventually(lambda: _ready(s), "workers ready", timeout=90.0)
 
     def post(path: str, body: Any = None) -> Callable[[], httpx.Response]:
         return lambda: httpx.post(f"{s.url}{path}", json=body, timeout=30)
@@ -439,7 +434,7 @@ def test_the_primary_port_rebuilds_and_the_workers_follow_the_new_copy(
     primary_port = free_port()
     config = _config(tmp_path, topic, api={"workers": 2, "primary_port": primary_port})
     s = served(config)
-    _eventually(lambda: _ready(s), "workers ready")
+    eventually(lambda: _ready(s), "workers ready", timeout=90.0)
     primary = f"http://127.0.0.1:{primary_port}"
     assert httpx.get(f"{primary}/readyz", timeout=10).status_code == 200
     assert WORKER not in httpx.get(f"{primary}/readyz", timeout=10).headers
@@ -459,7 +454,7 @@ def test_the_primary_port_rebuilds_and_the_workers_follow_the_new_copy(
         seen = s.from_each_worker(lambda: s.get("/views/d"))
         return all(r.json()["generation"] == 1 for r in seen.values())
 
-    _eventually(rebuilt, "every worker serves the rebuilt generation")
+    eventually(rebuilt, "every worker serves the rebuilt generation", timeout=90.0)
     want = _reduction(produced.records)
     for resp in s.from_each_worker(_lookup_all(s, sorted(want))).values():
         assert {i["key"]: i["value"] for i in resp.json()["items"]} == want
