@@ -19,6 +19,12 @@ a schema whose values can nest deeper than reads encode (a recursive one, in
 practice) has the nesting of each body counted. fastavro's decoder recurses in
 C, so such a body must pass this check before it is decoded at all: a value
 nested some thousands of levels deep crashes the process.
+
+Bodies in Avro's JSON encoding (Apicurio's ``apicurio.registry.avro.encoding =
+JSON``) have no such walk: :func:`compile_json_check` decodes them with fastavro's
+JSON reader (pure Python: nesting ends in a RecursionError, not a crash) and, as
+that reader takes any JSON value for a primitive, validates the value against
+the writer schema. :func:`read_json` decodes them on read.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from io import BytesIO
-from typing import Any
+from typing import IO, Any, cast
 
-from fastavro import schemaless_reader
+from fastavro import json_reader, schemaless_reader
 from fastavro._read_py import schemaless_reader as python_reader
+from fastavro.validation import ValidationError, validate
 
 from .codecs import MAX_SERVED_DEPTH
 
@@ -39,7 +46,9 @@ __all__ = [
     "MalformedAvro",
     "UnservableAvro",
     "compile_check",
+    "compile_json_check",
     "nests_deep",
+    "read_json",
 ]
 
 # buffer -> schema id (or end of the body); raises MalformedAvro, IndexError or UnicodeDecodeError.
@@ -465,3 +474,47 @@ def _depth(value: Any) -> int:
         deepest = max(deepest, level)
         stack.extend((child, level + 1) for child in children)
     return deepest
+
+
+def read_json(body: bytes, writer: Any, reader: Any = None) -> Any:
+    """The value of *body*, Avro's JSON encoding of a *writer* value, resolved onto the
+    parsed *reader* schema when given (fastavro's JSON reader applies the same rules as
+    its binary one). MalformedAvro when it is not; the value is not validated."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedAvro(f"the body is not UTF-8 text: {exc}") from None
+    try:
+        # The decoder takes one JSON document per item: the whole body is one.
+        return next(json_reader(cast(IO[str], [text]), writer, reader))
+    except RecursionError:
+        raise UnservableAvro(
+            "decoding the JSON encoding ran past Python's recursion limit: the value nests "
+            f"more than {MAX_SERVED_DEPTH} levels deep, or the schema is recursive through an "
+            "array or map, which fastavro's JSON decoder cannot read"
+        ) from None
+    except Exception as exc:
+        raise MalformedAvro(f"{type(exc).__name__}: {exc}") from None
+
+
+def compile_json_check(
+    parsed: Any, named: dict[str, Any], *, start: int = 0, result: int = 0
+) -> BodyCheck:
+    """A function ``check(buf)`` for bodies in Avro's JSON encoding of the *parsed*
+    schema from offset *start*: they decode, their value is valid for the schema and
+    nests no deeper than reads serve. Returns *result* (the writer schema id)."""
+    track = nests_deep(parsed, named)
+
+    def check(b: bytes) -> int:
+        value = read_json(b[start:], parsed)
+        try:
+            validate(value, parsed, raise_errors=True)
+        except ValidationError as exc:
+            raise MalformedAvro("; ".join(str(e) for e in exc.errors)) from None
+        except RecursionError:
+            raise _too_deep() from None
+        if track and _depth(value) > MAX_SERVED_DEPTH:
+            raise _too_deep()
+        return result
+
+    return check

@@ -10,7 +10,10 @@ them. Apicurio's Kafka serdes write, besides the Confluent format:
   ``apicurio.value.globalId`` header (``apicurio.key.*`` for keys), 8-byte
   big-endian, and a bare body. avro.header_hook folds it in front of the body as
   ``APICURIO_MARK`` + a kind byte + the 8-byte id, so stored values carry their
-  framing and decode the same way on read;
+  framing and decode the same way on read. An ``apicurio.value.encoding = JSON``
+  header (the serde's ``apicurio.registry.avro.encoding = JSON``: the body is Avro's
+  JSON encoding) sets ``JSON_BIT`` in the kind byte; binary bodies' folds are
+  unchanged;
 * ``auto``: any of these per record. Headers name their kind; a magic-byte id
   is of the configured ``id_kind``; four zero bytes after magic byte 0 mean an
   8-byte id (no registry hands out id 0; Apicurio's own fallback reads the same).
@@ -35,13 +38,14 @@ __all__ = [
     "CONFLUENT",
     "GUID_FRAME",
     "ID_FRAME",
-    "JSON_ENCODED",
+    "JSON_BIT",
     "LONG_FRAME",
     "NO_ID_HEADER",
     "Framing",
     "content_id_of_global",
     "frame_length",
     "framing_of",
+    "json_encoded",
 ]
 
 ID_FRAME = 5  # magic byte 0 + 4-byte schema id
@@ -54,9 +58,11 @@ BAD_HEADER = b"\xfe"
 # follows instead), the 8-byte id. Only read where the view's framing takes Apicurio headers.
 APICURIO_MARK = 0xFD
 APICURIO_FRAME = 10
-# Kind bytes of other folded outcomes: no id header; an Avro JSON-encoded body.
+# Set in the kind byte of an 8-byte id (b"c" | JSON_BIT, b"g" | JSON_BIT): the body is
+# Avro's JSON encoding, not the binary one.
+JSON_BIT = 0x80
+# The kind byte of another folded outcome: no id header.
 NO_ID_HEADER = b"n"
-JSON_ENCODED = b"j"
 
 
 _FIXED_FRAME = {
@@ -113,6 +119,12 @@ def frame_length(raw: bytes, framing: Framing) -> int:
     if first == b"\x01":
         return GUID_FRAME
     return APICURIO_FRAME
+
+
+def json_encoded(raw: bytes) -> bool:
+    """Whether *raw*, read under a framing that takes Apicurio headers, is a folded
+    header frame in front of an Avro JSON-encoded body."""
+    return len(raw) > 1 and raw[0] == APICURIO_MARK and raw[1] & JSON_BIT != 0
 
 
 def content_id_of_global(base: str, global_id: int, conf: dict[str, Any], what: str) -> int | None:

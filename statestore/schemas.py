@@ -18,7 +18,9 @@ header and the per-schema counts stay integers.
 Frames are read by the view's framing (:mod:`statestore.framing`). A global id
 (Apicurio) resolves through the native API to its content id, cached in ``meta``
 under ``schema/global/<id>`` apart from the content ids, so the two never
-collide; the record then carries the content id.
+collide; the record then carries the content id. A folded header frame marked
+JSON-encoded gets a writer of its own (``Writer.json``), checked and decoded as
+Avro's JSON encoding.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 import orjson
 from fastavro import parse_schema
 
-from .avro_check import BodyCheck, compile_check, nests_deep
+from .avro_check import BodyCheck, compile_check, compile_json_check, nests_deep
 from .config import NATIVE_URL_KEY
 from .errors import CodecError, ConfigError, RegistryUnavailableError
 from .framing import (
@@ -44,10 +46,11 @@ from .framing import (
     CONFLUENT,
     GUID_FRAME,
     ID_FRAME,
-    JSON_ENCODED,
+    JSON_BIT,
     Framing,
     content_id_of_global,
     frame_length,
+    json_encoded,
 )
 from .storage import META, Storage
 
@@ -97,6 +100,8 @@ class Writer:
     check: BodyCheck
     # Values can nest deeper than reads encode: bodies are checked before they are decoded.
     deep: bool = False
+    # The body is Avro's JSON encoding (an Apicurio header said so), not the binary one.
+    json: bool = False
 
 
 def _id_key(schema_id: int) -> bytes:
@@ -125,8 +130,8 @@ class Schemas:
         self._docs: dict[int, dict[str, Any]] = {}
         self._guids: dict[bytes, int] = {}
         self._writers: dict[int, Writer] = {}
-        # (schema id, body offset) -> writer, for frames other than the 5-byte one.
-        self._framed_writers: dict[tuple[int, int], Writer] = {}
+        # (schema id, body offset, JSON-encoded) -> writer, for frames other than the 5-byte one.
+        self._framed_writers: dict[tuple[int, int, bool], Writer] = {}
         self._guid_writers: dict[bytes, Writer] = {}
         self._unknown: dict[int | bytes, tuple[float, str]] = {}
         self._new: list[tuple[int, dict[str, Any], bytes | None]] = []
@@ -185,8 +190,9 @@ class Schemas:
                 if w is not None:
                     return w
         schema_id, offset, doc = self.resolve(raw, what, "AVRO", framing)
+        json = offset == APICURIO_FRAME and json_encoded(raw)
         with self._lock:
-            w = self._parse(schema_id, doc, offset)
+            w = self._parse(schema_id, doc, offset, json)
             if offset == GUID_FRAME:
                 self._guid_writers[raw[1:GUID_FRAME]] = w
             return w
@@ -322,6 +328,8 @@ class Schemas:
 
     def _header_frame(self, raw: bytes, what: str) -> int:
         tag = raw[1:2]
+        if json_encoded(raw):
+            tag = bytes([raw[1] & ~JSON_BIT])
         if tag in (b"c", b"g") and len(raw) >= APICURIO_FRAME:
             ref = _LONG.unpack_from(raw, 2)[0]
             return self._content_id(ref, "content" if tag == b"c" else "global", what)
@@ -330,12 +338,6 @@ class Schemas:
             raise CodecError(
                 f"the apicurio.{what}.{name} header is {_LONG.unpack_from(raw, 2)[0]} bytes; "
                 "Apicurio writes ids as 8-byte big-endian longs"
-            )
-        if tag == JSON_ENCODED:
-            raise CodecError(
-                f"the {what} is Avro in the JSON encoding (apicurio.{what}.encoding = JSON); "
-                "views read the binary encoding, Apicurio's default "
-                "(apicurio.registry.avro.encoding = BINARY)"
             )
         raise CodecError(
             f"the {what} has record headers but no apicurio.{what}.contentId or "
@@ -368,13 +370,15 @@ class Schemas:
                 self._remember(content_id, doc, key)
             return content_id
 
-    def _parse(self, schema_id: int, doc: dict[str, Any], offset: int) -> Writer:
+    def _parse(
+        self, schema_id: int, doc: dict[str, Any], offset: int, json: bool = False
+    ) -> Writer:
         if offset == ID_FRAME:
             known = self._writers.get(schema_id)
             if known is not None:
                 return known
         elif offset != GUID_FRAME:
-            known = self._framed_writers.get((schema_id, offset))
+            known = self._framed_writers.get((schema_id, offset, json))
             if known is not None:
                 return known
         named: dict[str, Any] = {}
@@ -382,17 +386,21 @@ class Schemas:
             for ref in doc.get("refs", ()):
                 parse_schema(orjson.loads(ref), named_schemas=named)
             parsed = parse_schema(orjson.loads(doc["schema"]), named_schemas=named)
-            check = compile_check(parsed, named, start=offset, result=schema_id)
-            deep = nests_deep(parsed, named)
+            if json:
+                check = compile_json_check(parsed, named, start=offset, result=schema_id)
+            else:
+                check = compile_check(parsed, named, start=offset, result=schema_id)
+            # Only the binary decoder recurses in C (see avro_check).
+            deep = not json and nests_deep(parsed, named)
         except Exception as exc:
             raise CodecError(
                 f"writer schema id {schema_id} is not a valid Avro schema: {exc}"
             ) from None
-        w = Writer(schema_id, offset, parsed, named, check, deep)
+        w = Writer(schema_id, offset, parsed, named, check, deep, json)
         if offset == ID_FRAME:
             self._writers[schema_id] = w
         elif offset != GUID_FRAME:
-            self._framed_writers[(schema_id, offset)] = w
+            self._framed_writers[(schema_id, offset, json)] = w
         return w
 
     # -- registry --------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from statestore.schemas import Schemas
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
+# The serdes' setting (3.x and 2.x alike) for Avro's JSON encoding instead of the binary one.
+AVRO_ENCODING = "apicurio.registry.avro.encoding"
 # Nothing listens here: a registry that is down.
 DEAD_REGISTRY = "http://127.0.0.1:9/apis/ccompat/v7"
 
@@ -77,6 +79,10 @@ SCENARIOS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
     "3x-8byte": ("serde3", (f"apicurio.registry.id-handler={LEGACY_8BYTE}",), "apicurio_8byte", "content"),
     "2x-default": ("serde2", (), "apicurio_headers", "content"),
     "2x-no-headers": ("serde2", ("apicurio.registry.headers.enabled=false",), "apicurio_8byte", "global"),
+    # Avro's JSON encoding: named only by an apicurio.*.encoding header, which the serde
+    # writes only with headers enabled (3.x's default is off, 2.x's on).
+    "3x-json": ("serde3", ("apicurio.registry.headers.enabled=true", f"{AVRO_ENCODING}=JSON"), "apicurio_headers", "content"),
+    "2x-json": ("serde2", (f"{AVRO_ENCODING}=JSON",), "apicurio_headers", "content"),
 }  # fmt: skip
 
 
@@ -97,6 +103,10 @@ def test_records_of_each_apicurio_serde_setting_read_field_by_field(
     assert len(sent.records) == 9 and {len(v) for _, v in sent.records} == {7, 8}
 
     key, value, headers = first_record(bootstrap_servers, topic)
+    encoding = b"JSON" if f"{AVRO_ENCODING}=JSON" in props else b"BINARY"
+    if encoding == b"JSON":
+        assert headers["apicurio.value.encoding"] == headers["apicurio.key.encoding"] == b"JSON"
+        assert json.loads(key) == {"id": "k-0"} and json.loads(value)["id"] == "k-0"
     if framing == "apicurio_headers":
         kind = "globalId" if line == "serde2" else "contentId"
         assert len(headers[f"apicurio.value.{kind}"]) == 8
@@ -289,3 +299,50 @@ def test_a_bulk_load_in_worker_processes_keeps_the_global_ids_its_workers_resolv
         for key, datum in sent.latest().items():
             entity = store.get("bulk", key)
             assert entity is not None and entity.value == datum
+
+
+def test_a_bad_avro_json_body_is_quarantined_with_its_reason(
+    topic_factory: Callable[..., str],
+    produce: Callable[..., object],
+    open_store: Callable[..., StateStore],
+) -> None:
+    """A JSON-encoded value with a wrong type, one cut short and a binary body under a JSON header are quarantined with their reason; good ones read."""
+    topic = topic_factory(partitions=1)
+    schema = {
+        "type": "record",
+        "name": "Reading",
+        "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": "int"}],
+    }
+    content_id = _register(f"{topic}-value", schema)
+    json_headers = [
+        ("apicurio.value.contentId", struct.pack(">q", content_id)),
+        ("apicurio.value.encoding", b"JSON"),
+    ]
+    produce(
+        topic,
+        [("k-a", b'{"id": "a", "n": 1}'), ("k-b", b'{"id": "b", "n": 2}')],
+        headers=json_headers,
+    )
+    produce(
+        topic,
+        [("k-a", b'{"id": "a", "n": "one"}'), ("k-b", b'{"id": "b", "n": 2'), ("k-c", b"\x02c\x04")],
+        headers=json_headers,
+    )  # fmt: skip
+    store = open_store(
+        {"name": "headers", "topic": topic, "value": "avro", "framing": "apicurio_headers"},
+        {"name": "auto", "topic": topic, "value": "avro", "framing": "auto"},
+    )
+    status = {s.name: s for s in store.bootstrap().values()}
+    for view in ("headers", "auto"):
+        assert (status[view].keys, status[view].quarantined) == (2, 3)
+        assert [store.get(view, k).value for k in ("k-a", "k-b")] == [  # type: ignore[union-attr]
+            {"id": "a", "n": 1},
+            {"id": "b", "n": 2},
+        ]
+        items, _ = store.view(view).quarantine(limit=100)
+        reasons = {base64.b64decode(i["key"]).decode(): i["reason"] for i in items}
+        for reason in reasons.values():
+            assert f"not Avro's JSON encoding of a value of writer schema id {content_id}" in reason
+        assert "Reading.n is <one>" in reasons["k-a"] and "expected int" in reasons["k-a"]
+        assert "JSONDecodeError" in reasons["k-b"]
+        assert "JSONDecodeError" in reasons["k-c"]

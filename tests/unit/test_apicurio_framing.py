@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -9,20 +10,32 @@ from typing import Any
 import pytest
 
 from statestore import Config, ConfigError, ViewConfig, load_config
-from statestore.avro import header_hook
+from statestore.avro import AvroValue, avro_key, header_hook
 from statestore.errors import CodecError
 from statestore.framing import CONFLUENT, Framing, frame_length, framing_of
 from statestore.schemas import Schemas, global_ref
 
 DOC7: dict[str, Any] = {"schema": '"string"', "refs": []}
 DOC8: dict[str, Any] = {"schema": '"long"', "refs": []}
+READING: dict[str, Any] = {
+    "type": "record",
+    "name": "Reading",
+    "fields": [
+        {"name": "id", "type": "string"},
+        {"name": "n", "type": "int"},
+        {"name": "note", "type": ["null", "string"], "default": None},
+    ],
+}
+DOC9: dict[str, Any] = {"schema": json.dumps(READING), "refs": []}
 BODY = b"\x06abc"
 
 
 def schemas() -> Schemas:
-    """Content ids 7 and 8 cached; global id 7 names content id 8 (the ids collide)."""
+    """Content ids 7, 8 and 9 cached; global id 7 names content id 8 (the ids collide)."""
     return Schemas(
-        None, {"url": "http://127.0.0.1:9"}, known=({7: DOC7, 8: DOC8}, {global_ref(7): 8})
+        None,
+        {"url": "http://127.0.0.1:9"},
+        known=({7: DOC7, 8: DOC8, 9: DOC9}, {global_ref(7): 8}),
     )
 
 
@@ -97,7 +110,7 @@ def test_key_headers_fold_into_the_key_only() -> None:
         (Framing("auto"), [("apicurio.value.globalId", b"7")], BODY, "globalId header is 1 bytes"),
         (Framing("apicurio_headers"), [("other", b"x")], BODY, "no apicurio.value.contentId or"),
         (Framing("apicurio_headers"), None, confluent_frame(7) + BODY, "framing is apicurio_headers"),
-        (Framing("auto"), [("apicurio.value.encoding", b"JSON"), ("apicurio.value.contentId", struct.pack(">q", 7))], BODY, "JSON encoding"),
+        (Framing("auto"), [("apicurio.value.encoding", b"JSON")], b'"abc"', "no apicurio.value.contentId or"),
         (Framing("apicurio_8byte"), None, b"\x00\x00\x00\x07" + BODY[:1], "too short for the 9-byte frame"),
         (Framing("apicurio_8byte"), None, b"\x01" + bytes(16) + BODY, "wrong magic byte 0x01"),
         (Framing("auto"), None, long_frame(0) + BODY, "not a registry id"),
@@ -107,7 +120,7 @@ def test_key_headers_fold_into_the_key_only() -> None:
 def test_framing_mismatches_and_bad_headers_are_codec_errors(
     framing: Framing, headers: list[tuple[str, bytes]] | None, raw: bytes, reason: str
 ) -> None:
-    """Malformed id headers, missing ones, a frame the framing does not take and Avro JSON bodies raise CodecError saying so."""
+    """Malformed id headers, missing ones (a JSON-encoded body included) and a frame the framing does not take raise CodecError saying so."""
     _, folded = header_hook(False, True, value_framing=framing)(headers, b"k", raw)
     assert folded is not None
     with pytest.raises(CodecError, match=reason):
@@ -149,3 +162,119 @@ def test_framing_settings_change_the_view_fingerprint_only_when_set() -> None:
         base.fingerprint()
         != ViewConfig(name="v", topic="t", value="avro", framing="auto").fingerprint()
     )
+
+
+@pytest.mark.parametrize("kind", ["auto", "apicurio_headers"])
+def test_the_json_encoding_is_folded_into_the_kind_byte_and_read_back(kind: str) -> None:
+    """apicurio.*.encoding = JSON sets the kind byte's high bit in the fold; binary folds keep their bytes; both decode."""
+    framing = Framing(kind)  # type: ignore[arg-type]
+    hook = header_hook(True, True, key_framing=framing, value_framing=framing)
+    ref = struct.pack(">q", 7)
+    _, binary = hook(
+        [("apicurio.value.contentId", ref), ("apicurio.value.encoding", b"BINARY")], None, BODY
+    )
+    # The bytes stored for binary bodies since header frames were first folded.
+    assert binary == b"\xfdc" + ref + BODY
+    key, value = hook(
+        [
+            ("apicurio.key.contentId", ref),
+            ("apicurio.key.encoding", b"JSON"),
+            ("apicurio.value.globalId", ref),
+            ("apicurio.value.encoding", b"JSON"),
+        ],
+        b'"k-1"',
+        b"5000000000",
+    )
+    assert key == b"\xfd\xe3" + ref + b'"k-1"'
+    assert value == b"\xfd\xe7" + ref + b"5000000000"
+    s = schemas()
+    # Global id 7 names content id 8 ("long"); the frame is as long as a binary one.
+    assert s.resolve(value, "value", "AVRO", framing)[:2] == (8, 10)
+    assert s.writer(value, "value", framing).json and not s.writer(binary, "value", framing).json
+    values = AvroValue(s, framing=framing)
+    assert (values.check(value), values.decode(value)) == (8, 5_000_000_000)
+    assert (values.check(binary), values.decode(binary)) == (7, "abc")
+    assert avro_key(s, framing).from_kafka(key) == b'"k-1"'
+
+
+def test_json_bodies_resolve_onto_the_reader_schema(tmp_path: Path) -> None:
+    """A JSON-encoded record decodes as written, and onto a reader schema that drops a field and adds one with a default."""
+    reader = {
+        "type": "record",
+        "name": "Reading",
+        "fields": [
+            {"name": "id", "type": "string"},
+            {"name": "region", "type": "string", "default": "eu"},
+        ],
+    }
+    path = tmp_path / "reader.avsc"
+    path.write_text(json.dumps(reader), encoding="utf-8")
+    framing = Framing("apicurio_headers")
+    headers = [
+        ("apicurio.value.contentId", struct.pack(">q", 9)),
+        ("apicurio.value.encoding", b"JSON"),
+    ]
+    body = json.dumps({"id": "k-1", "n": 3, "note": {"string": 'a "b"\n é'}}).encode()
+    _, value = header_hook(False, True, value_framing=framing)(headers, None, body)
+    assert value is not None
+    written = AvroValue(schemas(), framing=framing)
+    assert written.check(value) == 9
+    assert written.decode(value) == {"id": "k-1", "n": 3, "note": 'a "b"\n é'}
+    projected = AvroValue(schemas(), path, framing=framing)
+    assert projected.check(value) == 9
+    assert projected.decode(value) == {"id": "k-1", "region": "eu"}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"id": "k-1", "n": "three"}', "Reading.n is <three> of type <class 'str'> expected int"),
+        (b'{"id": "k-1", "n": 2147483648}', "expected int"),
+        (b'{"id": "k-1"', "JSONDecodeError"),
+        (b'{"id": "k-1", "n": 1} {"id": "k-2", "n": 2}', "Extra data"),
+        (b'{"id": "k-1"}', "no value and no default"),
+        (b'{"id": "k-1", "n": 1, "note": {"int": 3}}', "'int' is not in list"),
+        (b"\x06k-1\x02", "JSONDecodeError"),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_a_body_that_is_not_avro_json_for_its_writer_is_a_codec_error(
+    body: bytes, reason: str
+) -> None:
+    """A JSON-encoded value that does not parse, has a wrong type or misses a field fails the ingest check saying why; so does such a key."""
+    framing = Framing("auto")
+    headers = [
+        ("apicurio.key.contentId", struct.pack(">q", 9)),
+        ("apicurio.key.encoding", b"JSON"),
+        ("apicurio.value.contentId", struct.pack(">q", 9)),
+        ("apicurio.value.encoding", b"JSON"),
+    ]
+    key, value = header_hook(True, True, key_framing=framing, value_framing=framing)(
+        headers, body, body
+    )
+    assert key is not None and value is not None
+    with pytest.raises(CodecError, match="value is not Avro's JSON encoding") as raised:
+        AvroValue(schemas(), framing=framing).check(value)
+    assert reason in str(raised.value)
+    with pytest.raises(CodecError, match="key is not Avro's JSON encoding") as raised:
+        avro_key(schemas(), framing).from_kafka(key)
+    assert reason in str(raised.value)
+
+
+def test_a_json_body_of_a_schema_recursive_through_a_map_is_refused_saying_why() -> None:
+    """fastavro's JSON decoder cannot read a schema recursive through a map: the ingest check says so rather than crash or pass."""
+    tree = {"type": "record", "name": "Tree", "fields": [{"name": "kids", "type": {"type": "map", "values": "Tree"}}]}  # fmt: skip
+    s = Schemas(
+        None,
+        {"url": "http://127.0.0.1:9"},
+        known=({11: {"schema": json.dumps(tree), "refs": []}}, {}),
+    )
+    framing = Framing("apicurio_headers")
+    headers = [
+        ("apicurio.value.contentId", struct.pack(">q", 11)),
+        ("apicurio.value.encoding", b"JSON"),
+    ]
+    _, value = header_hook(False, True, value_framing=framing)(headers, None, b'{"kids": {}}')
+    assert value is not None
+    with pytest.raises(CodecError, match="cannot serve: .*recursive through an array or map"):
+        AvroValue(s, framing=framing).check(value)
