@@ -6,7 +6,6 @@ import contextlib
 import json
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from tests.cli.cli_support import BOOTSTRAP, REPO, STATESTORE, api_port, clean_env
+from tests.ops.ops_support import eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Chromium as the tests run it: headless, and nothing that reaches beyond this machine.
@@ -135,15 +135,15 @@ def serve(
     served = Served(proc, f"http://127.0.0.1:{api_port(config)}", log)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     probe = f"{served.url}/readyz" if ready else f"{served.url}/healthz"
+
+    def answers() -> bool:
+        assert proc.poll() is None, f"serve exited early:\n{served.log_text()}"
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(probe, headers=headers, timeout=2).status_code == 200
+        return False
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"serve exited early:\n{served.log_text()}"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(probe, headers=headers, timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"serve never ready:\n{served.log_text()}"
-            time.sleep(0.2)
+        eventually(answers, f"{probe} answers 200", timeout=120.0)
         yield served
     finally:
         served.stop()
