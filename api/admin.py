@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query
@@ -19,12 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from statestore import StateStore, ViewStatus, format_position
+from statestore import StateStore, format_position
 
 from .auth import principal_of, require_admin
-from .errors import POSITION_HEADER, ApiError, error_responses
-from .models import ViewInfo, json_response
-from .routes import ViewName, get_store
+from .deps import POSITION_HEADER, ViewName, get_store
+from .errors import ApiError
+from .models import ViewInfo, json_response, view_info
+from .openapi import error_responses
 
 __all__ = ["admin_router"]
 
@@ -63,12 +64,6 @@ def _jobs(request: Request) -> dict[str, _Job]:
         jobs = {}
         request.app.state.rebuild_jobs = jobs
     return jobs
-
-
-def _info(store: StateStore, status: ViewStatus) -> dict[str, Any]:
-    data = status.to_dict()
-    data["position"] = format_position(store.position(status.name))
-    return data
 
 
 def _headers(store: StateStore, view: str) -> dict[str, str]:
@@ -140,12 +135,14 @@ async def rebuild_view(
                 state=status.state,
                 reason=status.reason,
             )
-        return json_response(_info(store, status), 200, headers=_headers(store, view))
+        return json_response(
+            view_info(store, status, schemas=False), 200, headers=_headers(store, view)
+        )
     deadline = time.monotonic() + _START_WAIT_S
     while not job.done.is_set() and handle.state != "rebuilding" and time.monotonic() < deadline:
         await anyio.sleep(_POLL_S)
     headers = {**_headers(store, view), "Location": f"/views/{view}"}
-    return json_response(_info(store, handle.status()), 202, headers=headers)
+    return json_response(view_info(store, handle.status(), schemas=False), 202, headers=headers)
 
 
 class SnapshotRequest(BaseModel):

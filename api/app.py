@@ -19,18 +19,19 @@ from .auth import Authenticator, authenticate, check_bind
 from .browser import BrowserGuard
 from .changes import changes_router, json_errors
 from .console import console_router
+from .entities import register_anytext
 from .errors import (
     MAX_BODY_BYTES,
     BodyLimitMiddleware,
     CatchAllMiddleware,
-    error_responses,
     install_error_handlers,
     single_valued_query,
 )
 from .fastpath import EntityFastPath
 from .metrics import RequestTimer, metrics_router, request_histogram
 from .models import JSONBytesResponse
-from .routes import open_router, router
+from .openapi import error_responses, with_limits
+from .routes import open_router, views_router
 
 __all__ = ["create_app"]
 
@@ -65,6 +66,9 @@ def create_app(
     check_bind(config)
     auth = Authenticator.from_config(config, os.environ if environ is None else environ)
     owned = store is None
+    # Starlette's converters are process-wide: registering the same one again is a no-op.
+    register_anytext()
+    router = views_router()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,7 +150,7 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _with_limits(
+            app.openapi_schema = with_limits(
                 get_openapi(
                     title=app.title,
                     version=app.version,
@@ -159,16 +163,3 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def _with_limits(schema: dict[str, Any], config: Config) -> dict[str, Any]:
-    """Write the configured maxima into the schema, so it states what the server enforces."""
-    for item in schema.get("paths", {}).values():
-        for operation in item.values():
-            for param in operation.get("parameters", []):
-                if param.get("name") == "limit" and param.get("in") == "query":
-                    param["schema"]["maximum"] = config.api.max_page_size
-    lookup = schema.get("components", {}).get("schemas", {}).get("LookupRequest")
-    if lookup is not None:
-        lookup["properties"]["keys"]["maxItems"] = config.api.max_lookup_keys
-    return schema

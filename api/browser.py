@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .asgi import HttpMiddleware
 from .errors import error_response
 
 __all__ = ["BrowserGuard", "host_name"]
@@ -51,13 +52,13 @@ def _loopback(name: str) -> bool:
         return False
 
 
-class BrowserGuard:
+class BrowserGuard(HttpMiddleware):
     """ASGI middleware applying the two checks of this module's docstring."""
 
     def __init__(
         self, app: ASGIApp, *, bind_host: str, allowed_hosts: Iterable[str], authenticated: bool
     ) -> None:
-        self.app = app
+        super().__init__(app)
         allowed = {host_name(h) for h in allowed_hosts}
         self._any = "*" in allowed
         bind = host_name(bind_host)
@@ -69,8 +70,8 @@ class BrowserGuard:
     def allows(self, name: str) -> bool:
         return self._any or name in self._allowed or _loopback(name)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._on:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._on:
             await self.app(scope, receive, send)
             return
         host = origin = fetch_site = None

@@ -30,12 +30,12 @@ from statestore.changes import (
     Change,
     FellBehindError,
     Subscription,
-    open_changes,
 )
 
-from .errors import POSITION_HEADER, ApiError, error_responses
+from .deps import POSITION_HEADER, ReadableView
+from .errors import ApiError
 from .models import ErrorBody, dumps
-from .routes import ReadableView
+from .openapi import error_responses
 
 __all__ = ["ChangeStreamSettings", "EventStreamResponse", "changes_router", "json_errors"]
 
@@ -108,6 +108,8 @@ async def _stream(sub: Subscription, settings: ChangeStreamSettings) -> AsyncIte
                 )
                 last_write = loop.time()
                 continue
+            if sub.closed:  # the store closed (its feeds end their subscriptions)
+                return
             # Wake at least every second: a rebuild swap applies no batch, polling notices it.
             idle = loop.time() - last_write
             try:
@@ -243,14 +245,13 @@ async def stream_changes(
         )
     settings = _settings(request)
     try:
-        sub = open_changes(
-            ctx.store,
-            ctx.name,
+        feed = ctx.store.change_feed(
+            ctx.name, buffer=settings.buffer, buffer_bytes=settings.buffer_bytes
+        )
+        sub = feed.open(
             prefix=prefix,
             last_id=last_event_id or last_id or None,
             max_pending=settings.max_pending,
-            buffer=settings.buffer,
-            buffer_bytes=settings.buffer_bytes,
         )
     except InvalidKeyError as exc:
         raise ApiError(422, "invalid_key", f"query.prefix: {exc}") from None

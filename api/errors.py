@@ -19,35 +19,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from statestore import (
-    CodecError,
-    ConfigError,
-    CursorError,
-    InvalidKeyError,
-    InvalidRangeError,
-    KafkaError,
-    NotReadyError,
-    PositionTimeoutError,
-    RegistryUnavailableError,
-    SnapshotError,
-    SnapshotSourceError,
-    StateStoreError,
-    StorageError,
-    StoreLockedError,
-    UnknownIndexError,
-    UnknownViewError,
-    ViewFailedError,
-    format_position,
-)
+import statestore as ss
 
-from .models import ErrorBody, dumps
+from .asgi import HttpMiddleware
+from .models import POSITION_HEADER, dumps
 
 __all__ = [
     "MAX_BODY_BYTES",
     "ApiError",
     "BodyLimitMiddleware",
     "CatchAllMiddleware",
-    "error_responses",
+    "error_response",
     "handled_error",
     "install_error_handlers",
     "single_valued_query",
@@ -56,27 +38,26 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-POSITION_HEADER = "X-Statestore-Position"
 _INTERNAL_MESSAGE = "internal server error; the server log has the details"
 
 # Most specific first: the first isinstance match wins.
-_LIBRARY_ERRORS: tuple[tuple[type[StateStoreError], int, str], ...] = (
-    (UnknownViewError, 404, "unknown_view"),
-    (CursorError, 422, "invalid_cursor"),
-    (PositionTimeoutError, 504, "position_not_reached"),
-    (NotReadyError, 503, "not_ready"),
-    (ViewFailedError, 503, "view_failed"),
-    (InvalidKeyError, 422, "invalid_key"),
-    (InvalidRangeError, 422, "invalid_range"),
-    (UnknownIndexError, 404, "unknown_index"),
-    (RegistryUnavailableError, 503, "registry_unavailable"),
-    (CodecError, 500, "undecodable_value"),
-    (StoreLockedError, 503, "store_locked"),
-    (SnapshotSourceError, 502, "snapshot_place_unavailable"),
-    (SnapshotError, 409, "snapshot_refused"),
-    (KafkaError, 503, "kafka_unavailable"),
-    (StorageError, 500, "storage_error"),
-    (ConfigError, 500, "config_error"),
+_LIBRARY_ERRORS: tuple[tuple[type[ss.StateStoreError], int, str], ...] = (
+    (ss.UnknownViewError, 404, "unknown_view"),
+    (ss.CursorError, 422, "invalid_cursor"),
+    (ss.PositionTimeoutError, 504, "position_not_reached"),
+    (ss.NotReadyError, 503, "not_ready"),
+    (ss.ViewFailedError, 503, "view_failed"),
+    (ss.InvalidKeyError, 422, "invalid_key"),
+    (ss.InvalidRangeError, 422, "invalid_range"),
+    (ss.UnknownIndexError, 404, "unknown_index"),
+    (ss.RegistryUnavailableError, 503, "registry_unavailable"),
+    (ss.CodecError, 500, "undecodable_value"),
+    (ss.StoreLockedError, 503, "store_locked"),
+    (ss.SnapshotSourceError, 502, "snapshot_place_unavailable"),
+    (ss.SnapshotError, 409, "snapshot_refused"),
+    (ss.KafkaError, 503, "kafka_unavailable"),
+    (ss.StorageError, 500, "storage_error"),
+    (ss.ConfigError, 500, "config_error"),
 )
 
 _HTTP_CODES = {
@@ -133,36 +114,9 @@ def error_response(
     return Response(dumps({"error": body}), status, headers, media_type="application/json")
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` entries documenting *statuses* with the error model."""
-    descriptions = {
-        400: "The request body could not be read as UTF-8 JSON (`bad_request`).",
-        401: "No bearer token, or an unknown one (`unauthorized`).",
-        403: "The token is not scoped to this view, or may not rebuild it (`forbidden`); "
-        "a state-changing request from another site (`cross_site`).",
-        404: "Unknown view (`unknown_view`), or as documented for the route.",
-        413: "Request body larger than 1 MiB (`body_too_large`).",
-        422: "Invalid parameter or body (`invalid_request`), cursor (`invalid_cursor`), key "
-        "(`invalid_key`), range (`invalid_range`) or more keys than `api.max_lookup_keys` "
-        "(`too_many_keys`).",
-        409: "As documented for the route.",
-        502: "The snapshot destination could not be written (`snapshot_place_unavailable`).",
-        429: "This client already has `api.max_waits_per_client` requests waiting for a "
-        "`min_position` (`too_many_waits`).",
-        503: "The view has not caught up yet (`not_ready`), has failed (`view_failed`), "
-        "or the store is not open (`not_ready`).",
-        504: "`min_position` was not reached within `wait_ms` (`position_not_reached`); "
-        "`error.position` and `X-Statestore-Position` give the position reached.",
-    }
-    return {
-        s: {"model": ErrorBody, "description": descriptions.get(s, http.HTTPStatus(s).phrase)}
-        for s in statuses
-    }
-
-
 def _position_headers(request: Request) -> dict[str, str]:
-    # Set by the view dependency once the view is known: errors about a known view
-    # still say how far it had got.
+    # Set by the view dependency once the view is known (api/deps.py): errors about a
+    # known view still say how far it had got.
     view = getattr(request.state, "view", None)
     if view is None:
         return {}
@@ -177,7 +131,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 
 async def _library_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, StateStoreError):  # registered for this type only
+    if not isinstance(exc, ss.StateStoreError):  # registered for this type only
         raise exc
     status, code = 500, "internal_error"
     for cls, cls_status, cls_code in _LIBRARY_ERRORS:
@@ -189,8 +143,8 @@ async def _library_error(request: Request, exc: Exception) -> Response:
         log.error("api.error code=%s path=%s", code, request.url.path, exc_info=exc)
         return error_response(status, code, _INTERNAL_MESSAGE, headers)
     extra: dict[str, str] = {}
-    if isinstance(exc, PositionTimeoutError):
-        reached = format_position(exc.reached)
+    if isinstance(exc, ss.PositionTimeoutError):
+        reached = ss.format_position(exc.reached)
         headers[POSITION_HEADER] = reached
         extra["position"] = reached
     return error_response(status, code, str(exc), headers, **extra)
@@ -223,7 +177,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(status, code, message, exc.headers)
 
 
-async def handled_error(request: Request, exc: ApiError | StateStoreError) -> Response:
+async def handled_error(request: Request, exc: ApiError | ss.StateStoreError) -> Response:
     """The response the installed handlers give *exc*, for code that runs outside them."""
     if isinstance(exc, ApiError):
         return await _api_error(request, exc)
@@ -233,25 +187,19 @@ async def handled_error(request: Request, exc: ApiError | StateStoreError) -> Re
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn exceptions into error bodies."""
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(StateStoreError, _library_error)
+    app.add_exception_handler(ss.StateStoreError, _library_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
-class CatchAllMiddleware:
+class CatchAllMiddleware(HttpMiddleware):
     """Answer any unhandled exception with a generic 500 and log its traceback.
 
     It sits outside the exception handlers so nothing escapes to the server's
     default error page, and it does not re-raise: the traceback is logged once.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -269,17 +217,14 @@ class CatchAllMiddleware:
                 await response(scope, receive, send)
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HttpMiddleware):
     """Refuse request bodies over *max_bytes* with 413, declared or streamed."""
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"request body is larger than {self.max_bytes} bytes; send fewer keys per request"
         for name, value in scope.get("headers", ()):
             if name == b"content-length":

@@ -3,8 +3,8 @@
 
 FastAPI's routing, dependency solving and parameter validation cost many times
 what the read itself costs. A request without a query string has nothing to parse
-or validate, so this layer answers it by calling the route's own checks and
-endpoint directly (``plain_entity``); every other request goes to FastAPI
+or validate, so this layer answers it by calling the route's own dependency and
+answer directly (api/deps.py, api/entities.py); every other request goes to FastAPI
 unchanged. It sits inside the app's other middleware, so the body limit and the
 catch-all treat both paths alike, and errors are rendered by the same handlers.
 
@@ -24,22 +24,24 @@ the route and time the endpoint, which only FastAPI's routing records.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statestore import StateStoreError
 
 from .auth import authenticate_request
+from .deps import ViewContext, readable_view
+from .entities import ENTITY_PATH, LOOKUP_PATH, entity_response, lookup_response
 from .errors import ApiError, handled_error
 from .metrics import ROUTE_KEY
-from .routes import ENTITY_PATH, LOOKUP_PATH, lookup_response, plain_entity, readable_view
 
 __all__ = ["INLINE_LOOKUP_KEYS", "EntityFastPath"]
 
@@ -95,15 +97,10 @@ class EntityFastPath:
     async def _entity_read(
         self, match: re.Match[str], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        scope[ROUTE_KEY] = ENTITY_PATH
-        request = Request(scope, receive, send)
-        try:
-            if self.authenticated:
-                await authenticate_request(request)
-            response = await plain_entity(request, match["view"], match["key"])
-        except (ApiError, StateStoreError) as exc:
-            response = await handled_error(request, exc)
-        await response(scope, receive, send)
+        async def answer(request: Request, ctx: ViewContext) -> Response:
+            return entity_response(request, ctx, match["key"])
+
+        await self._answer(ENTITY_PATH, match["view"], answer, scope, receive, send)
 
     async def _lookup_read(
         self, match: re.Match[str], scope: Scope, receive: Receive, send: Send
@@ -119,16 +116,32 @@ class EntityFastPath:
         if keys is None:
             await self.app(scope, _replay(body, receive), send)
             return
-        scope[ROUTE_KEY] = LOOKUP_PATH
+
+        async def answer(request: Request, ctx: ViewContext) -> Response:
+            if len(keys) <= INLINE_LOOKUP_KEYS:
+                return lookup_response(request, ctx, keys)
+            return await run_in_threadpool(lookup_response, request, ctx, keys)
+
+        await self._answer(LOOKUP_PATH, match["view"], answer, scope, receive, send)
+
+    async def _answer(
+        self,
+        route: str,
+        view: str,
+        answer: Callable[[Request, ViewContext], Awaitable[Response]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Send *answer*'s response for *view*, checked as the route's dependencies check it;
+        errors rendered as the app's handlers render them."""
+        scope[ROUTE_KEY] = route
         request = Request(scope, receive, send)
         try:
             if self.authenticated:
                 await authenticate_request(request)
-            ctx = await readable_view(request, match["view"])
-            if len(keys) <= INLINE_LOOKUP_KEYS:
-                response = lookup_response(request, ctx, keys)
-            else:
-                response = await run_in_threadpool(lookup_response, request, ctx, keys)
+            ctx = await readable_view(request, view)
+            response = await answer(request, ctx)
         except (ApiError, StateStoreError) as exc:
             response = await handled_error(request, exc)
         await response(scope, receive, send)

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statestore.metrics import StoreCollector
 
+from .asgi import HttpMiddleware
 from .auth import may_see
 
 __all__ = ["ROUTE_KEY", "RequestTimer", "metrics_router"]
@@ -55,17 +56,14 @@ class _Held(Collector):
             yield from metric.collect()
 
 
-class RequestTimer:
+class RequestTimer(HttpMiddleware):
     """ASGI middleware observing each HTTP request's duration in the app's histogram."""
 
     def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
-        self.app = app
+        super().__init__(app)
         self.histogram = histogram
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = [500]
 

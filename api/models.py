@@ -17,9 +17,10 @@ import orjson
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
-from statestore import ViewState
+from statestore import StateStore, ViewState, ViewStatus, format_position
 
 __all__ = [
+    "POSITION_HEADER",
     "EntityBody",
     "EntityPage",
     "ErrorBody",
@@ -38,7 +39,12 @@ __all__ = [
     "ViewReadiness",
     "dumps",
     "json_response",
+    "view_info",
 ]
+
+# The view's applied position on every view-scoped answer, errors included: set by
+# the view dependency (api/deps.py), rendered on errors by api/errors.py.
+POSITION_HEADER = "X-Statestore-Position"
 
 
 def _default(obj: Any) -> Any:
@@ -71,6 +77,16 @@ def json_response(
 ) -> Response:
     """Render *data* straight to a response, skipping response-model validation."""
     return Response(dumps(data), status_code, headers, media_type="application/json")
+
+
+def view_info(store: StateStore, status: ViewStatus, *, schemas: bool = True) -> dict[str, Any]:
+    """A ``ViewInfo`` body: *status*, the view's applied position and, with *schemas*, the
+    writer schemas in use (looked up in the registry's cache)."""
+    data = status.to_dict()
+    data["position"] = format_position(store.position(status.name))
+    if schemas:
+        data["schemas"] = store.schemas(status.name)
+    return data
 
 
 # -- entities -------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -32,16 +31,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from .common import BENCH, BOOTSTRAP, REGISTRY, STATESTORE, fresh_dir, log
+from .common import BENCH, BOOTSTRAP, REGISTRY, STATESTORE, free_port, fresh_dir, log
 
 RESULT = BENCH / "lag_error.json"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _topic(partitions: int) -> str:
@@ -91,7 +83,7 @@ def _scrape(url: str) -> tuple[float, float]:
 
 
 def _serve(work: Path, topic: str, *, avro: bool) -> tuple[subprocess.Popen[bytes], str]:
-    port = _port()
+    port = free_port()
     lines = [
         "[kafka]",
         f'"bootstrap.servers" = "{BOOTSTRAP}"',
@@ -101,7 +93,7 @@ def _serve(work: Path, topic: str, *, avro: bool) -> tuple[subprocess.Popen[byte
         f"port = {port}",
     ]
     if avro:  # a registry nobody answers at
-        lines += ["[schema_registry]", f'url = "http://127.0.0.1:{_port()}"']
+        lines += ["[schema_registry]", f'url = "http://127.0.0.1:{free_port()}"']
     lines += ["[[views]]", 'name = "v"', f'topic = "{topic}"']
     if avro:
         lines.append('value = "avro"')

@@ -78,6 +78,11 @@ def _f(x: Any, digits: int = 0) -> str:
     return f"{round(x):,}"
 
 
+def _texts(row: dict[str, Any], *fields: str) -> list[str]:
+    """The *fields* of *row* as table cells, as they are."""
+    return [str(row[name]) for name in fields]
+
+
 def _ratio(a: Any, b: Any) -> float | None:
     if not a or not b:
         return None
@@ -436,12 +441,15 @@ def _rebuild(rb: dict[str, Any] | None) -> list[str]:
             _f(w["seconds"], 2),
             _f(w["served"]),
             _f(w["served_per_s"]),
-            str(w["p50_ms"]),
-            str(w["p99_ms"]),
-            str(w["max_ms"]),
-            str(w["p99_from_schedule_ms"]),
-            str(w["status_5xx"]),
-            str(w["connection_errors"]),
+            *_texts(
+                w,
+                "p50_ms",
+                "p99_ms",
+                "max_ms",
+                "p99_from_schedule_ms",
+                "status_5xx",
+                "connection_errors",
+            ),
         ]
 
     return [
@@ -677,10 +685,7 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
                     r.get("http", "h11 + asyncio"),
                     str(r["clients"]),
                     _f(r["req_per_s"]),
-                    str(r["p50_ms"]),
-                    str(r["p90_ms"]),
-                    str(r["p99_ms"]),
-                    str(r["non_2xx"]),
+                    *_texts(r, "p50_ms", "p90_ms", "p99_ms", "non_2xx"),
                     str(r.get("noise", {}).get("loop_ns", "–")),
                 ]
                 for r in lk["rest"]
@@ -848,6 +853,14 @@ def plots(results: dict[str, Any], outdir: Path, prefix: str) -> dict[str, str]:
         log("plots skipped: matplotlib is not installed")
         return {}
     images: dict[str, str] = {}
+
+    def save(fig: Any, key: str) -> None:
+        fig.tight_layout()
+        name = f"{prefix}{key}.png"
+        fig.savefig(outdir / name, dpi=110)
+        plt.close(fig)
+        images[key] = name
+
     m = results["meta"]["machine"]
     stamp = f"{m['cores']} cores, {m['date']}"
     entries = [e for e in results["bootstrap"] if e.get("raw")]
@@ -867,11 +880,7 @@ def plots(results: dict[str, Any], outdir: Path, prefix: str) -> dict[str, str]:
         ax.set_ylabel("thousand records / s")
         ax.set_title(f"Bootstrap rate, same topics ({stamp})", fontsize=10)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        name = f"{prefix}bootstrap.png"
-        fig.savefig(outdir / name, dpi=110)
-        plt.close(fig)
-        images["bootstrap"] = name
+        save(fig, "bootstrap")
     scale = [e for e in results["bootstrap"] if e["value"] == "json" and e.get(MAIN)]
     if len(scale) >= 2:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.8))
@@ -900,11 +909,7 @@ def plots(results: dict[str, Any], outdir: Path, prefix: str) -> dict[str, str]:
         a2.set_ylabel("peak RSS MB, all processes")
         a2.legend(fontsize=8)
         fig.suptitle(f"statestore bootstrap, 2 workers, at scale ({stamp})", fontsize=10)
-        fig.tight_layout()
-        name = f"{prefix}scale.png"
-        fig.savefig(outdir / name, dpi=110)
-        plt.close(fig)
-        images["scale"] = name
+        save(fig, "scale")
     if scale and scale[-1][MAIN].get("rss_samples"):
         e = scale[-1]
         fig, ax = plt.subplots(figsize=(9, 3.2))
@@ -922,11 +927,7 @@ def plots(results: dict[str, Any], outdir: Path, prefix: str) -> dict[str, str]:
         ax.set_ylim(bottom=0)
         ax.set_title(f"RSS of `statestore bootstrap`, {e['topic']} ({stamp})", fontsize=10)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        name = f"{prefix}rss.png"
-        fig.savefig(outdir / name, dpi=110)
-        plt.close(fig)
-        images["rss"] = name
+        save(fig, "rss")
     return images
 
 

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -101,30 +102,40 @@ def _stream_minio(c: Any, bucket: str, key: str) -> int:
     return n
 
 
+def _transfer_steps(
+    client: str, bucket: str, key: str, source: str, dest: str
+) -> tuple[Callable[[], object], Callable[[], object], Callable[[], int], Callable[[], object]]:
+    """The client's upload, download to *dest*, streamed read (its byte count) and delete."""
+    if client == "boto3":
+        b = _boto3_client()
+        return (
+            lambda: b.upload_file(source, bucket, key),
+            lambda: b.download_file(bucket, key, dest),
+            lambda: _stream_boto3(b, bucket, key),
+            lambda: b.delete_object(Bucket=bucket, Key=key),
+        )
+    m = _minio_client()
+    return (
+        lambda: m.fput_object(bucket, key, source),
+        lambda: m.fget_object(bucket, key, dest),
+        lambda: _stream_minio(m, bucket, key),
+        lambda: m.remove_object(bucket, key),
+    )
+
+
 def measure_transfer(client: str, bucket: str, key: str, source: str, dest: str) -> dict[str, Any]:
     """Upload (the client's managed multipart upload, its defaults), download to a file
     (its managed download), and a streamed GET read in 1 MiB pieces."""
     size = os.path.getsize(source)
-    if client == "boto3":
-        c = _boto3_client()
-        t0 = time.perf_counter()
-        c.upload_file(source, bucket, key)
-        t1 = time.perf_counter()
-        c.download_file(bucket, key, dest)
-        t2 = time.perf_counter()
-        streamed = _stream_boto3(c, bucket, key)
-        t3 = time.perf_counter()
-        c.delete_object(Bucket=bucket, Key=key)
-    else:
-        c = _minio_client()
-        t0 = time.perf_counter()
-        c.fput_object(bucket, key, source)
-        t1 = time.perf_counter()
-        c.fget_object(bucket, key, dest)
-        t2 = time.perf_counter()
-        streamed = _stream_minio(c, bucket, key)
-        t3 = time.perf_counter()
-        c.remove_object(bucket, key)
+    upload, download, stream, delete = _transfer_steps(client, bucket, key, source, dest)
+    t0 = time.perf_counter()
+    upload()
+    t1 = time.perf_counter()
+    download()
+    t2 = time.perf_counter()
+    streamed = stream()
+    t3 = time.perf_counter()
+    delete()
     if streamed != size:
         raise SystemExit(f"streamed {streamed} bytes of {size}")
     return {"upload_s": t1 - t0, "download_file_s": t2 - t1, "stream_s": t3 - t2, "bytes": size}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,20 +22,13 @@ import httpx
 import psutil
 
 from . import topics
-from .common import BENCH, STATESTORE, fresh_dir, log, write_config
+from .common import BENCH, STATESTORE, free_port, fresh_dir, log, write_config
 
 RESULT = BENCH / "sizing.json"
 # Reads of random keys before the second memory sample: more than the block cache (64 MB)
 # and the row cache (32 MB) can hold of the 5M topic's view, so both fill up.
 READS = 100_000
 CASES = [(1_000_000, ()), (5_000_000, ()), (5_000_000, ("status",))]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _disk(path: Path) -> int:
@@ -91,7 +83,7 @@ def measure(records: int, indexes: tuple[str, ...]) -> dict[str, Any]:
     name = f"sizing-{topic}-{'idx' if indexes else 'plain'}"
     work = fresh_dir(name)
     store = work / "store"
-    port = _port()
+    port = free_port()
     config = write_config(
         work / "statestore.toml", topic=topic, store=store, indexes=indexes, port=port
     )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from ._version import __version__
 from .aio import AsyncChanges, AsyncStateStore, AsyncViewReader
 from .changes import Change, FellBehindError, Reset, Subscription
 from .config import (
@@ -37,17 +36,13 @@ from .errors import (
 )
 from .indexes import IndexValue, parse_index_value
 from .ingest import Progress
+from .offline import CopyProgress, read_progress
 from .position import format_position, parse_position
 from .reader import ViewReader
 from .records import Entity
 from .status import PartitionStatus, ViewEvent, ViewState, ViewStatus
 from .store import StateStore
 from .view import Page
-
-try:
-    __version__ = version("statestore")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
 
 __all__ = [
     "ApiConfig",
@@ -58,6 +53,7 @@ __all__ = [
     "CodecError",
     "Config",
     "ConfigError",
+    "CopyProgress",
     "CursorError",
     "Entity",
     "FellBehindError",
@@ -96,4 +92,5 @@ __all__ = [
     "load_config",
     "parse_index_value",
     "parse_position",
+    "read_progress",
 ]

@@ -34,29 +34,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor
 from types import TracebackType
-from typing import ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .changes import Change, Reset, Subscription
 from .errors import NotReadyError, PositionTimeoutError
-from .indexes import IndexValue
 from .position import parse_position
-from .reader import ViewReader
+from .reader import ViewReader, per_view
 from .records import Entity
 from .status import ViewStatus
 from .store import StateStore
-from .view import Page, View
+from .view import View
 
 __all__ = ["AsyncChanges", "AsyncStateStore", "AsyncViewReader"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-# A subscription that saw nothing looks again this often: a rebuild swap applies no
-# batch, so only a look notices it (and queues its Reset).
-_IDLE_CHECK_S = 1.0
 
 
 class AsyncChanges:
@@ -99,19 +94,13 @@ class AsyncChanges:
         iterator is closed; then the list is empty)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        sub = self.subscription
         while True:
             self._woken.clear()  # before the poll: a batch applied after it sets it again
-            events = sub.poll(limit)
-            if events or sub.closed:
-                return events
-            wait = _IDLE_CHECK_S
-            if deadline is not None:
-                wait = min(wait, deadline - loop.time())
-                if wait <= 0:
-                    return []
+            got = self.subscription.poll_or_wait(limit, deadline, loop.time)
+            if isinstance(got, list):
+                return got
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), wait)
+                await asyncio.wait_for(self._woken.wait(), got)
 
     async def aclose(self) -> None:
         """Stop receiving; an ``async for`` over this iterator ends. Safe to call twice."""
@@ -167,6 +156,17 @@ async def wait_for_position(
         stop()
 
 
+def _offloaded(
+    read: Callable[Concatenate[ViewReader, P], T],
+) -> Callable[Concatenate[AsyncViewReader, P], Coroutine[Any, Any, T]]:
+    """An AsyncViewReader method that runs ViewReader's *read* in the store's executor."""
+
+    async def run(self: AsyncViewReader, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._store.offload(read, self._reader, *args, **kwargs)
+
+    return functools.update_wrapper(run, read, assigned=("__name__", "__doc__"), updated=())
+
+
 class AsyncViewReader:
     """The reads of one view, awaitable (:class:`~statestore.ViewReader`'s, off the loop
     where they cost more than a thread hop)."""
@@ -199,39 +199,10 @@ class AsyncViewReader:
             return self._reader.lookup(keys)
         return await self._store.offload(self._reader.lookup, list(keys))
 
-    async def scan(
-        self,
-        prefix: str = "",
-        *,
-        start: str | None = None,
-        end: str | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> Page:
-        """Entities in key order: keys starting with *prefix*, from *start* to *end* (excl.)."""
-        return await self._store.offload(
-            self._reader.scan, prefix, start=start, end=end, limit=limit, after=after
-        )
-
-    async def by(
-        self, index: str, value: IndexValue, *, limit: int = 100, after: str | None = None
-    ) -> Page:
-        """Entities whose indexed field *index* equals *value*, in key order."""
-        return await self._store.offload(self._reader.by, index, value, limit=limit, after=after)
-
-    async def by_range(
-        self,
-        index: str,
-        *,
-        start: IndexValue | None = None,
-        end: IndexValue | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> Page:
-        """Entities whose indexed field lies from *start* to *end* (exclusive), in value order."""
-        return await self._store.offload(
-            self._reader.by_range, index, start=start, end=end, limit=limit, after=after
-        )
+    # Pages: ViewReader's, with its signatures, run in the executor.
+    scan = _offloaded(ViewReader.scan)
+    by = _offloaded(ViewReader.by)
+    by_range = _offloaded(ViewReader.by_range)
 
     def position(self) -> dict[int, int]:
         """``{partition: offset of the last applied record}`` (-1: none yet)."""
@@ -301,64 +272,14 @@ class AsyncStateStore:
         self._changes.add(changes)
         return changes
 
-    async def get(self, view: str, key: str) -> Entity | None:
-        return await self.reader(view).get(key)
-
-    async def lookup(self, view: str, keys: Sequence[str]) -> list[Entity | None]:
-        return await self.reader(view).lookup(keys)
-
-    async def scan(
-        self,
-        view: str,
-        prefix: str = "",
-        *,
-        start: str | None = None,
-        end: str | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> Page:
-        return await self.reader(view).scan(prefix, start=start, end=end, limit=limit, after=after)
-
-    async def by(
-        self,
-        view: str,
-        index: str,
-        value: IndexValue,
-        *,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> Page:
-        return await self.reader(view).by(index, value, limit=limit, after=after)
-
-    async def by_range(
-        self,
-        view: str,
-        index: str,
-        *,
-        start: IndexValue | None = None,
-        end: IndexValue | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> Page:
-        return await self.reader(view).by_range(
-            index, start=start, end=end, limit=limit, after=after
-        )
-
-    async def wait_for(
-        self, view: str, position: Mapping[int, int] | str, timeout: float = 5.0
-    ) -> dict[int, int]:
-        return await self.reader(view).wait_for(position, timeout)
-
-    def changes(
-        self,
-        view: str,
-        *,
-        prefix: str = "",
-        last_id: str | None = None,
-        max_pending: int | None = None,
-    ) -> AsyncChanges:
-        """``async for event in store.changes(view)``: see :meth:`AsyncViewReader.changes`."""
-        return self.reader(view).changes(prefix=prefix, last_id=last_id, max_pending=max_pending)
+    # The reads of the view named first: AsyncViewReader's, with its signatures after the name.
+    get = per_view(AsyncViewReader.get)
+    lookup = per_view(AsyncViewReader.lookup)
+    scan = per_view(AsyncViewReader.scan)
+    by = per_view(AsyncViewReader.by)
+    by_range = per_view(AsyncViewReader.by_range)
+    wait_for = per_view(AsyncViewReader.wait_for)
+    changes = per_view(AsyncViewReader.changes)
 
     async def aclose(self) -> None:
         """End every change iterator opened here. Safe to call twice; the store stays open."""

@@ -21,9 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from .codecs import b64
+from .codecs import NO_KEY, not_utf8
 from .errors import CodecError
 from .indexes import index_changes
 from .records import (
@@ -37,6 +35,7 @@ from .records import (
     pack_int,
     position_key,
     quarantine_key,
+    quarantine_report,
     schema_count_key,
     supersedes,
     unpack_header,
@@ -109,7 +108,7 @@ def apply_records(
         positions[partition] = offset + 1
         count += 1
         if key is None:
-            reason = "record has no key (null key); a view needs a key per entity"
+            reason = NO_KEY
         else:
             try:
                 if utf8_keys:
@@ -127,7 +126,7 @@ def apply_records(
                         schema_id = check(value) if check_value else NO_SCHEMA
                     nbytes += len(value)
             except UnicodeDecodeError as exc:
-                reason = f"key is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                reason = not_utf8("key", exc)
             except CodecError as exc:
                 reason = str(exc)
             else:
@@ -154,16 +153,8 @@ def apply_records(
         qcf = slot.quarantine_cf
         topic = slot.config.topic
         for partition, offset, timestamp, key, value, reason in quarantined:
-            report = {
-                "topic": topic,
-                "partition": partition,
-                "offset": offset,
-                "timestamp": timestamp,
-                "key": b64(key),
-                "value": b64(value),
-                "reason": reason,
-            }
-            batch.put(qcf, quarantine_key(partition, offset), orjson.dumps(report))
+            report = quarantine_report(topic, partition, offset, timestamp, key, value, reason)
+            batch.put(qcf, quarantine_key(partition, offset), report)
         out.quarantined = len(quarantined)
 
     sid = slot.id

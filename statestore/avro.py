@@ -27,8 +27,6 @@ two key-schema versions is one entity.
 
 from __future__ import annotations
 
-import base64
-import decimal
 import json
 import logging
 from collections.abc import Callable
@@ -36,14 +34,12 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import orjson
 from fastavro import parse_schema, schemaless_reader
 
 from .avro_check import BodyCheck, UnservableAvro, read_json
 from .avro_compat import incompatibility
-from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
-from .config import ViewConfig
-from .errors import CodecError, ConfigError, InvalidKeyError
+from .codecs import JsonAddressedKey, canonical_key
+from .errors import CodecError, ConfigError
 from .framing import (
     APICURIO_MARK,
     BAD_HEADER,
@@ -54,22 +50,17 @@ from .framing import (
     NO_ID_HEADER,
     Framing,
     frame_length,
-    framing_of,
 )
 from .records import HeaderHook
-from .schemas import Schemas, Writer, schema_info
+from .schemas import Schemas, Writer
 
 __all__ = [
     "KEY_SCHEMA_HEADER",
     "VALUE_SCHEMA_HEADER",
     "AvroKey",
     "AvroValue",
-    "JsonAddressedKey",
     "avro_key",
-    "canonical_key",
     "header_hook",
-    "registry_codecs",
-    "schema_info",
 ]
 
 log = logging.getLogger(__name__)
@@ -192,27 +183,6 @@ class AvroValue:
             ) from None
 
 
-class JsonAddressedKey:
-    """Keys stored as canonical JSON of the decoded key and addressed by any JSON spelling
-    of it (Avro, Protobuf and JSON Schema keys)."""
-
-    kind = ""
-    example = ""
-
-    def from_text(self, text: str) -> bytes:
-        try:
-            datum = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidKeyError(
-                f"{self.kind} keys are addressed by their JSON form, e.g. {self.example}; "
-                f"{text!r} is not JSON: {exc}"
-            ) from None
-        return canonical_key(datum)
-
-    def to_text(self, stored: bytes) -> str:
-        return stored.decode("utf-8")
-
-
 class AvroKey(JsonAddressedKey):
     """Avro keys, stored and addressed as canonical JSON of the decoded key."""
 
@@ -225,14 +195,7 @@ class AvroKey(JsonAddressedKey):
         self._framing = framing
 
     def from_kafka(self, raw: bytes) -> bytes:
-        w = self._schemas.writer(raw, "key", self._framing)
-        try:
-            datum = schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, None)
-        except Exception as exc:
-            raise CodecError(
-                f"key is not valid Avro for key schema id {w.id} (truncated or corrupt: {_explain(exc)})"
-            ) from None
-        return canonical_key(datum)
+        return _binary_key(self._schemas.writer(raw, "key", self._framing), raw)
 
 
 class _HeaderFramedAvroKey(AvroKey):
@@ -242,14 +205,7 @@ class _HeaderFramedAvroKey(AvroKey):
     def from_kafka(self, raw: bytes) -> bytes:
         w = self._schemas.writer(raw, "key", self._framing)
         if not w.json:
-            try:
-                datum = schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, None)
-            except Exception as exc:
-                raise CodecError(
-                    f"key is not valid Avro for key schema id {w.id} "
-                    f"(truncated or corrupt: {_explain(exc)})"
-                ) from None
-            return canonical_key(datum)
+            return _binary_key(w, raw)
         try:
             w.check(raw)
             datum = read_json(raw[w.offset :], w.parsed)
@@ -261,37 +217,22 @@ class _HeaderFramedAvroKey(AvroKey):
         return canonical_key(datum)
 
 
+def _binary_key(w: Writer, raw: bytes) -> bytes:
+    """The stored form of a key in Avro's binary encoding, framed for writer *w*."""
+    try:
+        datum = schemaless_reader(BytesIO(raw[w.offset :]), w.parsed, None)
+    except Exception as exc:
+        raise CodecError(
+            f"key is not valid Avro for key schema id {w.id} (truncated or corrupt: {_explain(exc)})"
+        ) from None
+    return canonical_key(datum)
+
+
 def avro_key(schemas: Schemas, framing: Framing = CONFLUENT) -> AvroKey:
     """The Avro key codec of a key framing."""
     if framing.kind in ("auto", "apicurio_headers"):
         return _HeaderFramedAvroKey(schemas, framing)
     return AvroKey(schemas, framing)
-
-
-def canonical_key(datum: Any) -> bytes:
-    """The stored form of a decoded Avro key: JSON, object keys sorted, null fields left out.
-
-    Leaving null fields out makes a key written before an optional field was
-    added and the same key written after (with the field null) one entity;
-    bytes and fixed become base64 text, decimals their text.
-    """
-    return orjson.dumps(_drop_nulls(datum), option=orjson.OPT_SORT_KEYS, default=_json_default)
-
-
-def _drop_nulls(datum: Any) -> Any:
-    if isinstance(datum, dict):
-        return {k: _drop_nulls(v) for k, v in datum.items() if v is not None}
-    if isinstance(datum, list):
-        return [_drop_nulls(v) for v in datum]
-    return datum
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} has no JSON form")
 
 
 def _explain(exc: BaseException) -> str:
@@ -436,64 +377,3 @@ def _fold(frame: bytes | str | None, body: bytes | None, indexed: bool = False) 
         if size and (len(frame) == size or (indexed and len(frame) > size)):
             return frame + body
     return BAD_HEADER + body
-
-
-def registry_codecs(
-    view_config: ViewConfig, schemas: Schemas
-) -> tuple[KeyCodec, ValueCodec, HeaderHook | None]:
-    """The key codec, value codec and header hook of a view (Avro, Protobuf, JSON Schema
-    keys and values included)."""
-    if not view_config.uses_registry:
-        return key_codec(view_config.key), value_codec(view_config.value), None
-    key_framing = framing_of(view_config.key_framing, view_config.key_id_kind)
-    value_framing = framing_of(view_config.framing, view_config.id_kind)
-    keys = _registry_key(view_config.key, schemas, key_framing)
-    values = _registry_value(view_config, schemas, value_framing)
-    indexed = "protobuf" in (view_config.key, view_config.value)
-    return (
-        keys,
-        values,
-        header_hook(
-            keys.name in _FRAMED,
-            values.name in _FRAMED,
-            indexed=indexed,
-            key_framing=key_framing,
-            value_framing=value_framing,
-        ),
-    )
-
-
-_FRAMED = frozenset({"avro", "protobuf", "json_schema"})
-
-
-def _registry_key(name: str, schemas: Schemas, framing: Framing = CONFLUENT) -> KeyCodec:
-    if name == "avro":
-        return avro_key(schemas, framing)
-    if name == "protobuf":
-        from .protobuf import ProtobufKey
-
-        return ProtobufKey(schemas)
-    if name == "json_schema":
-        from .json_schema import JsonSchemaKey
-
-        return JsonSchemaKey(schemas)
-    return key_codec(name)
-
-
-def _registry_value(vc: ViewConfig, schemas: Schemas, framing: Framing = CONFLUENT) -> ValueCodec:
-    if vc.value == "avro":
-        return AvroValue(schemas, vc.reader_schema, framing=framing)
-    if vc.value == "protobuf":
-        from .protobuf import ProtobufValue, load_reader_message
-
-        reader = (
-            load_reader_message(vc.reader_schema, vc.reader_message)
-            if vc.reader_schema is not None
-            else None
-        )
-        return ProtobufValue(schemas, reader)
-    if vc.value == "json_schema":
-        from .json_schema import JsonSchemaValue
-
-        return JsonSchemaValue(schemas, validate=vc.schema_validation)
-    return value_codec(vc.value)

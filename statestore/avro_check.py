@@ -244,9 +244,9 @@ class _Compiler:
             if bounds:
                 self._range(out, pad, start, str(logical), *bounds)
         elif kind == "string" and logical == "uuid":
-            self._uuid(out, pad)
+            self._whole_span(out, pad, uuid=True)
         elif kind == "bytes" and logical == "decimal":
-            self._decimal_bytes(out, pad)
+            self._whole_span(out, pad, uuid=False)
         elif kind in ("string", "bytes"):
             self._length(out, pad, utf8=self.utf8 and kind == "string")
         elif kind in ("array", "map"):
@@ -332,24 +332,22 @@ class _Compiler:
             f"{pad}p = {v}",
         ]
 
-    def _uuid(self, out: list[str], pad: str) -> None:
+    def _whole_span(self, out: list[str], pad: str, *, uuid: bool) -> None:
+        # A UUID string or a decimal's bytes: the span is read whole, then checked.
         start, end = self.var(), self.var()
-        out += [
-            f"{pad}{start}, {end} = _span(b, p)",
-            f"{pad}if {end} > n:",
-            f"{pad}    raise IndexError('body ends inside a string')",
-            f"{pad}_uuid(b[{start}:{end}].decode())",
-            f"{pad}p = {end}",
-        ]
-
-    def _decimal_bytes(self, out: list[str], pad: str) -> None:
-        start, end = self.var(), self.var()
-        out += [
-            f"{pad}{start}, {end} = _span(b, p)",
-            f"{pad}if {end} - {start} > {MAX_DECIMAL_BYTES}:",
-            f"{pad}    raise _long_decimal({end} - {start})",
-            f"{pad}p = {end}",
-        ]
+        out.append(f"{pad}{start}, {end} = _span(b, p)")
+        if uuid:
+            out += [
+                f"{pad}if {end} > n:",
+                f"{pad}    raise IndexError('body ends inside a string')",
+                f"{pad}_uuid(b[{start}:{end}].decode())",
+            ]
+        else:
+            out += [
+                f"{pad}if {end} - {start} > {MAX_DECIMAL_BYTES}:",
+                f"{pad}    raise _long_decimal({end} - {start})",
+            ]
+        out.append(f"{pad}p = {end}")
 
     def _union(self, branches: list[Any], out: list[str], depth: int, level: int) -> None:
         pad = "    " * depth

@@ -22,7 +22,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,28 +172,21 @@ def _processes(settings: BulkSettings, records: int) -> int:
     return max(1, min(settings.workers, records // max(1, settings.min_records_per_worker)))
 
 
+@dataclass(eq=False, slots=True)
 class StagedFiles:
     """The owning process's side of a load: ingest each staged file, keep the progress."""
 
-    def __init__(
-        self,
-        view: View,
-        progress: Progress,
-        report: ReportFn | None,
-        total: int,
-        processes: int = 0,
-    ) -> None:
-        self.view = view
-        self.progress = progress
-        self.report = report
-        self.total = total
-        self.processes = processes
-        self._started_ms = int(time.time() * 1000)
-        self.read_now = 0
-        self.offsets_done = 0
-        # Records each stager has read so far (durable or not yet), for progress reports.
-        self._reading: dict[int, int] = {}
-        self._reported = 0.0
+    view: View
+    progress: Progress
+    report: ReportFn | None
+    total: int
+    processes: int = 0
+    _started_ms: int = field(init=False, default_factory=lambda: int(time.time() * 1000))
+    read_now: int = field(init=False, default=0)
+    offsets_done: int = field(init=False, default=0)
+    # Records each stager has read so far (durable or not yet), for progress reports.
+    _reading: dict[int, int] = field(init=False, default_factory=dict)
+    _reported: float = field(init=False, default=0.0)
 
     def reading(self, worker: int, records: int) -> None:
         """A stager has read *records* so far in this run (progress only, not durable)."""

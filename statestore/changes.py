@@ -14,6 +14,13 @@ after that change while the change is still in the ring. Otherwise — the ring
 moved on, the process restarted (new stream), the view was rebuilt (new
 generation) — the subscriber gets a :class:`Reset` first: its copy must be
 resynced from a scan, and the changes that follow are those applied from then on.
+
+A feed owns the cursor of each of its subscriptions (:class:`FeedCursor`: where it
+stands, whether it waits, was dropped or has a reset pending) and changes it
+through the cursor's methods; a subscription reads its feed through
+:meth:`ChangeFeed.take` and leaves it with :meth:`ChangeFeed.release`. Whoever
+creates a feed attaches it to its view and closes it (``StateStore``: one feed a
+view, made on first use, closed with the store, which ends its subscriptions).
 """
 
 from __future__ import annotations
@@ -24,34 +31,30 @@ import re
 import secrets
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .apply import Applied
 from .codecs import KeyCodec
-from .errors import CodecError, InvalidKeyError, StateStoreError
+from .errors import CodecError, InvalidKeyError, NotReadyError, StateStoreError
 from .records import unpack_header
-
-if TYPE_CHECKING:
-    from .store import StateStore
-    from .view import View
+from .view import View
 
 __all__ = [
     "DEFAULT_BUFFER",
     "DEFAULT_BUFFER_BYTES",
+    "IDLE_CHECK_S",
     "Change",
     "ChangeFeed",
     "ChangeId",
+    "FeedCursor",
     "FellBehindError",
     "Reset",
     "Subscription",
-    "feed_of",
     "key_matcher",
-    "open_changes",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
 # What one buffered change costs besides its key and value bytes (tuple, ints, slot).
 _ENTRY_OVERHEAD = 100
 # An idle subscriber looks for a rebuild swap this often (a swap applies no batch).
-_IDLE_CHECK_S = 1.0
+IDLE_CHECK_S = 1.0
 _ID = re.compile(r"([0-9a-f]{8})-([0-9]+)-([0-9]+)")
 
 # (stored key, partition, offset, stored record or None for a delete), as in Applied.changes.
@@ -176,11 +179,74 @@ def key_matcher(codec: KeyCodec, prefix: str) -> KeyMatch | None:
     return lambda key: codec.to_text(key).startswith(prefix)
 
 
+@dataclass(eq=False, slots=True)
+class FeedCursor:
+    """Where one subscription stands in its feed. The feed changes it, under its lock only,
+    through the methods below; the subscription reads ``seq`` and ``closed`` and sets its
+    ``waker``.
+
+    ``seq`` is the last change handed out (or passed over by the filter), ``reset`` a
+    reset to hand out before the next changes, ``dropped`` why the reader was dropped,
+    ``armed`` that it found nothing and waits to be woken, ``closed`` that it stopped.
+    """
+
+    seq: int
+    max_pending: int | None = None
+    reset: str | None = None
+    dropped: str | None = None
+    armed: bool = False
+    closed: bool = False
+    waker: Callable[[], None] = lambda: None
+
+    def drop(self, reason: str) -> None:
+        """Mark the reader dropped; the first reason stands."""
+        if self.dropped is None:
+            self.dropped = reason
+
+    def reset_to(self, head: int, reason: str) -> None:
+        """Stand at *head* with a reset to hand out first (a rebuild emptied the ring)."""
+        self.seq, self.reset, self.armed = head, reason, False
+
+    def advance(self, seq: int) -> None:
+        """Everything up to *seq* was handed out."""
+        self.seq = max(self.seq, seq)
+
+    def arm(self) -> None:
+        """The reader found nothing: wake it when changes arrive."""
+        self.armed = True
+
+    def fire(self) -> bool:
+        """Disarm; True when the reader was waiting (it is woken once per wait)."""
+        armed, self.armed = self.armed, False
+        return armed
+
+    def take_reset(self) -> str | None:
+        """The pending reset's reason (then no longer pending), or None."""
+        reason, self.reset = self.reset, None
+        return reason
+
+    def close(self) -> bool:
+        """Stop reading; False when it had already stopped."""
+        if self.closed:
+            return False
+        self.closed = True
+        return True
+
+    def wake(self, view: str) -> None:
+        """Run the waker; it must not block (it runs in the ingest thread)."""
+        try:
+            self.waker()
+        except Exception:
+            # e.g. the event loop of an async reader has closed; that reader is gone.
+            log.debug("changes.wake_failed view=%s", view, exc_info=True)
+
+
 class ChangeFeed:
-    """The numbered changes of one view, in a bounded ring, and the subscriptions reading them.
+    """The numbered changes of one view, in a bounded ring, and the cursors reading them.
 
     *buffer* bounds the ring in changes and *buffer_bytes* in key and value bytes;
-    the oldest changes leave first.
+    the oldest changes leave first. Whoever creates a feed attaches :meth:`on_applied`
+    to the view and calls :meth:`close` when done with it (``StateStore`` does both).
     """
 
     def __init__(
@@ -188,6 +254,7 @@ class ChangeFeed:
     ) -> None:
         if buffer < 1 or buffer_bytes < 1:
             raise ValueError("a change feed needs room for at least one change")
+        self.view = view
         self.view_name = view.name
         self.stream = secrets.token_hex(4)
         self.capacity = buffer
@@ -198,7 +265,8 @@ class ChangeFeed:
         self._head = 0  # seq of the newest change; 0 before the first
         self._first = 1  # seq of the oldest change still buffered
         self._bytes = 0
-        self._subs: set[Subscription] = set()
+        self._cursors: set[FeedCursor] = set()
+        self._closed = False
 
     @property
     def head(self) -> ChangeId:
@@ -206,9 +274,25 @@ class ChangeFeed:
         with self._lock:
             return ChangeId(self.stream, self.generation, self._head)
 
+    def id_at(self, seq: int) -> str:
+        """The id of change *seq* of the current generation."""
+        return f"{self.stream}-{self.generation}-{seq}"
+
     def __len__(self) -> int:
         with self._lock:
             return self._head - self._first + 1
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """End every subscription (their iterations end) and take no new ones."""
+        with self._lock:
+            self._closed = True
+            cursors = [c for c in self._cursors if c.close()]
+            self._cursors.clear()
+        self._wake_all(cursors)
 
     # -- the ingest side ---------------------------------------------------------------
 
@@ -223,12 +307,14 @@ class ChangeFeed:
         # Per partition in offset order (a batch lists keys in first-seen order).
         batch = sorted(changes, key=_by_position)
         with self._lock:
-            wake = self._check_generation(view)
+            if self._closed:
+                return
+            wake = self._check_generation()
             if batch:
                 wake.extend(self._append(batch))
-        _wake_all(wake)
+        self._wake_all(wake)
 
-    def _append(self, batch: list[RawChange]) -> list[Subscription]:
+    def _append(self, batch: list[RawChange]) -> list[FeedCursor]:
         slots = self._slots
         cap = self.capacity
         before = head = self._head
@@ -251,38 +337,37 @@ class ChangeFeed:
             first += 1
         self._head, self._first, self._bytes = head, first, nbytes
         wake = []
-        for sub in list(self._subs):
-            limit = sub.max_pending
-            if sub._cursor < first - 1:
+        for cursor in list(self._cursors):
+            limit = cursor.max_pending
+            if cursor.seq < first - 1:
                 reason = f"the buffer of the last {head - first + 1} changes moved past it"
-            elif limit is not None and before - sub._cursor > limit:
+            elif limit is not None and before - cursor.seq > limit:
                 reason = f"more than {limit} changes were waiting for it"
             else:
-                if sub._armed:
-                    sub._armed = False
-                    wake.append(sub)
+                if cursor.fire():
+                    wake.append(cursor)
                 continue
-            sub._dropped = reason
-            self._subs.discard(sub)
-            wake.append(sub)
+            cursor.drop(reason)
+            self._cursors.discard(cursor)
+            wake.append(cursor)
             log.info(
                 "changes.dropped view=%s pending=%d reason=%s",
                 self.view_name,
-                head - sub._cursor,
+                head - cursor.seq,
                 reason,
             )
         return wake
 
-    def _check_generation(self, view: View) -> list[Subscription]:
-        """On a rebuild swap, empty the ring and queue a reset for every subscriber."""
-        generation = view.generation
+    def _check_generation(self) -> list[FeedCursor]:
+        """On a rebuild swap, empty the ring and queue a reset for every reader."""
+        generation = self.view.generation
         if generation == self.generation:
             return []
         log.info(
             "changes.reset view=%s generation=%d subscribers=%d",
             self.view_name,
             generation,
-            len(self._subs),
+            len(self._cursors),
         )
         self.generation = generation
         self._slots = [None] * self.capacity
@@ -291,17 +376,32 @@ class ChangeFeed:
         reason = (
             f"view {self.view_name!r} was rebuilt (generation {generation}); resync from a scan"
         )
-        for sub in self._subs:
-            sub._cursor = self._head
-            sub._reset = reason
-            sub._armed = False
-        return list(self._subs)
+        for cursor in self._cursors:
+            cursor.reset_to(self._head, reason)
+        return list(self._cursors)
+
+    def _wake_all(self, cursors: list[FeedCursor]) -> None:
+        for cursor in cursors:
+            cursor.wake(self.view_name)
 
     # -- the subscriber side -----------------------------------------------------------
 
+    def open(
+        self, *, prefix: str = "", last_id: str | None = None, max_pending: int | None = None
+    ) -> Subscription:
+        """Subscribe to the changes whose key text starts with *prefix*.
+
+        With *last_id* (the ``id`` of the last change seen), resume right after it, or
+        start with a :class:`Reset` when that is no longer possible. *max_pending*
+        bounds how many changes may wait for this subscriber before it is dropped
+        (default: as many as the feed buffers).
+        """
+        match = key_matcher(self.view.key_codec, prefix)
+        after = ChangeId.parse(last_id) if last_id else None
+        return self.subscribe(after=after, match=match, max_pending=max_pending)
+
     def subscribe(
         self,
-        view: View,
         *,
         after: ChangeId | None = None,
         match: KeyMatch | None = None,
@@ -311,125 +411,121 @@ class ChangeFeed:
         if max_pending is not None and max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         with self._lock:
-            wake = self._check_generation(view)
-            head = self._head
-            cursor, reset = head, None
-            resumed = False
+            if self._closed:
+                raise NotReadyError(
+                    f"the change feed of view {self.view_name!r} is closed (its store closed)"
+                )
+            wake = self._check_generation()
+            seq, reset = self._head, None
             if after is not None:
-                if after.stream != self.stream:
-                    reset = (
-                        f"{after} is not from the current change stream of view "
-                        f"{self.view_name!r} (the server restarted since?); resync from a scan"
-                    )
-                elif after.generation != self.generation:
-                    reset = (
-                        f"view {self.view_name!r} was rebuilt since {after} (generation "
-                        f"{self.generation}); resync from a scan"
-                    )
-                elif after.seq > head:
-                    reset = f"{after} is ahead of the stream; resync from a scan"
-                elif after.seq < self._first - 1:
-                    reset = (
-                        f"the changes after {after} are no longer buffered (the buffer holds "
-                        f"the last {self.capacity}); resync from a scan"
-                    )
-                else:
-                    cursor, resumed = after.seq, True
-            sub = Subscription(self, view, cursor, reset, match, max_pending, resumed=resumed)
-            self._subs.add(sub)
-        _wake_all(wake)
+                reset = self._why_not_after(after)
+                if reset is None:
+                    seq = after.seq
+            cursor = FeedCursor(seq, max_pending, reset)
+            sub = Subscription(self, cursor, match, resumed=after is not None and reset is None)
+            self._cursors.add(cursor)
+        self._wake_all(wake)
         return sub
 
-    def _take(
-        self, sub: Subscription, limit: int
+    def _why_not_after(self, after: ChangeId) -> str | None:
+        """Why a reader cannot resume right after *after* (None: it can)."""
+        if after.stream != self.stream:
+            return (
+                f"{after} is not from the current change stream of view "
+                f"{self.view_name!r} (the server restarted since?); resync from a scan"
+            )
+        if after.generation != self.generation:
+            return (
+                f"view {self.view_name!r} was rebuilt since {after} (generation "
+                f"{self.generation}); resync from a scan"
+            )
+        if after.seq > self._head:
+            return f"{after} is ahead of the stream; resync from a scan"
+        if after.seq < self._first - 1:
+            return (
+                f"the changes after {after} are no longer buffered (the buffer holds "
+                f"the last {self.capacity}); resync from a scan"
+            )
+        return None
+
+    def take(
+        self, cursor: FeedCursor, limit: int
     ) -> tuple[list[RawChange | None], int, str, Reset | None]:
-        """Up to *limit* buffered changes after *sub*'s cursor; arm its wake-up when none."""
-        view = sub._view
+        """Up to *limit* buffered changes after *cursor*; arm its wake-up when none.
+
+        Returns the changes (None where the byte budget let one go), the seq of the
+        first, the id prefix of this generation and a reset to hand out first.
+        """
         with self._lock:
-            wake = self._check_generation(view)
+            wake = self._check_generation()
             prefix = f"{self.stream}-{self.generation}-"
-            if sub._closed:
+            if cursor.closed:
                 raw: list[RawChange | None] = []
-                start = sub._cursor + 1
+                start = cursor.seq + 1
                 reset = None
             else:
-                if sub._dropped is None and sub._cursor < self._first - 1:
-                    sub._dropped = "the buffer moved past it"
-                    self._subs.discard(sub)
-                if sub._dropped is not None:
-                    raise FellBehindError(self.view_name, prefix + str(sub._cursor), sub._dropped)
-                reset = None
-                if sub._reset is not None:
-                    reset = Reset(prefix + str(sub._cursor), sub._reset)
-                    sub._reset = None
-                start = sub._cursor + 1
-                end = min(self._head, sub._cursor + limit)
+                if cursor.dropped is None and cursor.seq < self._first - 1:
+                    cursor.drop("the buffer moved past it")
+                    self._cursors.discard(cursor)
+                if cursor.dropped is not None:
+                    raise FellBehindError(self.view_name, prefix + str(cursor.seq), cursor.dropped)
+                reason = cursor.take_reset()
+                reset = None if reason is None else Reset(prefix + str(cursor.seq), reason)
+                start = cursor.seq + 1
+                end = min(self._head, cursor.seq + limit)
                 slots, cap = self._slots, self.capacity
                 raw = [slots[seq % cap] for seq in range(start, end + 1)]
-                sub._cursor = max(sub._cursor, end)
+                cursor.advance(end)
                 if not raw:
-                    sub._armed = True
-        _wake_all(wake)
+                    cursor.arm()
+        self._wake_all(wake)
         return raw, start, prefix, reset
 
-    def _remove(self, sub: Subscription) -> None:
+    def release(self, cursor: FeedCursor) -> None:
+        """Stop *cursor* (its reader closed) and wake whoever waits on it."""
         with self._lock:
-            self._subs.discard(sub)
+            stopped = cursor.close()
+            self._cursors.discard(cursor)
+        if stopped:
+            cursor.wake(self.view_name)
 
     def subscribers(self) -> int:
         with self._lock:
-            return len(self._subs)
+            return len(self._cursors)
 
 
 class Subscription:
     """One reader of a change feed: poll it, wait on it, or iterate it; close it when done.
 
     Iterating yields :class:`Change` and :class:`Reset` events, blocks while there
-    are none, raises :class:`FellBehindError` once dropped and ends when closed.
+    are none, raises :class:`FellBehindError` once dropped and ends when closed (by
+    :meth:`close`, or by its feed closing with its store).
     """
 
     def __init__(
-        self,
-        feed: ChangeFeed,
-        view: View,
-        cursor: int,
-        reset: str | None,
-        match: KeyMatch | None,
-        max_pending: int | None,
-        *,
-        resumed: bool = False,
+        self, feed: ChangeFeed, cursor: FeedCursor, match: KeyMatch | None, *, resumed: bool
     ) -> None:
         self.feed = feed
-        self.max_pending = max_pending
         # True when the subscription continues right after the id it was given.
         self.resumed = resumed
-        self._view = view
-        self._match = match
-        # Written under the feed's lock only.
         self._cursor = cursor
-        self._reset = reset
-        self._armed = False
-        self._dropped: str | None = None
-        self._closed = False
+        self._match = match
         self._event = threading.Event()
-        self._waker: Callable[[], None] = self._event.set
-        self.start_id = f"{feed.stream}-{feed.generation}-{cursor}"
+        cursor.waker = self._event.set
+        self.start_id = feed.id_at(cursor.seq)
+
+    @property
+    def max_pending(self) -> int | None:
+        return self._cursor.max_pending
 
     @property
     def position(self) -> str:
         """The id to resume from: every change up to it was returned (or did not match)."""
-        return f"{self.feed.stream}-{self.feed.generation}-{self._cursor}"
+        return self.feed.id_at(self._cursor.seq)
 
     def set_waker(self, waker: Callable[[], None]) -> None:
         """Call *waker* (from the ingest thread; it must not block) when changes arrive."""
-        self._waker = waker
-
-    def _wake(self) -> None:
-        try:
-            self._waker()
-        except Exception:
-            # e.g. the event loop of an async reader has closed; that reader is gone.
-            log.debug("changes.wake_failed view=%s", self.feed.view_name, exc_info=True)
+        self._cursor.waker = waker
 
     def poll(self, limit: int = 500) -> list[Change | Reset]:
         """The events ready now (never blocks); after an empty poll the waker is armed."""
@@ -437,7 +533,7 @@ class Subscription:
             raise ValueError("limit must be at least 1")
         match = self._match
         while True:
-            raw, start, prefix, reset = self.feed._take(self, limit)
+            raw, start, prefix, reset = self.feed.take(self._cursor, limit)
             events: list[Change | Reset] = [] if reset is None else [reset]
             for seq, change in enumerate(raw, start):
                 if change is not None and (match is None or match(change[0])):
@@ -445,9 +541,20 @@ class Subscription:
             if events or not raw:
                 return events
 
+    def poll_or_wait(
+        self, limit: int, deadline: float | None, clock: Callable[[], float]
+    ) -> list[Change | Reset] | float:
+        """:meth:`poll`, for a reader that waits: the events, or how long to wait before
+        polling again (events are then empty: closed, or *deadline* by *clock* passed)."""
+        events = self.poll(limit)
+        if events or self._cursor.closed:
+            return events
+        wait = IDLE_CHECK_S if deadline is None else min(IDLE_CHECK_S, deadline - clock())
+        return wait if wait > 0 else []
+
     def _decode(self, cid: str, change: RawChange) -> Change:
         key, partition, offset, data = change
-        view = self._view
+        view = self.feed.view
         if data is None:
             return Change(cid, view.key_codec.to_text(key), None, partition, offset, None, True)
         try:
@@ -467,31 +574,22 @@ class Subscription:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._event.clear()
-            events = self.poll(limit)
-            if events or self._closed:
-                return events
-            wait = _IDLE_CHECK_S
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    return []
-            self._event.wait(wait)
+            got = self.poll_or_wait(limit, deadline, time.monotonic)
+            if isinstance(got, list):
+                return got
+            self._event.wait(got)
 
     def __iter__(self) -> Iterator[Change | Reset]:
-        while not self._closed:
+        while not self._cursor.closed:
             yield from self.get()
 
     def close(self) -> None:
         """Stop receiving; an iteration in another thread ends. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        self.feed._remove(self)
-        self._wake()
+        self.feed.release(self._cursor)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._cursor.closed
 
     def __enter__(self) -> Subscription:
         return self
@@ -505,60 +603,3 @@ class Subscription:
 def _size(change: RawChange) -> int:
     data = change[3]
     return _ENTRY_OVERHEAD + len(change[0]) + (0 if data is None else len(data))
-
-
-def _wake_all(subs: list[Subscription]) -> None:
-    for sub in subs:
-        sub._wake()
-
-
-_FEEDS: weakref.WeakKeyDictionary[View, ChangeFeed] = weakref.WeakKeyDictionary()
-_FEEDS_LOCK = threading.Lock()
-
-
-def feed_of(
-    store: StateStore,
-    view: str,
-    *,
-    buffer: int = DEFAULT_BUFFER,
-    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-) -> ChangeFeed:
-    """The change feed of *view*, created and attached on first use.
-
-    The sizes apply when the feed is created; the ring holds at least two
-    consumed batches, so a reader that keeps up is never dropped by one batch.
-    """
-    v = store.view(view)
-    with _FEEDS_LOCK:
-        feed = _FEEDS.get(v)
-        if feed is None:
-            floor = 2 * store.config.store.batch_size
-            feed = ChangeFeed(v, buffer=max(buffer, floor), buffer_bytes=buffer_bytes)
-            store.subscribe(view, feed.on_applied)
-            _FEEDS[v] = feed
-            log.info("changes.feed view=%s buffer=%d", view, feed.capacity)
-    return feed
-
-
-def open_changes(
-    store: StateStore,
-    view: str,
-    *,
-    prefix: str = "",
-    last_id: str | None = None,
-    max_pending: int | None = None,
-    buffer: int = DEFAULT_BUFFER,
-    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-) -> Subscription:
-    """Subscribe to the changes of *view* whose key text starts with *prefix*.
-
-    With *last_id* (the ``id`` of the last change seen), resume right after it, or
-    start with a :class:`Reset` when that is no longer possible. *max_pending*
-    bounds how many changes may wait for this subscriber before it is dropped
-    (default: as many as the feed buffers).
-    """
-    v = store.view(view)
-    match = key_matcher(v.key_codec, prefix)
-    after = ChangeId.parse(last_id) if last_id else None
-    feed = feed_of(store, view, buffer=buffer, buffer_bytes=buffer_bytes)
-    return feed.subscribe(v, after=after, match=match, max_pending=max_pending)

@@ -3,13 +3,16 @@
 Keys are stored in a canonical byte form so that one logical key is one entity
 and key order is byte order. Values are stored raw; :meth:`ValueCodec.check`
 runs at ingest (only what must be known then) and :meth:`ValueCodec.decode` on
-read.
+read. Keys of the registry formats (Avro, Protobuf, JSON Schema) are stored as
+:func:`canonical_key` JSON and addressed through :class:`JsonAddressedKey`, both
+here, below the format modules that share them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import decimal
 from typing import Any, Protocol
 
 import orjson
@@ -21,17 +24,24 @@ from .errors import CodecError, InvalidKeyError
 # more: a page is an object, its "items" a list, each item an entity object.
 MAX_SERVED_DEPTH = 254 - 3
 
+# Why a record without a key cannot be applied (follow and bulk paths alike).
+NO_KEY = "record has no key (null key); a view needs a key per entity"
+
 __all__ = [
     "MAX_SERVED_DEPTH",
+    "NO_KEY",
     "BytesKey",
     "BytesValue",
+    "JsonAddressedKey",
     "JsonKey",
     "JsonValue",
     "KeyCodec",
     "StringKey",
     "StringValue",
     "ValueCodec",
+    "canonical_key",
     "key_codec",
+    "not_utf8",
     "value_codec",
 ]
 
@@ -74,10 +84,7 @@ class StringKey:
     name = "string"
 
     def from_kafka(self, raw: bytes) -> bytes:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CodecError(f"key is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        _check_utf8(raw, "key")
         return raw
 
     def from_text(self, text: str) -> bytes:
@@ -139,12 +146,7 @@ class JsonValue:
     name = "json"
 
     def check(self, raw: bytes) -> int:
-        try:
-            orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise _not_json(raw, exc) from None
-        if len(raw) > MAX_SERVED_DEPTH:
-            _check_depth(raw)
+        self.parse(raw)
         return -1
 
     def parse(self, raw: bytes) -> Any:
@@ -167,12 +169,7 @@ class StringValue:
     name = "string"
 
     def check(self, raw: bytes) -> int:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CodecError(
-                f"value is not valid UTF-8 ({exc.reason} at byte {exc.start})"
-            ) from None
+        _check_utf8(raw, "value")
         return -1
 
     def decode(self, raw: bytes) -> Any:
@@ -189,6 +186,18 @@ class BytesValue:
 
     def decode(self, raw: bytes) -> Any:
         return raw
+
+
+def not_utf8(what: str, exc: UnicodeDecodeError) -> str:
+    """Why *what* (``key``, ``value``) is refused: where its UTF-8 breaks."""
+    return f"{what} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+
+
+def _check_utf8(raw: bytes, what: str) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CodecError(not_utf8(what, exc)) from None
 
 
 def _not_json(raw: bytes, exc: Exception) -> CodecError:
@@ -226,8 +235,55 @@ def _check_depth(value: bytes) -> None:
         )
 
 
+class JsonAddressedKey:
+    """Keys stored as canonical JSON of the decoded key and addressed by any JSON spelling
+    of it (Avro, Protobuf and JSON Schema keys)."""
+
+    kind = ""
+    example = ""
+
+    def from_text(self, text: str) -> bytes:
+        try:
+            datum = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidKeyError(
+                f"{self.kind} keys are addressed by their JSON form, e.g. {self.example}; "
+                f"{text!r} is not JSON: {exc}"
+            ) from None
+        return canonical_key(datum)
+
+    def to_text(self, stored: bytes) -> str:
+        return stored.decode("utf-8")
+
+
+def canonical_key(datum: Any) -> bytes:
+    """The stored form of a decoded registry key (Avro, Protobuf, JSON Schema): JSON, object keys sorted, null fields left out.
+
+    Leaving null fields out makes a key written before an optional field was
+    added and the same key written after (with the field null) one entity;
+    bytes and fixed become base64 text, decimals their text.
+    """
+    return orjson.dumps(_drop_nulls(datum), option=orjson.OPT_SORT_KEYS, default=_json_default)
+
+
+def _drop_nulls(datum: Any) -> Any:
+    if isinstance(datum, dict):
+        return {k: _drop_nulls(v) for k, v in datum.items() if v is not None}
+    if isinstance(datum, list):
+        return [_drop_nulls(v) for v in datum]
+    return datum
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
 def key_codec(name: str) -> KeyCodec:
-    """The key codec called *name* (Avro keys come from :mod:`statestore.avro`)."""
+    """The key codec called *name* (registry keys come from :mod:`statestore.registry_codecs`)."""
     codecs: dict[str, KeyCodec] = {"string": StringKey(), "bytes": BytesKey(), "json": JsonKey()}
     try:
         return codecs[name]
@@ -236,7 +292,7 @@ def key_codec(name: str) -> KeyCodec:
 
 
 def value_codec(name: str) -> ValueCodec:
-    """The value codec called *name* (Avro values come from :mod:`statestore.avro`)."""
+    """The value codec called *name* (registry values come from :mod:`statestore.registry_codecs`)."""
     codecs: dict[str, ValueCodec] = {
         "json": JsonValue(),
         "string": StringValue(),

@@ -501,7 +501,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
                 registry.setdefault("secrets", {})[dotted] = value
             else:
                 registry[prop] = value
-        elif section in ("store", "api", "log"):
+        elif section in ("store", "api", "log", "snapshots"):
             raw.setdefault(section, {})[rest.lower()] = value
 
 

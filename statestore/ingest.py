@@ -6,6 +6,11 @@ holes and transaction markers mean the last offset may never arrive as a
 record). Follow keeps reading, picks up new partitions from offset 0 and keeps
 the end offsets current for lag. A rebuild builds a new copy of the view beside
 the served one and swaps it in once caught up.
+
+The loop speaks to its topic through the protocols of :mod:`statestore.source`
+(the Kafka client in production, :mod:`statestore.testing`'s in-process log in
+tests). A first bootstrap is a bulk load only over a client other processes can
+reach (non-empty ``settings()``); over any other it is applied batch by batch.
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ from dataclasses import dataclass
 from .bulk import BulkSettings, bulk_load
 from .errors import (
     BulkWorkerError,
+    ConfigError,
     KafkaError,
+    OffsetOutOfRangeError,
     RegistryUnavailableError,
     StaleViewError,
     StateStoreError,
+    TopicMissingError,
 )
-from .kafka import KafkaClient, OffsetOutOfRangeError, Source, TopicMissingError
 from .records import Record
 from .slot import discard_slot
+from .source import Source, TopicClient
 from .status import ViewState
 from .view import View
 
@@ -69,13 +77,14 @@ class Ingestor:
     def __init__(
         self,
         view: View,
-        client: KafkaClient,
+        client: TopicClient,
         *,
         batch_size: int = 5000,
         poll_timeout: float = 0.2,
         metadata_interval: float = 5.0,
         wait_interval: float = 2.0,
         bulk: BulkSettings | None = None,
+        hole_settle: float = HOLE_SETTLE_S,
     ) -> None:
         self.view = view
         self.client = client
@@ -85,6 +94,7 @@ class Ingestor:
         self.poll_timeout = poll_timeout
         self.metadata_interval = metadata_interval
         self.wait_interval = wait_interval
+        self.hole_settle = hole_settle
         self.source: Source | None = None
         self.caught_up = False
         self.kafka_trouble: str | None = None
@@ -216,7 +226,10 @@ class Ingestor:
             self.client,
             batch_size=self.batch_size,
             poll_timeout=self.poll_timeout,
+            metadata_interval=self.metadata_interval,
+            wait_interval=self.wait_interval,
             bulk=self.bulk,
+            hole_settle=self.hole_settle,
         )
         try:
             done = builder.catch_up(stop, progress)
@@ -287,7 +300,7 @@ class Ingestor:
             len(partitions),
             expected,
         )
-        if view.begin_bulk():
+        if self._bulk_possible() and view.begin_bulk():
             read = self._bulk_load(stop, progress, targets, lows, started)
             if read is None:
                 return False
@@ -375,6 +388,17 @@ class Ingestor:
             return None
         return None if view.bulk else records
 
+    def _bulk_possible(self) -> bool:
+        """Whether a bulk load can run: its workers connect with the client's settings."""
+        if self.client.settings():
+            return True
+        if self.view.bulk:
+            raise ConfigError(
+                f"view {self.view.name!r} is in the middle of a bulk load, which only a "
+                "Kafka client can finish; open the store with one"
+            )
+        return False
+
     def _check_topic_identity(self) -> None:
         """A topic deleted and created again under the view's topic name is another topic:
         what the view holds came from the old one, whatever the new one's offsets are."""
@@ -421,9 +445,11 @@ class Ingestor:
             if self.source is not None:
                 for p in {r[0] for r in records}:
                     self.source.seek(p, view.slot.positions.get(p, 0))
+            if not self._registry_wait:
+                # Degraded by Kafka trouble (not by this outage) means ready underneath.
+                state = view.state
+                self._state_before_outage = "ready" if state == "degraded" else state
             self._registry_wait = min(30.0, max(0.5, self._registry_wait * 2))
-            if view.state != "degraded":
-                self._state_before_outage = view.state
             view.set_state(
                 "degraded",
                 f"schema registry unavailable, retrying in {self._registry_wait:.1f}s: {exc}",
@@ -465,7 +491,7 @@ class Ingestor:
             seen = self._stalled.get(p)
             if seen is None or seen[0] != pos or seen[1] != end:
                 self._stalled[p] = (pos, end, now)
-            elif now - seen[2] >= HOLE_SETTLE_S:
+            elif now - seen[2] >= self.hole_settle:
                 _, high = self.client.watermarks(view.config.topic, p)
                 probe = self.client.next_record_offset(view.config.topic, p, pos)
                 if high == end and (probe is None or probe >= end):

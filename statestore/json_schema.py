@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 from typing import Any
 
 import orjson
 
-from .avro import JsonAddressedKey, canonical_key
-from .codecs import JsonValue
+from .codecs import JsonAddressedKey, JsonValue, canonical_key
 from .errors import CodecError, ConfigError
-from .schemas import GUID_FRAME, ID_FRAME, Schemas
+from .schemas import Schemas, WriterCache
 
 __all__ = ["JsonSchemaKey", "JsonSchemaValue", "require"]
 
@@ -44,29 +42,13 @@ def require() -> None:
         ) from None
 
 
-class _Validators:
-    """Writer schemas of a view as validators, built once per schema id."""
+def _validators(schemas: Schemas, validate: bool) -> WriterCache[tuple[int, int, Any]]:
+    """(schema id, body offset, validator or None) per writer schema of a view."""
 
-    def __init__(self, schemas: Schemas, validate: bool) -> None:
-        self._schemas = schemas
-        self._validate = validate
-        # frame -> (schema id, body offset, validator or None)
-        self._by_frame: dict[bytes, tuple[int, int, Any]] = {}
-        self._lock = threading.Lock()
+    def build(schema_id: int, offset: int, doc: dict[str, Any]) -> tuple[int, int, Any]:
+        return schema_id, offset, _validator(schema_id, doc) if validate else None
 
-    def get(self, raw: bytes, what: str) -> tuple[int, int, Any]:
-        frame = raw[:GUID_FRAME] if raw[:1] == b"\x01" else raw[:ID_FRAME]
-        known = self._by_frame.get(frame)
-        if known is not None:
-            return known
-        schema_id, offset, doc = self._schemas.resolve(raw, what, "JSON")
-        with self._lock:
-            known = self._by_frame.get(frame)
-            if known is None:
-                validator = _validator(schema_id, doc) if self._validate else None
-                known = (schema_id, offset, validator)
-                self._by_frame[frame] = known
-            return known
+    return WriterCache(schemas, "JSON", build)
 
 
 def _validator(schema_id: int, doc: dict[str, Any]) -> Any:
@@ -104,7 +86,7 @@ class JsonSchemaValue:
 
     def __init__(self, schemas: Schemas, *, validate: bool = True) -> None:
         require()
-        self._validators = _Validators(schemas, validate)
+        self._validators = _validators(schemas, validate)
 
     def check(self, raw: bytes) -> int:
         schema_id, offset, validator = self._validators.get(raw, "value")
@@ -133,7 +115,7 @@ class JsonSchemaKey(JsonAddressedKey):
 
     def __init__(self, schemas: Schemas) -> None:
         require()
-        self._validators = _Validators(schemas, validate=False)
+        self._validators = _validators(schemas, validate=False)
 
     def from_kafka(self, raw: bytes) -> bytes:
         schema_id, offset, _validator = self._validators.get(raw, "key")

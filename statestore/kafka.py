@@ -1,7 +1,9 @@
 """The Kafka side: the only module that imports the Kafka client.
 
-A :class:`Source` is one consumer with partitions assigned explicitly (no group
-membership, no committed offsets: the view's stored positions are the truth).
+Implements the protocols of :mod:`statestore.source`: :class:`KafkaClient` is a
+``TopicClient``; a :class:`KafkaSource` is one consumer with partitions assigned
+explicitly (no group membership, no committed offsets: the view's stored
+positions are the truth); a :class:`KafkaRangeReader` reads a bulk load's ranges.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from .errors import ConfigError, KafkaError, OffsetOutOfRangeError, TopicMissingError
 from .records import HeaderHook, Record
+from .source import RangeReader as RangeReaderProtocol
+from .source import Source as SourceProtocol
+from .source import TopicClient
 
 # Not re-exported in the package's type stubs, though public at run time.
 ConfigResource: Any = getattr(_admin, "ConfigResource")  # noqa: B009
@@ -34,6 +39,8 @@ ConfigResource: Any = getattr(_admin, "ConfigResource")  # noqa: B009
 __all__ = [
     "HeaderHook",
     "KafkaClient",
+    "KafkaRangeReader",
+    "KafkaSource",
     "OffsetOutOfRangeError",
     "RangeReader",
     "Source",
@@ -82,7 +89,7 @@ def _consumer(conf: dict[str, Any]) -> Consumer:
         raise
 
 
-class KafkaClient:
+class KafkaClient(TopicClient):
     """Cluster-level requests: metadata, watermarks, topic configs."""
 
     def __init__(self, conf: dict[str, Any], *, timeout: float = 10.0) -> None:
@@ -227,7 +234,9 @@ class KafkaClient:
                 TopicCollection([topic]), request_timeout=self.timeout
             )
             described = futures[topic].result(timeout=self.timeout)
-        except KafkaException as exc:
+        except (KafkaException, TimeoutError) as exc:
+            # The future's wait and the request's own timeout are the same length: while a
+            # broker comes back either may end first.
             # Best effort: a broker that cannot say (down, too old, no DESCRIBE right)
             # leaves the other guards to judge the view this time.
             log.debug("kafka.topic_id_unknown topic=%s error=%s", topic, exc)
@@ -243,17 +252,17 @@ class KafkaClient:
                 [resource], request_timeout=self.timeout
             )
             entries = futures[resource].result(timeout=self.timeout)
-        except KafkaException as exc:
+        except (KafkaException, TimeoutError) as exc:
             raise KafkaError(f"cannot describe topic {topic!r}: {exc}") from exc
         return {name: entry.value for name, entry in entries.items()}
 
-    def source(self, name: str, topic: str, header_hook: HeaderHook | None = None) -> Source:
-        return Source(self.consumer_config(name), topic, header_hook)
+    def source(self, name: str, topic: str, header_hook: HeaderHook | None = None) -> KafkaSource:
+        return KafkaSource(self.consumer_config(name), topic, header_hook)
 
-    def range_reader(self, name: str, topic: str) -> RangeReader:
+    def range_reader(self, name: str, topic: str) -> KafkaRangeReader:
         conf = self.consumer_config(name)
         conf["enable.partition.eof"] = True
-        return RangeReader(conf, topic)
+        return KafkaRangeReader(conf, topic)
 
     def close(self) -> None:
         with self._lock:
@@ -263,7 +272,7 @@ class KafkaClient:
             self._admin = None
 
 
-class Source:
+class KafkaSource(SourceProtocol):
     """One consumer reading one topic from explicitly assigned positions."""
 
     def __init__(
@@ -354,7 +363,7 @@ class Source:
             self._consumer.close()
 
 
-class RangeReader:
+class KafkaRangeReader(RangeReaderProtocol):
     """One consumer reading offset ranges of partitions, for a bulk-load worker.
 
     ``poll`` returns the consumer's own message objects (no tuple per record: a
@@ -410,6 +419,11 @@ class RangeReader:
     def close(self) -> None:
         with contextlib.suppress(KafkaException, RuntimeError):
             self._consumer.close()
+
+
+# The names these classes had before the protocols of statestore.source took them.
+Source = KafkaSource
+RangeReader = KafkaRangeReader
 
 
 def _raise_for(topic: str, msg: Any, err: Any) -> None:

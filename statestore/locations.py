@@ -4,6 +4,8 @@ A location holds flat objects by name (no sub-directories). Writes are atomic: a
 reader sees a whole object or none (a directory writes a temporary file and renames
 it; S3 makes an object visible only once its upload is complete). Every failure to
 reach or use the location is a :class:`SnapshotSourceError` naming the location.
+The contract (:class:`Location`, the object names) is :mod:`statestore.location_contract`;
+this module holds the directory location and :func:`open_location`, which picks one.
 
 ``open_location("s3://bucket/prefix")`` needs the ``s3`` extra (boto3): endpoint,
 region and credentials come from the environment as AWS tools read them
@@ -15,62 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from .errors import SnapshotSourceError
+from .location_contract import NAME, Location, check_name
 
 __all__ = ["DirectoryLocation", "Location", "check_name", "fsync_dir", "open_location"]
-
-# Object names statestore writes: letters, digits, dots, dashes, underscores.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-
-
-def check_name(name: str) -> str:
-    """*name* when it is a plain object name (no path separators, no leading dot)."""
-    if not _NAME.match(name):
-        raise SnapshotSourceError(f"{name!r} is not a snapshot object name")
-    return name
-
-
-class Location(Protocol):
-    """A flat namespace of objects (see the module's docstring)."""
-
-    url: str
-
-    def names(self) -> list[str]:
-        """Names of the objects in the location, sorted."""
-        ...
-
-    def size(self, name: str) -> int:
-        """The size in bytes of object *name* (SnapshotSourceError when missing)."""
-        ...
-
-    def put_file(self, name: str, path: Path) -> None:
-        """Store the local file *path* as object *name*, atomically."""
-        ...
-
-    def put_bytes(self, name: str, data: bytes) -> None:
-        """Store *data* as object *name*, atomically."""
-        ...
-
-    def get_bytes(self, name: str) -> bytes:
-        """The whole of a small object (a manifest)."""
-        ...
-
-    def open(self, name: str) -> BinaryIO:
-        """A reader of object *name* from its start (resuming after transient errors
-        where the store allows); read errors it cannot get past raise SnapshotSourceError."""
-        ...
-
-    def delete(self, name: str) -> None:
-        """Remove object *name* (no error when it is gone already)."""
-        ...
-
-    def url_of(self, name: str) -> str:
-        """How the object is named to a user (a path, an ``s3://`` URL)."""
-        ...
 
 
 class DirectoryLocation:
@@ -90,7 +43,7 @@ class DirectoryLocation:
             return []
         except OSError as exc:
             raise self._fail("list", exc) from exc
-        return sorted(e.name for e in entries if e.is_file() and _NAME.match(e.name))
+        return sorted(e.name for e in entries if e.is_file() and NAME.match(e.name))
 
     def size(self, name: str) -> int:
         try:
@@ -169,7 +122,7 @@ def open_location(url: str | Path) -> Location:
     text = str(url)
     if text.startswith("s3://"):
         try:
-            from .s3 import S3Location
+            from .s3 import S3Location  # boto3: the s3 extra, imported on first use
         except ImportError as exc:
             raise SnapshotSourceError(
                 f"{text}: S3 locations need the s3 extra (pip install 'statestore[s3]'): {exc}"

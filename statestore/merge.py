@@ -173,7 +173,7 @@ def _decoder(spec: MergeSpec) -> Any:
     if not vc.indexes:
         return None
     if vc.uses_registry:
-        from .avro import registry_codecs
+        from .registry_codecs import registry_codecs
         from .schemas import Schemas
 
         return registry_codecs(vc, Schemas(None, spec.registry, known=spec.known_schemas))[1].decode

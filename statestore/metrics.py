@@ -1,7 +1,9 @@
 """Prometheus metrics, read from the same status values the CLI and REST API show.
 
 The collector computes every figure at scrape time from :meth:`StateStore.status`,
-so metrics, ``statestore status`` and ``GET /views/{view}`` never disagree.
+so metrics, ``statestore status`` and ``GET /views/{view}`` never disagree. It reads
+the store through :class:`MeteredStore`, the few things it needs: views import this
+module (for their freshness histogram), so it must not import the store or the views.
 
 Names follow Prometheus conventions: ``_total`` counters, ``_seconds`` durations,
 ``_timestamp_seconds`` times (alert on ``time() - x``). Counts that alerts need across
@@ -13,23 +15,22 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Protocol, get_args
 
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .status import ViewState, ViewStatus
+from ._version import __version__
+from .status import PartitionStatus, ViewEvent, ViewState, ViewStatus
 
 if TYPE_CHECKING:
     from .snapshot import SnapshotStatus
 
-if TYPE_CHECKING:
-    from .store import StateStore
-
 __all__ = [
+    "MeteredStore",
     "StoreCollector",
     "StoreFacts",
     "build_info",
@@ -82,10 +83,38 @@ class StoreFacts:
     started_at: float | None  # when this process started following (seconds since the epoch)
 
 
-class StoreCollector(Collector):
-    """Exposes one StateStore's views as ``statestore_*`` metrics."""
+class _MeteredView(Protocol):
+    @property
+    def freshness(self) -> Histogram: ...
 
-    def __init__(self, store: StateStore, views: Callable[[str], bool] | None = None) -> None:
+
+class _MeteredSnapshots(Protocol):
+    @property
+    def status(self) -> SnapshotStatus: ...
+
+
+class MeteredStore(Protocol):
+    """What the collector reads of a store (a :class:`~statestore.StateStore` is one)."""
+
+    @property
+    def starts(self) -> int: ...
+
+    @property
+    def started_at(self) -> float | None: ...
+
+    @property
+    def snapshots(self) -> _MeteredSnapshots: ...
+
+    @property
+    def views(self) -> Mapping[str, _MeteredView]: ...
+
+    def status(self) -> list[ViewStatus]: ...
+
+
+class StoreCollector(Collector):
+    """Exposes one store's views as ``statestore_*`` metrics."""
+
+    def __init__(self, store: MeteredStore, views: Callable[[str], bool] | None = None) -> None:
         self._store = store
         self._views = views
 
@@ -169,8 +198,6 @@ def _versions() -> tuple[str, str, str, str, str]:
 
     import confluent_kafka
 
-    from . import __version__
-
     try:
         rocksdict = version("rocksdict")
     except PackageNotFoundError:
@@ -184,146 +211,248 @@ def _versions() -> tuple[str, str, str, str, str]:
     )
 
 
+_Samples = Callable[[ViewStatus, int], Iterator[tuple[list[str], float]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    """One metric of every view: its name, help, labels and samples of a status (at a time)."""
+
+    counter: bool
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    samples: _Samples
+
+    def new(self) -> CounterMetricFamily | GaugeMetricFamily:
+        kind = CounterMetricFamily if self.counter else GaugeMetricFamily
+        return kind(self.name, self.help, labels=list(self.labels))
+
+
+_PARTITION = ("view", "topic", "partition")
+_VIEW = ("view",)
+_EVENT = ("view", "cause")
+
+
+def _per_partition(value: Callable[[PartitionStatus], int | None]) -> _Samples:
+    def samples(s: ViewStatus, now_ms: int) -> Iterator[tuple[list[str], float]]:
+        for p in s.partitions:
+            v = value(p)
+            if v is not None:
+                yield [s.name, s.topic, str(p.partition)], v
+
+    return samples
+
+
+def _per_view(value: Callable[[ViewStatus], float | None]) -> _Samples:
+    def samples(s: ViewStatus, now_ms: int) -> Iterator[tuple[list[str], float]]:
+        v = value(s)
+        if v is not None:
+            yield [s.name], v
+
+    return samples
+
+
+def _last_event(event: Callable[[ViewStatus], ViewEvent | None]) -> _Samples:
+    def samples(s: ViewStatus, now_ms: int) -> Iterator[tuple[list[str], float]]:
+        e = event(s)
+        if e is not None:
+            yield [s.name, e.cause], e.at_ms / 1000
+
+    return samples
+
+
+def _view_lag(s: ViewStatus, now_ms: int) -> Iterator[tuple[list[str], float]]:
+    if s.lag is not None:
+        yield [s.name, s.topic], s.lag
+
+
+def _state(s: ViewStatus, now_ms: int) -> Iterator[tuple[list[str], float]]:
+    for name in _STATES:
+        yield [s.name, name], 1.0 if s.state == name else 0.0
+
+
+def _since_last_apply(s: ViewStatus, now_ms: int) -> Iterator[tuple[list[str], float]]:
+    if s.last_applied_at_ms is not None:
+        yield [s.name], max(0.0, (now_ms - s.last_applied_at_ms) / 1000)
+
+
+def _booted(value: Callable[[ViewStatus], float | None]) -> Callable[[ViewStatus], float | None]:
+    return lambda s: value(s) if s.bootstrap_seconds is not None else None
+
+
+def _seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+# In the order they are exposed.
+_FAMILIES = (
+    _Family(
+        False,
+        "statestore_consumer_lag",
+        "End offset minus applied position, per partition.",
+        _PARTITION,
+        _per_partition(lambda p: p.lag),
+    ),
+    _Family(
+        False,
+        "statestore_applied_offset",
+        "Next offset the view will read (every offset below it is applied).",
+        _PARTITION,
+        _per_partition(lambda p: p.position),
+    ),
+    _Family(
+        False,
+        "statestore_end_offset",
+        "High watermark of the partition, polled every [store] lag_refresh_s.",
+        _PARTITION,
+        _per_partition(lambda p: p.end_offset),
+    ),
+    _Family(
+        False,
+        "statestore_view_lag",
+        "Records the view is behind its topic (sum over partitions), in every state.",
+        ("view", "topic"),
+        _view_lag,
+    ),
+    _Family(
+        True,
+        "statestore_records_applied",
+        "Records applied to the view (this copy).",
+        _VIEW,
+        _per_view(lambda s: s.records_applied),
+    ),
+    _Family(
+        True,
+        "statestore_bytes_applied",
+        "Value bytes applied to the view (this copy).",
+        _VIEW,
+        _per_view(lambda s: s.bytes_applied),
+    ),
+    _Family(
+        True,
+        "statestore_quarantined",
+        "Records quarantined as undecodable (this copy).",
+        _VIEW,
+        _per_view(lambda s: s.quarantined),
+    ),
+    _Family(
+        False,
+        "statestore_keys",
+        "Entities currently in the view.",
+        _VIEW,
+        _per_view(lambda s: s.keys),
+    ),
+    _Family(
+        False,
+        "statestore_bootstrap_duration_seconds",
+        "Duration of the view's last bootstrap in this process.",
+        _VIEW,
+        _per_view(lambda s: s.bootstrap_seconds),
+    ),
+    _Family(
+        False,
+        "statestore_bootstrap_records",
+        "Records read by the view's last bootstrap in this process.",
+        _VIEW,
+        _per_view(_booted(lambda s: s.bootstrap_records)),
+    ),
+    _Family(
+        False,
+        "statestore_last_apply_timestamp_seconds",
+        "When the view last applied a batch (seconds since the epoch).",
+        _VIEW,
+        _per_view(lambda s: _seconds(s.last_applied_at_ms)),
+    ),
+    _Family(
+        True,
+        "statestore_rebuilds",
+        "Rebuilds of the view, over every process that served it (kept in the store).",
+        _VIEW,
+        _per_view(lambda s: s.rebuilds),
+    ),
+    _Family(
+        False,
+        "statestore_last_rebuild_timestamp_seconds",
+        "When the view was last rebuilt, labelled with why (kept in the store).",
+        _EVENT,
+        _last_event(lambda s: s.last_rebuild),
+    ),
+    _Family(
+        True,
+        "statestore_stale_events",
+        "Times the view was found untrustworthy and its on_stale policy applied, over every "
+        "process that served it (kept in the store).",
+        _VIEW,
+        _per_view(lambda s: s.stale_events),
+    ),
+    _Family(
+        False,
+        "statestore_last_stale_timestamp_seconds",
+        "When the view was last found untrustworthy, labelled with why (kept in the store).",
+        _EVENT,
+        _last_event(lambda s: s.last_stale),
+    ),
+    _Family(
+        False,
+        "statestore_view_state",
+        "1 for the view's current state, 0 for the others.",
+        ("view", "state"),
+        _state,
+    ),
+)
+
+# Deprecated names of the previous release, removed in the next one (exposed last).
+_DEPRECATED = (
+    _Family(
+        False,
+        "statestore_bootstrap_seconds",
+        "Deprecated: statestore_bootstrap_duration_seconds.",
+        _VIEW,
+        _per_view(lambda s: s.bootstrap_seconds),
+    ),
+    _Family(
+        False,
+        "statestore_bootstrap_records_per_second",
+        "Deprecated: statestore_bootstrap_records / statestore_bootstrap_duration_seconds.",
+        _VIEW,
+        _per_view(
+            lambda s: (
+                s.bootstrap_records / s.bootstrap_seconds
+                if s.bootstrap_seconds  # neither None nor 0
+                else None
+            )
+        ),
+    ),
+    _Family(
+        False,
+        "statestore_seconds_since_last_apply",
+        "Deprecated: time() - statestore_last_apply_timestamp_seconds.",
+        _VIEW,
+        _since_last_apply,
+    ),
+)
+
+
+def _collect(
+    families: tuple[_Family, ...], statuses: list[ViewStatus], now_ms: int
+) -> list[Metric]:
+    out: list[Metric] = []
+    for spec in families:
+        family = spec.new()
+        for s in statuses:
+            for labels, value in spec.samples(s, now_ms):
+                family.add_metric(labels, value)
+        out.append(family)
+    return out
+
+
 def metrics_for(
     statuses: list[ViewStatus], facts: StoreFacts | None = None, now_ms: int | None = None
 ) -> Iterator[Metric]:
     """The metric families for a list of view statuses (and the store's facts)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    part = ["view", "topic", "partition"]
-    lag = GaugeMetricFamily(
-        "statestore_consumer_lag", "End offset minus applied position, per partition.", labels=part
-    )
-    applied = GaugeMetricFamily(
-        "statestore_applied_offset",
-        "Next offset the view will read (every offset below it is applied).",
-        labels=part,
-    )
-    end = GaugeMetricFamily(
-        "statestore_end_offset",
-        "High watermark of the partition, polled every [store] lag_refresh_s.",
-        labels=part,
-    )
-    view_lag = GaugeMetricFamily(
-        "statestore_view_lag",
-        "Records the view is behind its topic (sum over partitions), in every state.",
-        labels=["view", "topic"],
-    )
-    records = CounterMetricFamily(
-        "statestore_records_applied", "Records applied to the view (this copy).", labels=["view"]
-    )
-    nbytes = CounterMetricFamily(
-        "statestore_bytes_applied", "Value bytes applied to the view (this copy).", labels=["view"]
-    )
-    quarantined = CounterMetricFamily(
-        "statestore_quarantined", "Records quarantined as undecodable (this copy).", labels=["view"]
-    )
-    keys = GaugeMetricFamily("statestore_keys", "Entities currently in the view.", labels=["view"])
-    boot_s = GaugeMetricFamily(
-        "statestore_bootstrap_duration_seconds",
-        "Duration of the view's last bootstrap in this process.",
-        labels=["view"],
-    )
-    boot_records = GaugeMetricFamily(
-        "statestore_bootstrap_records",
-        "Records read by the view's last bootstrap in this process.",
-        labels=["view"],
-    )
-    last_apply = GaugeMetricFamily(
-        "statestore_last_apply_timestamp_seconds",
-        "When the view last applied a batch (seconds since the epoch).",
-        labels=["view"],
-    )
-    rebuilds = CounterMetricFamily(
-        "statestore_rebuilds",
-        "Rebuilds of the view, over every process that served it (kept in the store).",
-        labels=["view"],
-    )
-    last_rebuild = GaugeMetricFamily(
-        "statestore_last_rebuild_timestamp_seconds",
-        "When the view was last rebuilt, labelled with why (kept in the store).",
-        labels=["view", "cause"],
-    )
-    stale = CounterMetricFamily(
-        "statestore_stale_events",
-        "Times the view was found untrustworthy and its on_stale policy applied, over every "
-        "process that served it (kept in the store).",
-        labels=["view"],
-    )
-    last_stale = GaugeMetricFamily(
-        "statestore_last_stale_timestamp_seconds",
-        "When the view was last found untrustworthy, labelled with why (kept in the store).",
-        labels=["view", "cause"],
-    )
-    state = GaugeMetricFamily(
-        "statestore_view_state",
-        "1 for the view's current state, 0 for the others.",
-        labels=["view", "state"],
-    )
-    # Deprecated names of the previous release, removed in the next one.
-    old_boot_s = GaugeMetricFamily(
-        "statestore_bootstrap_seconds",
-        "Deprecated: statestore_bootstrap_duration_seconds.",
-        labels=["view"],
-    )
-    old_boot_rate = GaugeMetricFamily(
-        "statestore_bootstrap_records_per_second",
-        "Deprecated: statestore_bootstrap_records / statestore_bootstrap_duration_seconds.",
-        labels=["view"],
-    )
-    old_since = GaugeMetricFamily(
-        "statestore_seconds_since_last_apply",
-        "Deprecated: time() - statestore_last_apply_timestamp_seconds.",
-        labels=["view"],
-    )
-    for s in statuses:
-        for p in s.partitions:
-            labels = [s.name, s.topic, str(p.partition)]
-            applied.add_metric(labels, p.position)
-            if p.end_offset is not None:
-                end.add_metric(labels, p.end_offset)
-            if p.lag is not None:
-                lag.add_metric(labels, p.lag)
-        if s.lag is not None:
-            view_lag.add_metric([s.name, s.topic], s.lag)
-        records.add_metric([s.name], s.records_applied)
-        nbytes.add_metric([s.name], s.bytes_applied)
-        quarantined.add_metric([s.name], s.quarantined)
-        keys.add_metric([s.name], s.keys)
-        if s.bootstrap_seconds is not None:
-            boot_s.add_metric([s.name], s.bootstrap_seconds)
-            boot_records.add_metric([s.name], s.bootstrap_records)
-            old_boot_s.add_metric([s.name], s.bootstrap_seconds)
-            if s.bootstrap_seconds > 0:
-                old_boot_rate.add_metric([s.name], s.bootstrap_records / s.bootstrap_seconds)
-        if s.last_applied_at_ms is not None:
-            last_apply.add_metric([s.name], s.last_applied_at_ms / 1000)
-            old_since.add_metric([s.name], max(0.0, (now_ms - s.last_applied_at_ms) / 1000))
-        rebuilds.add_metric([s.name], s.rebuilds)
-        if s.last_rebuild is not None:
-            last_rebuild.add_metric([s.name, s.last_rebuild.cause], s.last_rebuild.at_ms / 1000)
-        stale.add_metric([s.name], s.stale_events)
-        if s.last_stale is not None:
-            last_stale.add_metric([s.name, s.last_stale.cause], s.last_stale.at_ms / 1000)
-        for name in _STATES:
-            state.add_metric([s.name, name], 1.0 if s.state == name else 0.0)
-    yield from (
-        lag,
-        applied,
-        end,
-        view_lag,
-        records,
-        nbytes,
-        quarantined,
-        keys,
-        boot_s,
-        boot_records,
-        last_apply,
-        rebuilds,
-        last_rebuild,
-        stale,
-        last_stale,
-        state,
-    )
+    yield from _collect(_FAMILIES, statuses, now_ms)
     if facts is not None:
         starts = CounterMetricFamily(
             "statestore_starts",
@@ -338,4 +467,4 @@ def metrics_for(
                 "When this process started following (seconds since the epoch).",
                 value=facts.started_at,
             )
-    yield from (old_boot_s, old_boot_rate, old_since)
+    yield from _collect(_DEPRECATED, statuses, now_ms)

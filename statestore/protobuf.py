@@ -38,15 +38,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .avro import JsonAddressedKey, canonical_key
+from .codecs import JsonAddressedKey, canonical_key
 from .errors import CodecError, ConfigError
-from .schemas import Schemas
+from .framing import ID_FRAME
+from .schemas import Schemas, WriterCache
 
 __all__ = ["ProtobufKey", "ProtobufValue", "ReaderMessage", "load_reader_message", "require"]
 
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 # Directories above a reader schema searched for its imports.
 _READER_ROOTS = 6
+# An id frame and the one-byte message index list of message [0]: the ingest fast path.
+_FAST = ID_FRAME + 1
 # Nesting of message indexes is bounded by the file's message nesting; more is garbage.
 _MAX_INDEXES = 64
 
@@ -447,40 +449,20 @@ def message_indexes(raw: bytes, pos: int, what: str = "value") -> tuple[tuple[in
     return tuple(out), pos
 
 
-class _Writers:
+def _writers(schemas: Schemas) -> WriterCache[ProtoWriter]:
     """Protobuf writer schemas of a view, built once per schema id from the registry."""
 
-    def __init__(self, schemas: Schemas) -> None:
-        self._schemas = schemas
-        self._by_frame: dict[bytes, ProtoWriter] = {}
-        self._failed: dict[bytes, str] = {}
-        self._lock = threading.Lock()
+    def build(schema_id: int, offset: int, doc: dict[str, Any]) -> ProtoWriter:
+        try:
+            main, files = _main_and_files(schema_id, doc)
+            return ProtoWriter(
+                schema_id, offset, main, _pool(files, f"writer schema id {schema_id}")
+            )
+        except CodecError as exc:
+            log.warning("protobuf.bad_schema schema_id=%d reason=%s", schema_id, exc)
+            raise
 
-    def writer(self, raw: bytes, what: str) -> ProtoWriter:
-        frame_len = 17 if raw[:1] == b"\x01" else 5
-        frame = raw[:frame_len]
-        w = self._by_frame.get(frame)
-        if w is not None:
-            return w
-        schema_id, offset, doc = self._schemas.resolve(raw, what, "PROTOBUF")
-        with self._lock:
-            w = self._by_frame.get(frame)
-            if w is not None:
-                return w
-            failed = self._failed.get(frame)
-            if failed is not None:
-                raise CodecError(failed)
-            try:
-                main, files = _main_and_files(schema_id, doc)
-                w = ProtoWriter(
-                    schema_id, offset, main, _pool(files, f"writer schema id {schema_id}")
-                )
-            except CodecError as exc:
-                self._failed[frame] = str(exc)
-                log.warning("protobuf.bad_schema schema_id=%d reason=%s", schema_id, exc)
-                raise
-            self._by_frame[frame] = w
-            return w
+    return WriterCache(schemas, "PROTOBUF", build)
 
 
 # -- reader messages ---------------------------------------------------------------------
@@ -616,7 +598,7 @@ class ProtobufValue:
         from google.protobuf.message import DecodeError
 
         self._decode_error = DecodeError
-        self._writers = _Writers(schemas)
+        self._writers = _writers(schemas)
         self._reader = reader
         self._validate = validate
         # frame + b"\x00" (message [0]) -> (schema id, parse class, serving check, read class)
@@ -629,7 +611,7 @@ class ProtobufValue:
 
     def _admit(self, raw: bytes) -> tuple[int, Any, Check | None, Any, int]:
         """Slow path: resolve frame and indexes; (id, writer class, check, read class, body)."""
-        w = self._writers.writer(raw, "value")
+        w = self._writers.get(raw, "value")
         indexes, start = message_indexes(raw, w.offset)
         m = w.message(indexes)
         read_cls, serving = m.cls, m.check
@@ -650,15 +632,15 @@ class ProtobufValue:
             if why:
                 raise CodecError(why)
             read_cls, serving = self._reader.cls, self._reader.check
-        if w.offset == 5 and start == 6:
-            self._fast[raw[:6]] = (w.id, m.cls, serving, read_cls)
+        if w.offset == ID_FRAME and start == _FAST:
+            self._fast[raw[:_FAST]] = (w.id, m.cls, serving, read_cls)
         return w.id, m.cls, serving, read_cls, start
 
     def check(self, raw: bytes) -> int:
-        fast = self._fast.get(raw[:6])
+        fast = self._fast.get(raw[:_FAST])
         if fast is not None:
             schema_id, cls, serving, read_cls = fast
-            start = 6
+            start = _FAST
         else:
             schema_id, cls, serving, read_cls, start = self._admit(raw)
         if not self._validate:
@@ -684,9 +666,9 @@ class ProtobufValue:
         return schema_id
 
     def decode(self, raw: bytes) -> Any:
-        fast = self._fast.get(raw[:6])
+        fast = self._fast.get(raw[:_FAST])
         if fast is not None:
-            schema_id, read_cls, start = fast[0], fast[3], 6
+            schema_id, read_cls, start = fast[0], fast[3], _FAST
         else:
             schema_id, _cls, _check, read_cls, start = self._admit(raw)
         try:
@@ -707,10 +689,10 @@ class ProtobufKey(JsonAddressedKey):
 
     def __init__(self, schemas: Schemas) -> None:
         require()
-        self._writers = _Writers(schemas)
+        self._writers = _writers(schemas)
 
     def from_kafka(self, raw: bytes) -> bytes:
-        w = self._writers.writer(raw, "key")
+        w = self._writers.get(raw, "key")
         indexes, start = message_indexes(raw, w.offset, "key")
         m = w.message(indexes)
         try:

@@ -5,12 +5,17 @@ then, not at the first read) and answers every read of that view: points, pages
 of keys or key ranges, index values or ranges of them, positions, and changes.
 It holds the view, whose data a rebuild swaps underneath, so a handle stays
 valid for as long as the store is open; it is as cheap to call as the store.
+
+The store's reads that name the view first (``store.scan("deliveries", ...)``)
+are these handles' reads, made methods of the store by :func:`per_view`
+(``AsyncStateStore`` does the same with ``AsyncViewReader``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from .changes import Subscription
 from .indexes import IndexValue
@@ -19,7 +24,30 @@ from .records import Entity
 from .status import ViewStatus
 from .view import Page, View
 
-__all__ = ["ChangesOpener", "ViewReader"]
+__all__ = ["ChangesOpener", "Readers", "ViewReader", "per_view"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Readers(Protocol[R_co]):
+    """What hands out a one-view read handle by view name (``StateStore.reader``)."""
+
+    def reader(self, view: str) -> R_co: ...
+
+
+def per_view(
+    read: Callable[Concatenate[R, P], T],
+) -> Callable[Concatenate[Readers[R], str, P], T]:
+    """The one-view handle's method *read* as a method of its owner that takes the view's
+    name first: ``owner.scan(view, *args)`` is ``owner.reader(view).scan(*args)``."""
+
+    def run(owner: Readers[R], view: str, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return read(owner.reader(view), *args, **kwargs)
+
+    return functools.update_wrapper(run, read, assigned=("__name__", "__doc__"), updated=())
 
 
 class ChangesOpener(Protocol):
@@ -66,24 +94,24 @@ class ViewReader:
         return self._view.scan(prefix, after, limit, start=start, end=end)
 
     def by(
-        self, index: str, value: IndexValue, *, limit: int = 100, after: str | None = None
+        self, field: str, value: IndexValue, *, limit: int = 100, after: str | None = None
     ) -> Page:
-        """Entities whose indexed field *index* equals *value*, in key order."""
-        return self._view.by(index, value, after, limit)
+        """Entities whose indexed *field* equals *value*, in key order."""
+        return self._view.by(field, value, after, limit)
 
     def by_range(
         self,
-        index: str,
+        field: str,
         *,
         start: IndexValue | None = None,
         end: IndexValue | None = None,
         limit: int = 100,
         after: str | None = None,
     ) -> Page:
-        """Entities whose indexed field *index* lies from *start* (inclusive) to *end*
+        """Entities whose indexed *field* lies from *start* (inclusive) to *end*
         (exclusive), in value order then key order. A range covers one type: numbers by
         value, strings by code point, booleans false before true."""
-        return self._view.by_range(index, start, end, after, limit)
+        return self._view.by_range(field, start, end, after, limit)
 
     def position(self) -> dict[int, int]:
         """``{partition: offset of the last applied record}`` (-1: none yet)."""

@@ -3,7 +3,8 @@
 An entity is stored as a fixed header (partition, offset, timestamp, schema id)
 followed by the raw value bytes from Kafka: ingest copies bytes, reads decode.
 Here too: the column-family names of a slot, the metadata keys, the staging and
-control keys of a bulk load, and the newest-record rule (``supersedes``).
+control keys of a bulk load, the stored form of a quarantined record, and the
+newest-record rule (``supersedes``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
+
+import orjson
+
+from .codecs import b64
 
 __all__ = [
     "CONTROL_END",
@@ -50,6 +55,7 @@ __all__ = [
     "progress_key",
     "quarantine_family",
     "quarantine_key",
+    "quarantine_report",
     "sample_key",
     "schema_count_key",
     "schema_count_prefix",
@@ -376,6 +382,29 @@ def staged_quarantine_origin(key: bytes) -> tuple[int, int]:
 
 def quarantine_key(partition: int, offset: int) -> bytes:
     return _PARTITION.pack(partition) + _U64.pack(offset)
+
+
+def quarantine_report(
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: int,
+    key: bytes | None,
+    value: bytes | None,
+    reason: str,
+) -> bytes:
+    """The stored form of a quarantined record (JSON; key and value as base64 text)."""
+    return orjson.dumps(
+        {
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "timestamp": timestamp,
+            "key": b64(key),
+            "value": b64(value),
+            "reason": reason,
+        }
+    )
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

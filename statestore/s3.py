@@ -34,7 +34,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from .errors import SnapshotSourceError
-from .locations import check_name
+from .location_contract import check_name
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody

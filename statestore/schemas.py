@@ -30,8 +30,9 @@ import struct
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from fastavro import parse_schema
@@ -54,7 +55,7 @@ from .framing import (
 )
 from .storage import META, Storage
 
-__all__ = ["BAD_HEADER", "GUID_FRAME", "ID_FRAME", "Schemas", "Writer", "global_ref", "schema_info"]
+__all__ = ["Schemas", "Writer", "WriterCache", "global_ref", "schema_info"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,52 @@ class Writer:
 
 def _id_key(schema_id: int) -> bytes:
     return _ID_PREFIX + _INT.pack(schema_id)
+
+
+_T = TypeVar("_T")
+_K = TypeVar("_K", int, bytes)
+_V = TypeVar("_V")
+
+
+class WriterCache(Generic[_T]):
+    """What a view builds once per writer schema of a Confluent-framed record (a JSON
+    Schema validator, a Protobuf message pool), found by the record's frame.
+
+    *build(schema id, body offset, document)* runs once per schema, under a lock; a
+    CodecError it raises is remembered, so a bad schema is not rebuilt per record.
+    """
+
+    def __init__(
+        self, schemas: Schemas, kind: str, build: Callable[[int, int, dict[str, Any]], _T]
+    ) -> None:
+        self._schemas = schemas
+        self._kind = kind
+        self._build = build
+        self._by_frame: dict[bytes, _T] = {}
+        self._failed: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, raw: bytes, what: str) -> _T:
+        """The built thing of the writer schema framing *raw* (its *what*: key or value)."""
+        frame = raw[:GUID_FRAME] if raw[:1] == b"\x01" else raw[:ID_FRAME]
+        known = self._by_frame.get(frame)
+        if known is not None:
+            return known
+        schema_id, offset, doc = self._schemas.resolve(raw, what, self._kind)
+        with self._lock:
+            known = self._by_frame.get(frame)
+            if known is not None:
+                return known
+            failed = self._failed.get(frame)
+            if failed is not None:
+                raise CodecError(failed)
+            try:
+                known = self._build(schema_id, offset, doc)
+            except CodecError as exc:
+                self._failed[frame] = str(exc)
+                raise
+            self._by_frame[frame] = known
+            return known
 
 
 class Schemas:
@@ -258,30 +305,30 @@ class Schemas:
             )
         return schema_id, offset, doc
 
-    def _by_id(self, schema_id: int) -> dict[str, Any]:
-        doc = self._docs.get(schema_id)
-        if doc is not None:
-            return doc
+    def _cached(self, table: dict[_K, _V], key: _K, fetch: Callable[[], object]) -> _V:
+        """``table[key]``; on a miss, *fetch* (which remembers it) runs under the lock, so
+        threads missing the same key fetch it once."""
+        found = table.get(key)
+        if found is not None:
+            return found
         with self._lock:
-            doc = self._docs.get(schema_id)
-            if doc is None:
-                self._fail_if_unknown(schema_id)
-                doc = self._fetch_id(schema_id)
-                self._remember(schema_id, doc)
-            return doc
+            if key not in table:
+                self._fail_if_unknown(key)
+                fetch()
+            return table[key]
+
+    def _by_id(self, schema_id: int) -> dict[str, Any]:
+        return self._cached(
+            self._docs, schema_id, lambda: self._remember(schema_id, self._fetch_id(schema_id))
+        )
 
     def _by_guid(self, guid: bytes) -> tuple[int, dict[str, Any]]:
-        schema_id = self._guids.get(guid)
-        if schema_id is not None:
-            return schema_id, self._docs[schema_id]
-        with self._lock:
-            schema_id = self._guids.get(guid)
-            if schema_id is None:
-                self._fail_if_unknown(guid)
-                doc = self._fetch_guid(guid)
-                schema_id = _guid_id(guid, self._docs)
-                self._remember(schema_id, doc, guid)
-            return schema_id, self._docs[schema_id]
+        def fetch() -> None:
+            doc = self._fetch_guid(guid)
+            self._remember(_guid_id(guid, self._docs), doc, guid)
+
+        schema_id = self._cached(self._guids, guid, fetch)
+        return schema_id, self._docs[schema_id]
 
     def _apicurio_frame(self, raw: bytes, what: str, framing: Framing) -> tuple[int, int]:
         """The content id and body offset of a frame read under a framing other than
@@ -355,20 +402,16 @@ class Schemas:
 
     def _by_global(self, global_id: int) -> int:
         key = global_ref(global_id)
-        content_id = self._guids.get(key)
-        if content_id is not None:
-            return content_id
-        with self._lock:
-            content_id = self._guids.get(key)
-            if content_id is None:
-                self._fail_if_unknown(key)
-                content_id = self._fetch_global(global_id, key)
-                doc = self._docs.get(content_id)
-                if doc is None:
-                    self._fail_if_unknown(content_id)
-                    doc = self._fetch_id(content_id)
-                self._remember(content_id, doc, key)
-            return content_id
+
+        def fetch() -> None:
+            content_id = self._fetch_global(global_id, key)
+            doc = self._docs.get(content_id)
+            if doc is None:
+                self._fail_if_unknown(content_id)
+                doc = self._fetch_id(content_id)
+            self._remember(content_id, doc, key)
+
+        return self._cached(self._guids, key, fetch)
 
     def _parse(
         self, schema_id: int, doc: dict[str, Any], offset: int, json: bool = False

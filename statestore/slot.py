@@ -45,7 +45,15 @@ from .records import (
 )
 from .storage import META, Storage
 
-__all__ = ["COUNTERS", "Slot", "current_generation", "discard_slot", "slot_families"]
+__all__ = [
+    "COUNTERS",
+    "Slot",
+    "current_generation",
+    "discard_slot",
+    "meta_int",
+    "slot_families",
+    "stored_positions",
+]
 
 COUNTERS = ("keys", "records", "bytes", "quarantined")
 
@@ -54,6 +62,21 @@ def current_generation(storage: Storage, view: str) -> int:
     """The generation a view is served from (0 for a view never built)."""
     raw = storage.get(META, generation_key(view))
     return unpack_int(raw) if raw is not None else 0
+
+
+def meta_int(storage: Storage, key: bytes) -> int | None:
+    """The integer stored under the metadata *key*; None when there is none."""
+    raw = storage.get(META, key)
+    return unpack_int(raw) if raw is not None else None
+
+
+def stored_positions(storage: Storage, slot_id: str) -> dict[int, int]:
+    """``{partition: next offset to read}`` as the slot's metadata holds it."""
+    prefix = position_prefix(slot_id)
+    return {
+        partition_of_position_key(key): unpack_int(value)
+        for key, value in storage.scan(META, prefix, prefix_end(prefix))
+    }
 
 
 def slot_families(storage: Storage, slot_id: str) -> list[str]:
@@ -98,28 +121,23 @@ class Slot:
         self.checks_values = config.value != "bytes"
         self.tracks_schemas = config.uses_registry
 
-        self.positions: dict[int, int] = {}
-        prefix = position_prefix(self.id)
-        for key, value in storage.scan(META, prefix, prefix_end(prefix)):
-            self.positions[partition_of_position_key(key)] = unpack_int(value)
-        self.counters = {name: self._meta_int(counter_key(self.id, name)) or 0 for name in COUNTERS}
-        self.last_applied_at_ms = self._meta_int(applied_at_key(self.id))
+        self.positions = stored_positions(storage, self.id)
+        self.counters = {
+            name: meta_int(self.storage, counter_key(self.id, name)) or 0 for name in COUNTERS
+        }
+        self.last_applied_at_ms = meta_int(self.storage, applied_at_key(self.id))
         self.schema_counts: dict[int, int] = {}
         prefix = schema_count_prefix(self.id)
         for key, value in storage.scan(META, prefix, prefix_end(prefix)):
             self.schema_counts[partition_of_position_key(key)] = unpack_int(value)
         # Caught up at least once (persisted): the stored copy may be served while it catches up again.
-        self.servable = self._meta_int(caught_up_key(self.id)) is not None
-        self.synced_at_ms = self._meta_int(synced_at_key(self.id))
+        self.servable = meta_int(self.storage, caught_up_key(self.id)) is not None
+        self.synced_at_ms = meta_int(self.storage, synced_at_key(self.id))
         # Loaded in bulk (first bootstrap): records sit in the staging family until the merge.
-        self.bulk = self._meta_int(bulk_key(self.id)) is not None
+        self.bulk = meta_int(self.storage, bulk_key(self.id)) is not None
         raw = storage.get(META, topic_id_key(self.id))
         # The id of the topic read into the slot (None: not known yet).
         self.topic_id = raw.decode() if raw is not None else None
-
-    def _meta_int(self, key: bytes) -> int | None:
-        raw = self.storage.get(META, key)
-        return unpack_int(raw) if raw is not None else None
 
     def _put_meta(self, key: bytes, value: int) -> None:
         batch = self.storage.batch()

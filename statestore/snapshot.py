@@ -54,15 +54,11 @@ from .records import (
     family_owner,
     fingerprint_key,
     index_done_key,
-    partition_of_position_key,
-    position_prefix,
-    prefix_end,
     slot_id,
     synced_at_key,
     topic_id_key,
-    unpack_int,
 )
-from .slot import current_generation, slot_families
+from .slot import current_generation, meta_int, slot_families, stored_positions
 from .storage import HOLDER, MARKER, META, RocksOptions, Storage
 
 __all__ = [
@@ -165,15 +161,7 @@ def _slot_manifest(storage: Storage, vc: ViewConfig) -> tuple[str | None, dict[s
     stored_fp = storage.get(META, fingerprint_key(slot))
     if stored_fp is None or stored_fp.decode() != vc.fingerprint():
         return "the store holds it as built under another config (topic or codecs)", {}
-    positions = {
-        str(partition_of_position_key(k)): unpack_int(v)
-        for k, v in storage.scan(META, position_prefix(slot), prefix_end(position_prefix(slot)))
-    }
-
-    def meta_int(key: bytes) -> int | None:
-        raw = storage.get(META, key)
-        return unpack_int(raw) if raw is not None else None
-
+    positions = {str(p): offset for p, offset in stored_positions(storage, slot).items()}
     topic_id = storage.get(META, topic_id_key(slot))
     indexes = [f for f in vc.indexes if storage.get(META, index_done_key(slot, f)) is not None]
     return None, {
@@ -185,9 +173,9 @@ def _slot_manifest(storage: Storage, vc: ViewConfig) -> tuple[str | None, dict[s
         "indexes": indexes,
         "generation": generation,
         "positions": positions,
-        "keys": meta_int(counter_key(slot, "keys")) or 0,
-        "records": meta_int(counter_key(slot, "records")) or 0,
-        "synced_at_ms": meta_int(synced_at_key(slot)),
+        "keys": meta_int(storage, counter_key(slot, "keys")) or 0,
+        "records": meta_int(storage, counter_key(slot, "records")) or 0,
+        "synced_at_ms": meta_int(storage, synced_at_key(slot)),
     }
 
 

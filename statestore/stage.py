@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from .codecs import KeyCodec, ValueCodec, b64
+from .codecs import NO_KEY, KeyCodec, ValueCodec, not_utf8
 from .errors import CodecError, RegistryUnavailableError
 from .records import (
     NO_SCHEMA,
@@ -36,6 +34,7 @@ from .records import (
     pack_progress,
     pack_samples,
     progress_key,
+    quarantine_report,
     sample_key,
     stage_key_maker,
     staged_key,
@@ -263,9 +262,7 @@ class Stager:
                         key, value = hook(headers, key, value)
                 try:
                     if key is None:
-                        raise CodecError(
-                            "record has no key (null key); a view needs a key per entity"
-                        )
+                        raise CodecError(NO_KEY)
                     if utf8_keys:
                         key.decode("utf-8")
                         stored_key = key
@@ -309,16 +306,9 @@ class Stager:
             # The bad record is not applied: the piece stops just before it.
             self.failure = f"partition {r.piece.partition} offset {offset}: {reason}"
             return
-        report = {
-            "topic": self.topic,
-            "partition": r.piece.partition,
-            "offset": offset,
-            "timestamp": m.timestamp()[1],
-            "key": b64(key),
-            "value": b64(value),
-            "reason": reason,
-        }
-        data = orjson.dumps(report)
+        data = quarantine_report(
+            self.topic, r.piece.partition, offset, m.timestamp()[1], key, value, reason
+        )
         self._quarantine.append((r.piece.partition, offset, data))
         self._used += len(data) + _ENTRY_OVERHEAD
         r.reached = offset + 1
@@ -428,5 +418,5 @@ class _Retry(RegistryUnavailableError):
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, UnicodeDecodeError):
-        return f"key is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        return not_utf8("key", exc)
     return str(exc)

@@ -63,7 +63,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     schemas: Any = None
     hook = None
     if vc.uses_registry:
-        from .avro import registry_codecs
+        from .registry_codecs import registry_codecs
         from .schemas import Schemas
 
         schemas = Schemas(None, spec.registry, known=spec.known_schemas)

@@ -552,26 +552,6 @@ class Storage:
         except Exception as exc:
             raise self._read_failed(exc) from exc
 
-    def scan_reverse(self, cf: str, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """Items of *cf* with ``key < end`` (all when None) in descending key order."""
-        family = self._cfs.get(cf)
-        if family is None:
-            return
-        it = family.iter(ReadOptions())
-        if end is None:
-            it.seek_to_last()
-        else:
-            it.seek_for_prev(end)
-            if it.valid() and it.key() >= end:
-                it.prev()
-        while it.valid():
-            yield it.key(), it.value()
-            it.prev()
-        try:
-            it.status()
-        except Exception as exc:
-            raise self._read_failed(exc) from exc
-
     def delete_range(self, cf: str, start: bytes, end: bytes) -> None:
         """Delete the keys in ``[start, end)`` in one write (small ranges: metadata).
 
@@ -629,13 +609,6 @@ class Storage:
             self._db.flush()
         except Exception as exc:
             raise StorageError(f"flush of the store at {self.path} failed: {exc}") from exc
-
-    def property_int(self, cf: str, name: str) -> int | None:
-        family = self._cfs.get(cf)
-        if family is None:
-            return None
-        value = family.property_int_value(name)
-        return None if value is None else int(value)
 
     def close(self) -> None:
         if self._closed:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from .bulk import BulkSettings
-from .changes import Subscription, open_changes
+from .changes import DEFAULT_BUFFER, DEFAULT_BUFFER_BYTES, ChangeFeed, Subscription
 from .config import Config, ViewConfig, usable_cores
 from .cursor import CursorSigner
 from .errors import (
@@ -26,16 +26,16 @@ from .errors import (
     ViewFailedError,
 )
 from .history import count_start, read_starts
-from .indexes import IndexValue
 from .ingest import Ingestor, ProgressCallback
 from .kafka import KafkaClient
 from .ranges import read_progress, shown
-from .reader import ViewReader
-from .records import NO_SCHEMA, Entity, family_owner
+from .reader import ViewReader, per_view
+from .records import NO_SCHEMA, family_owner
 from .snapshot import SEEDED_KEY, SnapshotInfo, Snapshotter, restore, store_is_empty
+from .source import TopicClient
 from .status import ViewStatus
 from .storage import META, RocksOptions, Storage
-from .view import Page, View
+from .view import ChangeListener, View
 
 __all__ = ["StateStore"]
 
@@ -50,11 +50,18 @@ class StateStore:
     ``read_only=True`` opens the store beside a running server (status, get) and
     never consumes. ``secondary=DIR`` opens it read-only as a RocksDB secondary
     instance (its own files in DIR) that sees the primary's later writes after
-    ``storage.catch_up()`` (``statestore serve --workers N``).
+    ``storage.catch_up()`` (``statestore serve --workers N``). ``client=`` reads the
+    topics through another ``source.TopicClient`` than the Kafka client the config
+    describes (``statestore.testing.MemoryKafka`` in tests).
     """
 
     def __init__(
-        self, config: Config, *, read_only: bool = False, secondary: Path | None = None
+        self,
+        config: Config,
+        *,
+        read_only: bool = False,
+        secondary: Path | None = None,
+        client: TopicClient | None = None,
     ) -> None:
         self.config = config
         read_only = read_only or secondary is not None
@@ -91,11 +98,17 @@ class StateStore:
                 self._note_seed(self.seeded_from)
         self._signer = CursorSigner(self._secret())
         self._views: dict[str, View] = {}
-        self._client: KafkaClient | None = None
+        self._client: TopicClient | None = client
         self._ingestors: dict[str, Ingestor] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
         self._closed = False
+        # The change feed of each view that was followed (made on first use, closed
+        # with the store), and how to detach each from its view.
+        self._feeds: dict[str, ChangeFeed] = {}
+        self._feed_detach: list[Callable[[], None]] = []
+        self._feeds_lock = threading.Lock()
+        self._readers: dict[str, ViewReader] = {}
         # Set by start(): this process's start (seconds since the epoch) and the store's
         # count of starts, this one included.
         self.started_at: float | None = None
@@ -113,7 +126,7 @@ class StateStore:
             self._views[vc.name] = view
         if not read_only:
             self._drop_leftovers()
-        from . import __version__
+        from ._version import __version__
 
         self.snapshots = Snapshotter(self.storage, config, __version__)
         self.snapshots.status.seed_error = self.seed_error
@@ -158,7 +171,7 @@ class StateStore:
 
     def _make_view(self, vc: ViewConfig) -> View:
         if vc.uses_registry:
-            from .avro import registry_codecs
+            from .registry_codecs import registry_codecs
             from .schemas import Schemas
 
             schemas = Schemas(self.storage, self.config.schema_registry.client_config())
@@ -195,10 +208,11 @@ class StateStore:
         self.close()
 
     @property
-    def client(self) -> KafkaClient:
+    def client(self) -> TopicClient:
         if self._client is None:
-            self._client = KafkaClient(self.config.kafka_config())
-            self._client.on_error = self._client_error
+            kafka = KafkaClient(self.config.kafka_config())
+            kafka.on_error = self._client_error
+            self._client = kafka
         return self._client
 
     def _client_error(self, text: str, fatal: bool) -> None:
@@ -242,7 +256,10 @@ class StateStore:
         names = self._names(views)
         self._run_all(
             [
-                (f"bootstrap-{name}", self._ingestor(name).catch_up, (self._stop, on_progress))
+                (
+                    f"bootstrap-{name}",
+                    functools.partial(self._ingestor(name).catch_up, self._stop, on_progress),
+                )
                 for name in names
             ]
         )
@@ -354,6 +371,7 @@ class StateStore:
         if self._closed:
             return
         self._closed = True
+        self._close_feeds()
         self.stop()
         if not self.read_only:
             self.snapshots.idle()  # a snapshot being taken reads the database to its end
@@ -388,7 +406,12 @@ class StateStore:
                 offline.append(name)
         self._run_all(
             [
-                (f"rebuild-{name}", self._ingestor(name).rebuild, (self._stop, reason, on_progress))
+                (
+                    f"rebuild-{name}",
+                    functools.partial(
+                        self._ingestor(name).rebuild, self._stop, reason, on_progress
+                    ),
+                )
                 for name in offline
             ]
         )
@@ -407,8 +430,8 @@ class StateStore:
         self.storage.flush()
         return {n: self._views[n].status() for n in names}
 
-    def _run_all(self, jobs: list[tuple[str, Callable[..., Any], tuple[Any, ...]]]) -> None:
-        """Run each (name, function, args) in a thread of its own; return when all are done.
+    def _run_all(self, jobs: list[tuple[str, Callable[[], object]]]) -> None:
+        """Run each (name, job) in a thread of its own; return when all are done.
 
         Ctrl-C or SIGTERM (KeyboardInterrupt here) stops them, waits until they have
         finished what they were writing, and re-raises. Completion is awaited on events
@@ -416,16 +439,12 @@ class StateStore:
         looking finished (Python 3.11), and the store would then be closed under it.
         """
         done: list[threading.Event] = []
-        for name, fn, args in jobs:
+        for name, job in jobs:
             finished = threading.Event()
 
-            def run(
-                fn: Callable[..., Any] = fn,
-                args: tuple[Any, ...] = args,
-                finished: threading.Event = finished,
-            ) -> None:
+            def run(job: Callable[[], object] = job, finished: threading.Event = finished) -> None:
                 try:
-                    fn(*args)
+                    job()
                 finally:
                     finished.set()
 
@@ -466,56 +485,22 @@ class StateStore:
         except KeyError:
             raise UnknownViewError(name, list(self._views)) from None
 
-    def get(self, view: str, key: str) -> Entity | None:
-        """The entity under *key*, or None when absent or deleted."""
-        return self.view(view).get(key)
-
-    def lookup(self, view: str, keys: list[str]) -> list[Entity | None]:
-        return self.view(view).lookup(keys)
-
     def reader(self, view: str) -> ViewReader:
         """The reads of one view behind a handle bound to it (UnknownViewError at once)."""
-        return ViewReader(self.view(view), functools.partial(self.changes, view))
+        found = self._readers.get(view)
+        if found is None:
+            found = ViewReader(self.view(view), functools.partial(self.changes, view))
+            self._readers[view] = found
+        return found
 
-    def scan(
-        self,
-        view: str,
-        prefix: str = "",
-        *,
-        after: str | None = None,
-        limit: int = 100,
-        start: str | None = None,
-        end: str | None = None,
-    ) -> Page:
-        """A page of entities in key order: keys starting with *prefix*, from *start*
-        (inclusive) to *end* (exclusive); *after* is the previous page's ``next``."""
-        return self.view(view).scan(prefix, after, limit, start=start, end=end)
-
-    def by(
-        self, view: str, field: str, value: Any, *, after: str | None = None, limit: int = 100
-    ) -> Page:
-        return self.view(view).by(field, value, after, limit)
-
-    def by_range(
-        self,
-        view: str,
-        field: str,
-        *,
-        start: IndexValue | None = None,
-        end: IndexValue | None = None,
-        after: str | None = None,
-        limit: int = 100,
-    ) -> Page:
-        """A page of entities whose indexed *field* lies from *start* (inclusive) to *end*
-        (exclusive), in value order, then key order."""
-        return self.view(view).by_range(field, start, end, after, limit)
-
-    def wait_for(self, view: str, position: dict[int, int], timeout: float = 5.0) -> dict[int, int]:
-        """Block until *view* has applied every ``partition: offset``; raise PositionTimeoutError."""
-        return self.view(view).wait_for(position, timeout)
-
-    def position(self, view: str) -> dict[int, int]:
-        return self.view(view).applied_position()
+    # The reads of the view named first: ViewReader's, with its signatures after the name.
+    get = per_view(ViewReader.get)
+    lookup = per_view(ViewReader.lookup)
+    scan = per_view(ViewReader.scan)
+    by = per_view(ViewReader.by)
+    by_range = per_view(ViewReader.by_range)
+    wait_for = per_view(ViewReader.wait_for)
+    position = per_view(ViewReader.position)
 
     def status(self) -> list[ViewStatus]:
         return [v.status() for v in self._views.values()]
@@ -556,10 +541,49 @@ class StateStore:
         last_id: str | None = None,
         max_pending: int | None = None,
     ) -> Subscription:
-        """Follow *view*'s changes: iterate Change and Reset events; close() when done."""
-        return open_changes(self, view, prefix=prefix, last_id=last_id, max_pending=max_pending)
+        """Follow *view*'s changes: iterate Change and Reset events; close() when done.
 
-    def subscribe(self, view: str, callback: Callable[[View, Any], None]) -> Callable[[], None]:
+        With *last_id* (the ``id`` of the last change seen), resume right after it, or
+        start with a Reset when that is no longer possible. *max_pending* bounds how
+        many changes may wait for this subscriber before it is dropped (default: as
+        many as the feed buffers).
+        """
+        feed = self.change_feed(view)
+        return feed.open(prefix=prefix, last_id=last_id, max_pending=max_pending)
+
+    def change_feed(
+        self, view: str, *, buffer: int = DEFAULT_BUFFER, buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    ) -> ChangeFeed:
+        """The change feed of *view*, made and attached to it on first use.
+
+        The sizes apply when the feed is made; the ring holds at least two consumed
+        batches, so a reader that keeps up is never dropped by one batch. A closed
+        store has no feeds (NotReadyError).
+        """
+        v = self.view(view)
+        with self._feeds_lock:
+            if self._closed:
+                raise NotReadyError("the store is closed; cannot follow changes")
+            feed = self._feeds.get(view)
+            if feed is None:
+                floor = 2 * self.config.store.batch_size
+                feed = ChangeFeed(v, buffer=max(buffer, floor), buffer_bytes=buffer_bytes)
+                self._feed_detach.append(self.subscribe(view, feed.on_applied))
+                self._feeds[view] = feed
+                log.info("changes.feed view=%s buffer=%d", view, feed.capacity)
+        return feed
+
+    def _close_feeds(self) -> None:
+        """Detach and close every change feed: their subscriptions end."""
+        with self._feeds_lock:
+            feeds, self._feeds = list(self._feeds.values()), {}
+            detach, self._feed_detach = self._feed_detach, []
+        for stop in detach:
+            stop()
+        for feed in feeds:
+            feed.close()
+
+    def subscribe(self, view: str, callback: ChangeListener) -> Callable[[], None]:
         """Call *callback(view, applied)* after each applied batch; returns an unsubscribe."""
         v = self.view(view)
         v.listeners.append(callback)

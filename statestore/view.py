@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["Page", "View"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 ChangeListener = Callable[["View", Applied], None]
 
@@ -436,20 +437,9 @@ class View:
             low = max(low, first)
             if stop is not None:
                 high = stop if high is None else min(high, stop)
-        begin = low
-        if after:
-            last = self.signer.open(scope, after)
-            if last < low or (high is not None and last >= high):
-                raise CursorError("cursor does not belong to this prefix or key range")
-            begin = last + b"\x00"
-        items: list[Entity] = []
-        last_key = b""
-        for key, data in self.storage.scan(slot.entity_cf, begin, high):
-            if len(items) == limit:
-                return Page(items, self.signer.make(scope, last_key))
-            items.append(self.entity(key, data))
-            last_key = key
-        return Page(items, None)
+        begin = self._resume(scope, after, low, high, "prefix or key range")
+        found = self.storage.scan(slot.entity_cf, begin, high)
+        return Page(*self._page(scope, ((key, self.entity(key, d)) for key, d in found), limit))
 
     def by(self, field: str, value: Any, after: str | None = None, limit: int = 100) -> Page:
         """A page of entities whose indexed *field* equals *value*, in key order."""
@@ -465,24 +455,22 @@ class View:
         start = prefix
         if after:
             start = prefix + self.signer.open(scope, after) + b"\x00"
-        items: list[Entity] = []
-        last_key = b""
         n = len(prefix)
         path = slot.index_paths[field]
-        for ikey, _ in self.storage.scan(cf, start, prefix_end(prefix)):
-            key = ikey[n:]
-            data = self.storage.get(slot.entity_cf, key)
-            if data is None:
-                continue
-            entity = self.entity(key, data)
-            if index_value(entity.value, path) != prefix[:-1]:
-                # Changed between the index scan and this read: no longer a match.
-                continue
-            if len(items) == limit:
-                return Page(items, self.signer.make(scope, last_key))
-            items.append(entity)
-            last_key = key
-        return Page(items, None)
+
+        def matches() -> Iterator[tuple[bytes, Entity]]:
+            for ikey, _ in self.storage.scan(cf, start, prefix_end(prefix)):
+                key = ikey[n:]
+                data = self.storage.get(slot.entity_cf, key)
+                if data is None:
+                    continue
+                entity = self.entity(key, data)
+                if index_value(entity.value, path) != prefix[:-1]:
+                    # Changed between the index scan and this read: no longer a match.
+                    continue
+                yield key, entity
+
+        return Page(*self._page(scope, matches(), limit))
 
     def by_range(
         self,
@@ -507,30 +495,49 @@ class View:
             raise ValueError("limit must be at least 1")
         cf = slot.index_cfs[field]
         scope = f"by_range:{self.name}:{slot.generation}:{field}"
-        begin = low
-        if after:
-            last = self.signer.open(scope, after)
-            if last < low or (high is not None and last >= high):
-                raise CursorError("cursor does not belong to this index range")
-            begin = last + b"\x00"
-        items: list[Entity] = []
-        last_entry = b""
+        begin = self._resume(scope, after, low, high, "index range")
         path = slot.index_paths[field]
-        for entry, _ in self.storage.scan(cf, begin, high):
-            n = entry_value_length(entry)
-            key = entry[n + 1 :]
-            data = self.storage.get(slot.entity_cf, key)
-            if data is None:
-                continue
-            entity = self.entity(key, data)
-            if index_value(entity.value, path) != entry[:n]:
-                # Changed between the index scan and this read: listed under its new value.
-                continue
+
+        def matches() -> Iterator[tuple[bytes, Entity]]:
+            for entry, _ in self.storage.scan(cf, begin, high):
+                n = entry_value_length(entry)
+                key = entry[n + 1 :]
+                data = self.storage.get(slot.entity_cf, key)
+                if data is None:
+                    continue
+                entity = self.entity(key, data)
+                if index_value(entity.value, path) != entry[:n]:
+                    # Changed between the index scan and this read: listed under its new value.
+                    continue
+                yield entry, entity
+
+        return Page(*self._page(scope, matches(), limit))
+
+    def _resume(
+        self, scope: str, after: str | None, low: bytes, high: bytes | None, what: str
+    ) -> bytes:
+        """Where a read from *low* to *high* starts: *low*, or just past the cursor *after*
+        (which must lie in the range)."""
+        if not after:
+            return low
+        last = self.signer.open(scope, after)
+        if last < low or (high is not None and last >= high):
+            raise CursorError(f"cursor does not belong to this {what}")
+        return last + b"\x00"
+
+    def _page(
+        self, scope: str, found: Iterator[tuple[bytes, _T]], limit: int
+    ) -> tuple[list[_T], str | None]:
+        """Up to *limit* items of *found* (each with the position a cursor resumes after),
+        and the cursor after the last one when more follow."""
+        items: list[_T] = []
+        last = b""
+        for position, item in found:
             if len(items) == limit:
-                return Page(items, self.signer.make(scope, last_entry))
-            items.append(entity)
-            last_entry = entry
-        return Page(items, None)
+                return items, self.signer.make(scope, last)
+            items.append(item)
+            last = position
+        return items, None
 
     def quarantine(
         self, after: str | None = None, limit: int = 100
@@ -543,14 +550,8 @@ class View:
         start = b""
         if after:
             start = self.signer.open(scope, after) + b"\x00"
-        items: list[dict[str, Any]] = []
-        last = b""
-        for key, data in self.storage.scan(slot.quarantine_cf, start, None):
-            if len(items) == limit:
-                return items, self.signer.make(scope, last)
-            items.append(orjson.loads(data))
-            last = key
-        return items, None
+        found = self.storage.scan(slot.quarantine_cf, start, None)
+        return self._page(scope, ((key, orjson.loads(data)) for key, data in found), limit)
 
     def iter_entities(self) -> Iterator[Entity]:
         """Every entity in key order."""

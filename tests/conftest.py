@@ -1,21 +1,21 @@
-"""Shared fixtures: the real local broker (started by `make test`), topics, producers, configs."""
+"""Fixtures every suite may use: the real local broker (started by `make services`), topics,
+producers, configs. They are built from tests/support, which holds the plain functions."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
-from statestore import Config, StoreConfig, ViewConfig
-
-BOOTSTRAP = os.environ.get("STATESTORE_TEST_BOOTSTRAP", "127.0.0.1:9092")
+from statestore import Config, ViewConfig
+from tests.support.config import store_config
+from tests.support.env import Env
+from tests.support.kafka import BOOTSTRAP, Topics, produce_all, require_broker
+from tests.support.oracle import LogRecord, reduce_log
 
 KV = tuple[bytes | str | None, bytes | str | None]
 
@@ -60,14 +60,7 @@ def _b(x: bytes | str | None) -> bytes | None:
 @pytest.fixture(scope="session")
 def bootstrap_servers() -> str:
     """The local broker's address; fails (never skips) when the broker is not running."""
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    try:
-        admin.list_topics(timeout=10)
-    except KafkaException as exc:
-        pytest.fail(
-            f"no Kafka broker answers at {BOOTSTRAP}: start it with `scripts/local-kafka start` "
-            f"(make test does) — {exc}"
-        )
+    require_broker(BOOTSTRAP, "start it with `make services`")
     return BOOTSTRAP
 
 
@@ -77,23 +70,18 @@ def admin(bootstrap_servers: str) -> AdminClient:
 
 
 @pytest.fixture
-def topic_factory(admin: AdminClient) -> Iterator[Callable[..., str]]:
-    """Create uniquely named topics (compacted by default); deleted after the test."""
-    created: list[str] = []
+def topics(bootstrap_servers: str) -> Iterator[Topics]:
+    """Unique compacted topics for one test, deleted after it."""
+    made = Topics(bootstrap_servers)
+    yield made
+    made.close()
 
-    def make(partitions: int = 3, *, prefix: str = "t", **config: str) -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-        conf = {"cleanup.policy": "compact"}
-        conf.update({k.replace("_", "."): v for k, v in config.items()})
-        admin.create_topics([NewTopic(name, partitions, 1, config=conf)])[name].result(timeout=30)
-        created.append(name)
-        return name
 
-    yield make
-    if created:
-        for fut in admin.delete_topics(created, operation_timeout=30).values():
-            with contextlib.suppress(KafkaException):
-                fut.result(timeout=30)
+@pytest.fixture
+def topic_factory(topics: Topics) -> Callable[..., str]:
+    """``topic_factory(partitions=3, *, prefix=..., **config)``: a uniquely named topic
+    (compacted unless *config* says otherwise), deleted after the test."""
+    return topics.create
 
 
 class Produced:
@@ -104,14 +92,14 @@ class Produced:
 
     def latest(self) -> dict[bytes, bytes]:
         """The reduction of the log: last value per key, tombstones removing keys."""
-        out: dict[bytes, bytes] = {}
-        for _, _, key, value in sorted(self.records, key=lambda r: (r[0], r[1])):
-            if key is None:
-                continue
-            if value is None:
-                out.pop(key, None)
-            else:
-                out[key] = value
+        reduced = reduce_log(LogRecord(*r) for r in self.records)
+        return {key: r.value for key, r in reduced.items() if r.value is not None}
+
+    def last_offsets(self) -> dict[int, int]:
+        """The offset of the last record written to each partition: the position to wait for."""
+        out: dict[int, int] = {}
+        for partition, offset, _, _ in self.records:
+            out[partition] = max(offset, out.get(partition, -1))
         return out
 
 
@@ -127,28 +115,21 @@ def produce(bootstrap_servers: str) -> Callable[..., Produced]:
         headers: list[tuple[str, bytes]] | None = None,
         **conf: Any,
     ) -> Produced:
-        p = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 5, **conf})
         out = Produced()
 
-        def report(err: Any, msg: Any) -> None:
-            if err is not None:
-                raise AssertionError(f"delivery failed: {err}")
+        def delivered(err: Any, msg: Any) -> None:
             out.records.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
 
-        for key, value in records:
-            kwargs: dict[str, Any] = {"key": _b(key), "value": _b(value), "on_delivery": report}
-            if partition is not None:
-                kwargs["partition"] = partition
-            if headers:
-                kwargs["headers"] = headers
-            while True:
-                try:
-                    p.produce(topic, **kwargs)
-                    break
-                except BufferError:
-                    p.poll(0.05)
-            p.poll(0)
-        assert p.flush(30) == 0, "producer did not deliver everything"
+        producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 5, **conf})
+        produce_all(
+            producer,
+            topic,
+            ((_b(key), _b(value)) for key, value in records),
+            partition=partition,
+            headers=headers,
+            on_delivery=delivered,
+            timeout=30,
+        )
         return out
 
     return send
@@ -159,8 +140,16 @@ def make_config(tmp_path: Path, bootstrap_servers: str) -> Callable[..., Config]
     """Build a Config with the given views, a store under tmp_path and the local broker."""
 
     def make(*views: ViewConfig | dict[str, Any], store: str = "store", **kafka: Any) -> Config:
-        vs = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**v) for v in views)
-        kconf: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, **kafka}
-        return Config(kafka=kconf, store=StoreConfig(path=tmp_path / store), views=vs)
+        return store_config(tmp_path / store, views, bootstrap=bootstrap_servers, kafka=kafka)
 
     return make
+
+
+@pytest.fixture
+def env(
+    topic_factory: Callable[..., str],
+    produce: Callable[..., Produced],
+    make_config: Callable[..., Config],
+) -> Env:
+    """``topic_factory``, ``produce`` and ``make_config`` as one (tests/support/env.py)."""
+    return Env(topic_factory, produce, make_config)

@@ -18,8 +18,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from statestore import StateStore, load_config
-from statestore.api import create_app
-from statestore.cli._serve import HTTP_DRAIN_S
+from statestore.api import HTTP_DRAIN_S, create_app
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "deploy" / "kubernetes.yaml"

@@ -18,7 +18,6 @@ import struct
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 from confluent_kafka.schema_registry import (
     Schema,
@@ -29,22 +28,18 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from tests.support.registry import require_registry
+from tests.support.schemas import field, record, with_field
+
 pytestmark = pytest.mark.registry
 
 REGISTRY_PORT = int(os.environ.get("REGISTRY_PORT", "8081"))
 REGISTRY_URL = f"http://127.0.0.1:{REGISTRY_PORT}/apis/ccompat/v7"
 
-PAYMENT_V1: dict[str, Any] = {
-    "type": "record",
-    "name": "Payment",
-    "namespace": "dev.statestore.smoke",
-    "fields": [
-        {"name": "id", "type": "string"},
-        {"name": "amount", "type": "double"},
-    ],
-}
-PAYMENT_V2: dict[str, Any] = copy.deepcopy(PAYMENT_V1)
-PAYMENT_V2["fields"].append({"name": "currency", "type": "string", "default": "USD"})
+PAYMENT_V1 = record(
+    "Payment", [field("id", "string"), field("amount", "double")], namespace="dev.statestore.smoke"
+)
+PAYMENT_V2 = with_field(PAYMENT_V1, field("currency", "string", default="USD"))
 
 
 # Subjects named <topic>-value, without first asking the registry for a topic association:
@@ -55,20 +50,6 @@ TOPIC_SUBJECTS = {"subject.name.strategy": topic_subject_name_strategy}
 def new_client() -> SchemaRegistryClient:
     """A client with an empty cache, so every lookup goes to the registry."""
     return SchemaRegistryClient({"url": REGISTRY_URL, "timeout": 10})
-
-
-def require_registry() -> None:
-    """Fail the calling test with a clear message when the registry does not answer."""
-    try:
-        response = httpx.get(f"{REGISTRY_URL}/subjects", timeout=5)
-    except httpx.HTTPError as exc:
-        pytest.fail(
-            f"schema registry not reachable at {REGISTRY_URL} ({exc}); "
-            "start it with scripts/local-registry start"
-        )
-    assert response.status_code == 200, (
-        f"GET {REGISTRY_URL}/subjects answered {response.status_code}: {response.text[:200]}"
-    )
 
 
 def unique_topic() -> str:
@@ -99,7 +80,7 @@ def registered_schema(schema_id: int) -> dict[str, Any]:
 
 def test_serializer_registers_schema_whose_wire_id_resolves() -> None:
     """The serializer auto-registers v1 under <topic>-value and the id in the 5-byte wire header resolves to that same schema."""
-    require_registry()
+    require_registry(REGISTRY_URL)
     topic = unique_topic()
     subject = f"{topic}-value"
     record = {"id": "p-1", "amount": 12.5}
@@ -117,7 +98,7 @@ def test_serializer_registers_schema_whose_wire_id_resolves() -> None:
 
 def test_v2_evolution_registers_new_id_and_both_ids_resolve() -> None:
     """A compatible v2 (new field with a default) registers as version 2 with a new id, and both wire ids resolve to their own writer schema."""
-    require_registry()
+    require_registry(REGISTRY_URL)
     topic = unique_topic()
     subject = f"{topic}-value"
     ctx = SerializationContext(topic, MessageField.VALUE)
@@ -140,7 +121,7 @@ def test_v2_evolution_registers_new_id_and_both_ids_resolve() -> None:
 
 def test_same_schema_under_two_subjects_shares_one_id() -> None:
     """Registering an identical schema under a second subject returns the id it already has, as Confluent's registry does."""
-    require_registry()
+    require_registry(REGISTRY_URL)
     topic = unique_topic()
     client = new_client()
     schema = Schema(json.dumps(PAYMENT_V1), "AVRO")
@@ -153,7 +134,7 @@ def test_same_schema_under_two_subjects_shares_one_id() -> None:
 
 def test_incompatible_change_is_rejected_by_default() -> None:
     """Without a subject-level setting, a backward-incompatible v2 is refused with HTTP 409 (default compatibility BACKWARD)."""
-    require_registry()
+    require_registry(REGISTRY_URL)
     topic = unique_topic()
     subject = f"{topic}-value"
     serialize(PAYMENT_V1, topic, {"id": "p-1", "amount": 1.0})

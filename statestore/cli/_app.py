@@ -32,7 +32,7 @@ from .. import (
     load_config,
 )
 from ..logs import FORMAT_ENV, JsonFormatter, LogFormat, text_formatter
-from ..storage import Storage
+from ..offline import holder
 
 __all__ = [
     "ConfigOption",
@@ -108,11 +108,12 @@ def fail(message: str, code: int) -> typer.Exit:
 
 def locked_message(config: Config) -> str:
     """Why the store cannot be opened: who holds it, as far as it said."""
-    holder = Storage.holder(config.store.path)
-    if holder is not None:
+    held = holder(config.store.path)
+    if held is not None:
+        pid = "?" if held.pid is None else held.pid
         return (
             f"the store at {config.store.path} is in use by a running server at "
-            f"{holder['url']} (pid {holder.get('pid', '?')}); stop it or use its REST API, "
+            f"{held.url} (pid {pid}); stop it or use its REST API, "
             "then run this command again"
         )
     return (

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,18 +15,28 @@ from ._app import ConfigOption, check_views, dumps, fail, handled, load
 
 __all__ = ["get", "get_by", "quarantine"]
 
+ViewArgument = Annotated[str, typer.Argument(help="View name.")]
+AfterOption = Annotated[str | None, typer.Option(help="Cursor printed by the previous page.")]
+
+
+@contextmanager
+def _reading(ctx: typer.Context, config: Path | None, view: str) -> Iterator[StateStore]:
+    """The store, opened read-only, once *view* is known to be configured."""
+    cfg = load(ctx, config)
+    check_views(cfg, [view])
+    with StateStore(cfg, read_only=True) as store:
+        yield store
+
 
 @handled
 def get(
     ctx: typer.Context,
-    view: Annotated[str, typer.Argument(help="View name.")],
+    view: ViewArgument,
     key: Annotated[str, typer.Argument(help="Entity key, as typed in URLs.")],
     config: ConfigOption = None,
 ) -> None:
     """Print one entity as JSON; exit 1 when it is absent."""
-    cfg = load(ctx, config)
-    check_views(cfg, [view])
-    with StateStore(cfg, read_only=True) as store:
+    with _reading(ctx, config, view) as store:
         try:
             store.view(view).key_codec.from_text(key)
         except CodecError as exc:
@@ -37,7 +50,7 @@ def get(
 @handled
 def get_by(
     ctx: typer.Context,
-    view: Annotated[str, typer.Argument(help="View name.")],
+    view: ViewArgument,
     field: Annotated[str, typer.Argument(help="An indexed field, e.g. status or address.city.")],
     value: Annotated[
         str,
@@ -47,13 +60,11 @@ def get_by(
         ),
     ],
     limit: Annotated[int, typer.Option(min=1, help="At most this many entities.")] = 100,
-    after: Annotated[str | None, typer.Option(help="Cursor printed by the previous page.")] = None,
+    after: AfterOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Print the entities whose indexed FIELD equals VALUE, one JSON object a line; exit 1 when none."""
-    cfg = load(ctx, config)
-    check_views(cfg, [view])
-    with StateStore(cfg, read_only=True) as store:
+    with _reading(ctx, config, view) as store:
         page = store.by(view, field, parse_index_value(value), after=after, limit=limit)
     for entity in page.items:
         typer.echo(dumps(entity.to_dict()))
@@ -70,15 +81,13 @@ def get_by(
 @handled
 def quarantine(
     ctx: typer.Context,
-    view: Annotated[str, typer.Argument(help="View name.")],
+    view: ViewArgument,
     limit: Annotated[int, typer.Option(min=1, help="At most this many records.")] = 100,
-    after: Annotated[str | None, typer.Option(help="Cursor printed by the previous page.")] = None,
+    after: AfterOption = None,
     config: ConfigOption = None,
 ) -> None:
     """List the records a view quarantined (could not decode), one JSON object a line."""
-    cfg = load(ctx, config)
-    check_views(cfg, [view])
-    with StateStore(cfg, read_only=True) as store:
+    with _reading(ctx, config, view) as store:
         items, cursor = store.view(view).quarantine(after, limit)
     for item in items:
         typer.echo(dumps(item))

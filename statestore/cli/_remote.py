@@ -20,16 +20,8 @@ from urllib.parse import quote
 import httpx
 import typer
 
-from .. import Config, Progress, StateStoreError
-from ..records import (
-    counter_key,
-    partition_of_position_key,
-    position_prefix,
-    prefix_end,
-    slot_id,
-    unpack_int,
-)
-from ..storage import META, Storage
+from .. import Config, Progress, read_progress
+from ..offline import holder
 from ._app import fail
 from ._progress import LiveReporter, reporter_for, summary
 
@@ -53,8 +45,8 @@ HTTP_TIMEOUT_S = 30.0
 
 def api_url(config: Config) -> str:
     """Where the server holding the store answers: what it announced, else ``[api]``."""
-    holder = Storage.holder(config.store.path)
-    return holder["url"] if holder is not None else config.api.url()
+    held = holder(config.store.path)
+    return held.url if held is not None else config.api.url()
 
 
 @dataclass
@@ -135,35 +127,6 @@ def _check_server(http: httpx.Client, config: Config, name: str, base: str) -> d
     return status
 
 
-def _new_copy_progress(config: Config, watches: list[_Watch]) -> dict[str, tuple[int, int]]:
-    """``{view: (records, remaining)}`` of each new copy, read from the store's metadata.
-
-    Best effort: the server writes while this reads, and a read-only open can fail
-    then; the next poll tries again.
-    """
-    out: dict[str, tuple[int, int]] = {}
-    try:
-        storage = Storage(config.store.path, read_only=True)
-    except StateStoreError as exc:
-        log.debug("rebuild.progress_unreadable error=%s", exc)
-        return out
-    try:
-        for w in watches:
-            slot = slot_id(w.name, w.generation + 1)
-            prefix = position_prefix(slot)
-            positions = {
-                partition_of_position_key(k): unpack_int(v)
-                for k, v in storage.scan(META, prefix, prefix_end(prefix))
-            }
-            raw = storage.get(META, counter_key(slot, "records"))
-            records = unpack_int(raw) if raw is not None else 0
-            remaining = sum(max(0, end - positions.get(p, 0)) for p, end in w.ends.items())
-            out[w.name] = (records, remaining)
-    finally:
-        storage.close()
-    return out
-
-
 def _poll(http: httpx.Client, base: str, w: _Watch) -> None:
     try:
         resp = http.get(f"/views/{quote(w.name, safe='')}")
@@ -233,12 +196,17 @@ def rebuild_on_server(config: Config, names: list[str], environ: Mapping[str, st
                                 reporter.note(w.name, w.seen_state)
                     if not pending:
                         break
-                    for name, (records, remaining) in _new_copy_progress(config, pending).items():
-                        w = next(x for x in pending if x.name == name)
-                        elapsed = time.monotonic() - w.started
-                        reporter(
-                            Progress(name, records, sum(w.ends.values()), remaining, elapsed, False)
-                        )
+                    # The new copies' progress, from the store's metadata (best effort).
+                    found = read_progress(config, {w.name: w.generation + 1 for w in pending})
+                    for w in pending:
+                        if w.name in found:
+                            copy = found[w.name]
+                            elapsed = time.monotonic() - w.started
+                            expected = sum(w.ends.values())
+                            remaining = copy.remaining(w.ends)
+                            reporter(
+                                Progress(w.name, copy.records, expected, remaining, elapsed, False)
+                            )
                     if isinstance(reporter, LiveReporter):
                         for w in watches:
                             reporter.note(w.name, w.seen_state)

@@ -9,48 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from .. import StateStore
 from ._app import ConfigOption, errors, fail, handled, load
 from ._signals import SecondSignalExits
-from ._uvicorn import HTTP_DRAIN_S, server_options
 
-if TYPE_CHECKING:
-    import uvicorn
-
-__all__ = ["HTTP_DRAIN_S", "serve"]
+__all__ = ["serve"]
 
 # Every command logs as "statestore.cli": stable names for log filters.
 log = logging.getLogger("statestore.cli")
-
-
-def _server(config: uvicorn.Config) -> uvicorn.Server:
-    """uvicorn's server, but a second SIGINT/SIGTERM during the shutdown exits at once.
-
-    The first signal is uvicorn's graceful stop: no new connections, requests in
-    flight finish, then the app's lifespan closes the store (followers finish their
-    batch, RocksDB closes). A shutdown stuck behind a long request ends at the second.
-    """
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        def __init__(self, config: uvicorn.Config) -> None:
-            super().__init__(config)
-            self._signals = SecondSignalExits(self._graceful)
-            self._frame: FrameType | None = None
-
-        def _graceful(self, signum: int) -> None:
-            super().handle_exit(signum, self._frame)
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            self._frame = frame
-            self._signals(sig, frame)
-
-    return Server(config)
 
 
 @handled
@@ -86,9 +56,10 @@ def serve(
         changes["workers"] = workers
     if changes:
         cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update=changes)})
-    from statestore.api.auth import check_bind
+    # Imported here: the REST app's dependencies cost every other command its start-up time.
+    from statestore import api
 
-    check_bind(cfg)
+    api.check_bind(cfg)
     if cfg.api.workers > 1:
         from ._workers import serve_workers
 
@@ -102,20 +73,13 @@ def serve(
     with errors(cfg):
         StateStore(cfg).close()
 
-    import uvicorn
-
-    from statestore.api.app import create_app
-
     level = logging.getLogger().getEffectiveLevel()
     log.info("serve.start host=%s port=%d views=%d", cfg.api.host, cfg.api.port, len(cfg.views))
-    server = _server(
-        uvicorn.Config(
-            create_app(cfg),
-            host=cfg.api.host,
-            port=cfg.api.port,
-            **server_options(cfg, level),
-        )
-    )
+    server = api.Server(api.create_app(cfg), cfg, level)
+    # The first signal is the server's graceful stop: no new connections, requests in
+    # flight finish, then the app's lifespan closes the store (followers finish their
+    # batch, RocksDB closes). A shutdown stuck behind a long request ends at the second.
+    server.on_signal = SecondSignalExits(server.drain)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     if not server.started:

@@ -13,15 +13,14 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from .. import StoreLockedError, __version__
+from .. import __version__
+from ..offline import snapshot_unheld
 from ..snapshot import (
     SnapshotInfo,
-    create_snapshot,
     list_snapshots,
     store_is_empty,
     verify_snapshot,
 )
-from ..storage import RocksOptions, Storage
 from ._app import ConfigOption, ViewsOption, check_views, dumps, errors, fail, handled, load
 from ._remote import HTTP_TIMEOUT_S, TOKEN_ENV, api_url, ask_server, error_text
 from ._signals import interrupts
@@ -110,15 +109,8 @@ def create(
     with interrupts(), errors(cfg):
         if store_is_empty(cfg.store.path):
             raise fail(f"no store at {cfg.store.path}: run `statestore bootstrap` first", 1)
-        try:
-            storage = Storage(cfg.store.path, RocksOptions(block_cache_mb=8, row_cache_mb=0))
-        except StoreLockedError:
-            result = _on_server(cfg, dest, names)
-        else:
-            try:
-                result = create_snapshot(storage, cfg, dest, names, version=__version__).to_dict()
-            finally:
-                storage.close()
+        info = snapshot_unheld(cfg, dest, names, version=__version__)
+        result = _on_server(cfg, dest, names) if info is None else info.to_dict()
     if as_json:
         typer.echo(dumps(result))
         return

@@ -45,12 +45,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .. import Config, StateStore, StateStoreError
+from .. import Config, StateStore, StateStoreError, api
 from ..logs import configure_child
 from ..secondary import Report, SecondaryCopy, report_of
 from ._app import errors
 from ._signals import HANDLED, SecondSignalExits, exit_at_once
-from ._uvicorn import HTTP_DRAIN_S, server_options
 
 __all__ = ["WORKER_HEADER", "serve_workers"]
 
@@ -64,7 +63,7 @@ HEARTBEAT_S = 1.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 # Beyond the HTTP drain: the worker closes its copy.
-_STOP_GRACE_S = HTTP_DRAIN_S + 10
+_STOP_GRACE_S = api.HTTP_DRAIN_S + 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,21 +185,10 @@ def _bind(config: Config, count: int) -> list[socket.socket]:
 
 def _primary_http(
     config: Config, store: StateStore, port: int, level: int
-) -> tuple[Any, threading.Thread]:
+) -> tuple[api.Server, threading.Thread]:
     """Serve the app over the primary's own store on *port* (``[api] primary_port``), in a
     thread."""
-    import uvicorn
-
-    from statestore.api.app import create_app
-
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config, store=store),
-            host=config.api.host,
-            port=port,
-            **server_options(config, level),
-        )
-    )
+    server = api.Server(api.create_app(config, store=store), config, level, port=port)
     thread = threading.Thread(target=server.run, name="primary-http", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -217,9 +205,7 @@ def _primary_http(
 
 def serve_workers(config: Config, level: int) -> int:
     """Ingest here and serve from ``[api] workers`` processes until SIGTERM; the exit status."""
-    from statestore.api.app import create_app
-
-    create_app(config)  # the settings the workers build their app from (tokens) are valid
+    api.create_app(config)  # the settings the workers build their app from (tokens) are valid
     n = config.api.workers
     with errors(config):
         socks = _bind(config, n)
@@ -243,7 +229,7 @@ def serve_workers(config: Config, level: int) -> int:
     handler = SecondSignalExits(lambda _: stopping.set(), exit_now=kill_all)
     previous = {sig: signal.signal(sig, _call(handler)) for sig in HANDLED}
     stop_reports = threading.Event()
-    primary: tuple[Any, threading.Thread] | None = None
+    primary: tuple[api.Server, threading.Thread] | None = None
     try:
         store.start()
         announced = config.api.url()
@@ -363,17 +349,13 @@ def _worker_main(spec: _Spec, pipe: Connection, sock: socket.socket) -> None:
     # Ctrl-C reaches every process of the terminal: the serving process stops workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_child(spec.level, f"worker-{spec.index}")
-    import uvicorn
-
-    from statestore.api.app import create_app
-
     config = spec.config
     try:
         copy = SecondaryCopy(config, spec.directory, interval=config.api.catch_up_ms / 1000)
     except StateStoreError as exc:
         log.error("serve.worker_failed worker=%d error=%s", spec.index, exc)
         sys.exit(1)
-    app = create_app(config, store=copy.store)
+    app = api.create_app(config, store=copy.store)
     app.state.catch_up = copy.request
 
     def swapped(store: StateStore) -> None:
@@ -381,13 +363,11 @@ def _worker_main(spec: _Spec, pipe: Connection, sock: socket.socket) -> None:
 
     copy.on_swap = swapped
 
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            if sig == signal.SIGINT:
-                return
-            self.should_exit = True  # and no signal raised again after the drain
+    def on_signal(sig: int) -> None:
+        if sig != signal.SIGINT:
+            server.should_exit = True  # and no signal raised again after the drain
 
-    server = Server(uvicorn.Config(_tagged(app, spec.index), **server_options(config, spec.level)))
+    server = api.Server(_tagged(app, spec.index), config, spec.level, on_signal=on_signal)
     lost = threading.Event()
 
     def listen() -> None:

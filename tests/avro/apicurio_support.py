@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avro_support import REGISTRY_URL, REPO
+from tests.support.processes import REPO
+from tests.support.registry import REGISTRY_URL
 
 JAVA_DIR = REPO / "tests" / "avro" / "java"
 BUILD_DIR = Path(os.environ.get("STATESTORE_VAR", REPO / "var")) / "apicurio-producer"

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import io
 import json
-import os
 import struct
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +13,12 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro import parse_schema, schemaless_writer
 
-from statestore import Config, SchemaRegistryConfig, StoreConfig, ViewConfig
-
-REPO = Path(__file__).resolve().parents[2]
-SCHEMAS = REPO / "schemas"
-REGISTRY_URL = os.environ.get("STATESTORE_TEST_REGISTRY", "http://127.0.0.1:8081/apis/ccompat/v7")
-
-PATIENT_V1: dict[str, Any] = json.loads((SCHEMAS / "patient.v1.avsc").read_text())
-PATIENT_V2: dict[str, Any] = json.loads((SCHEMAS / "patient.avsc").read_text())
-# v3: adds an optional field (compatible with v2 readers, which ignore it).
-PATIENT_V3: dict[str, Any] = copy.deepcopy(PATIENT_V2)
-PATIENT_V3["fields"].append({"name": "attending", "type": ["null", "string"], "default": None})
+# The patient schemas are shared by every suite; the Avro tests import them from here too.
+from tests.support.schemas import PATIENT_V1 as PATIENT_V1
+from tests.support.schemas import PATIENT_V2 as PATIENT_V2
+from tests.support.schemas import PATIENT_V3 as PATIENT_V3
+from tests.support.schemas import SCHEMAS as SCHEMAS
+from tests.support.schemas import without as without
 
 
 def patient(name: str, status: str = "admitted", **extra: Any) -> dict[str, Any]:
@@ -40,13 +31,6 @@ def patient(name: str, status: str = "admitted", **extra: Any) -> dict[str, Any]
         "updated_at": "2025-03-02T09:00:00Z",
         **extra,
     }
-
-
-def without(schema: dict[str, Any], field: str) -> dict[str, Any]:
-    """*schema* with *field* removed."""
-    out = copy.deepcopy(schema)
-    out["fields"] = [f for f in out["fields"] if f["name"] != field]
-    return out
 
 
 def write_schema(path: Path, schema: dict[str, Any]) -> Path:
@@ -97,21 +81,3 @@ def body(schema: dict[str, Any], datum: Any) -> bytes:
 def frame(schema_id: int, payload: bytes) -> bytes:
     """Magic byte 0 + the 4-byte schema id + *payload*."""
     return struct.pack(">bI", 0, schema_id) + payload
-
-
-def store_config(path: Path, bootstrap: str, url: str, *views: ViewConfig) -> Config:
-    return Config(
-        kafka={"bootstrap.servers": bootstrap},
-        schema_registry=SchemaRegistryConfig(url=url, timeout_s=5.0),
-        store=StoreConfig(path=path),
-        views=views,
-    )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll *predicate* until true; fail naming *what* after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)

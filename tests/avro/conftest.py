@@ -11,29 +11,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from avro_support import REGISTRY_URL, Avro, store_config
+from avro_support import Avro
 from formats_support import JsonSchema, Kit, Protobuf
 
 from statestore import StateStore, ViewConfig
+from tests.support.config import store_config
+from tests.support.registry import require_registry
 
 
 @pytest.fixture(scope="session")
 def registry_url() -> str:
     """The local schema registry's Confluent-compatible URL; fails when it does not answer."""
-    try:
-        response = httpx.get(f"{REGISTRY_URL}/subjects", timeout=10)
-    except httpx.HTTPError as exc:
-        pytest.fail(
-            f"no schema registry answers at {REGISTRY_URL} ({exc}); "
-            "start it with `scripts/local-registry start` (make test does)"
-        )
-    if response.status_code != 200:
-        pytest.fail(
-            f"GET {REGISTRY_URL}/subjects answered {response.status_code}: {response.text[:200]}"
-        )
-    return REGISTRY_URL
+    return require_registry()
 
 
 @pytest.fixture
@@ -52,8 +42,9 @@ def open_store(
     def make(
         *views: ViewConfig | dict[str, Any], url: str = registry_url, store: str = "store"
     ) -> StateStore:
-        vs = tuple(v if isinstance(v, ViewConfig) else ViewConfig(**v) for v in views)
-        st = StateStore(store_config(tmp_path / store, bootstrap_servers, url, *vs))
+        st = StateStore(
+            store_config(tmp_path / store, views, bootstrap=bootstrap_servers, registry=url)
+        )
         opened.append(st)
         return st
 
@@ -69,8 +60,9 @@ def kit(
     produce: Callable[..., object],
     open_store: Callable[..., StateStore],
     registry_url: str,
+    avro: Avro,
 ) -> Kit:
-    """The fixtures a Protobuf or JSON Schema view test uses, in one."""
+    """The fixtures a registry-format view test (Protobuf, JSON Schema, Avro) uses, in one."""
     return Kit(
         tmp_path,
         topic_factory,
@@ -78,4 +70,5 @@ def kit(
         open_store,
         Protobuf(registry_url),
         JsonSchema(registry_url),
+        avro,
     )

@@ -6,25 +6,26 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from avro_support import Avro
 from confluent_kafka import Consumer
 from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pool, json_format, message_factory
+
+from statestore.protobuf import compile_proto
 
 
 @dataclass(frozen=True)
 class Kit:
     """What a registry-format test works with: a directory, topics, a producer, stores,
-    and confluent-kafka's serializers against the shared registry."""
+    and confluent-kafka's serializers (Protobuf, JSON Schema, Avro) against the shared registry."""
 
     tmp: Path
     topic: Callable[..., str]
@@ -32,6 +33,7 @@ class Kit:
     open_store: Callable[..., Any]
     protobuf: Protobuf
     json_schema: JsonSchema
+    avro: Avro
 
 
 SERDE_CONF: dict[str, Any] = {
@@ -39,35 +41,16 @@ SERDE_CONF: dict[str, Any] = {
 }
 
 
-def compile_messages(directory: Path, files: dict[str, str]) -> dict[str, Any]:
+def compile_messages(files: dict[str, str]) -> dict[str, Any]:
     """Message classes (by full name) of the .proto *files* (name -> text), compiled by
-    protoc into a pool of their own, so versions of one message can live side by side."""
-    src = directory / "src"
-    for name, text in files.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_text(text, encoding="utf-8")
-    out = directory / "set.pb"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            f"-I{src}",
-            "--include_imports",
-            f"--descriptor_set_out={out}",
-            *files,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    protoc as the library compiles a registry's schemas, into a pool of their own, so
+    versions of one message can live side by side."""
+    compiled = compile_proto(files, list(files), "the test's .proto files")
     pool = descriptor_pool.DescriptorPool()
     classes: dict[str, Any] = {}
-    for fdp in fds.file:  # protoc lists imports before the files that import them
+    for fdp in compiled:  # protoc lists imports before the files that import them
         pool.Add(fdp)
-    for fdp in fds.file:
+    for fdp in compiled:
         todo = [(f"{fdp.package}.{m.name}" if fdp.package else m.name, m) for m in fdp.message_type]
         while todo:
             full, m = todo.pop()

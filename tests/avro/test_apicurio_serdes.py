@@ -18,14 +18,17 @@ from typing import Any
 import httpx
 import pytest
 from apicurio_support import LEGACY_8BYTE, LINES, Sent, build, produce
-from avro_support import PATIENT_V2, REGISTRY_URL, Avro, patient
+from avro_support import PATIENT_V2, Avro, patient
 from confluent_kafka import Consumer, TopicPartition
+from formats_support import Kit
 
 from statestore import Config, SchemaRegistryConfig, StateStore, StoreConfig, ViewConfig
 from statestore.config import NATIVE_URL_KEY
 from statestore.errors import RegistryUnavailableError
 from statestore.framing import Framing
 from statestore.schemas import Schemas
+from tests.support.registry import REGISTRY_URL
+from tests.support.schemas import field, record
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
@@ -301,34 +304,26 @@ def test_a_bulk_load_in_worker_processes_keeps_the_global_ids_its_workers_resolv
             assert entity is not None and entity.value == datum
 
 
-def test_a_bad_avro_json_body_is_quarantined_with_its_reason(
-    topic_factory: Callable[..., str],
-    produce: Callable[..., object],
-    open_store: Callable[..., StateStore],
-) -> None:
+def test_a_bad_avro_json_body_is_quarantined_with_its_reason(kit: Kit) -> None:
     """A JSON-encoded value with a wrong type, one cut short and a binary body under a JSON header are quarantined with their reason; good ones read."""
-    topic = topic_factory(partitions=1)
-    schema = {
-        "type": "record",
-        "name": "Reading",
-        "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": "int"}],
-    }
+    topic = kit.topic(partitions=1)
+    schema = record("Reading", [field("id", "string"), field("n", "int")])
     content_id = _register(f"{topic}-value", schema)
     json_headers = [
         ("apicurio.value.contentId", struct.pack(">q", content_id)),
         ("apicurio.value.encoding", b"JSON"),
     ]
-    produce(
+    kit.produce(
         topic,
         [("k-a", b'{"id": "a", "n": 1}'), ("k-b", b'{"id": "b", "n": 2}')],
         headers=json_headers,
     )
-    produce(
+    kit.produce(
         topic,
         [("k-a", b'{"id": "a", "n": "one"}'), ("k-b", b'{"id": "b", "n": 2'), ("k-c", b"\x02c\x04")],
         headers=json_headers,
     )  # fmt: skip
-    store = open_store(
+    store = kit.open_store(
         {"name": "headers", "topic": topic, "value": "avro", "framing": "apicurio_headers"},
         {"name": "auto", "topic": topic, "value": "avro", "framing": "auto"},
     )

@@ -14,38 +14,32 @@ from hypothesis import strategies as st
 
 from statestore.avro_check import MAX_DECIMAL_BYTES, MalformedAvro, UnservableAvro, compile_check
 from statestore.codecs import MAX_SERVED_DEPTH
+from tests.support.schemas import field, record
 
-SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "test.Everything",
-    "fields": [
-        {"name": "s", "type": "string"},
-        {"name": "i", "type": "int"},
-        {"name": "l", "type": "long"},
-        {"name": "f", "type": "float"},
-        {"name": "d", "type": "double"},
-        {"name": "b", "type": "boolean"},
-        {"name": "raw", "type": "bytes"},
-        {"name": "fx", "type": {"type": "fixed", "name": "Three", "size": 3}},
-        {
-            "name": "e",
-            "type": {"type": "enum", "name": "Colour", "symbols": ["RED", "GREEN", "BLUE"]},
-        },
-        {
-            "name": "u",
-            "type": [
-                "null",
-                "string",
-                {"type": "record", "name": "Pair", "fields": [{"name": "x", "type": "int"}]},
-            ],
-        },
-        {"name": "pairs", "type": {"type": "array", "items": "Pair"}},
-        {"name": "m", "type": {"type": "map", "values": ["null", "long"]}},
-        {"name": "next", "type": ["null", "test.Everything"], "default": None},
-        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-        {"name": "nothing", "type": "null"},
-    ],
+# One field of each primitive type, then every named and complex type.
+PRIMITIVES = {
+    "s": "string",
+    "i": "int",
+    "l": "long",
+    "f": "float",
+    "d": "double",
+    "b": "boolean",
+    "raw": "bytes",
 }
+SCHEMA = record(
+    "test.Everything",
+    [
+        *(field(name, type_) for name, type_ in PRIMITIVES.items()),
+        field("fx", {"type": "fixed", "name": "Three", "size": 3}),
+        field("e", {"type": "enum", "name": "Colour", "symbols": ["RED", "GREEN", "BLUE"]}),
+        field("u", ["null", "string", record("Pair", [field("x", "int")])]),
+        field("pairs", {"type": "array", "items": "Pair"}),
+        field("m", {"type": "map", "values": ["null", "long"]}),
+        field("next", ["null", "test.Everything"], default=None),
+        field("at", {"type": "long", "logicalType": "timestamp-millis"}),
+        field("nothing", "null"),
+    ],
+)
 NAMED: dict[str, Any] = {}
 PARSED = parse_schema(SCHEMA, named_schemas=NAMED)
 CHECK = compile_check(PARSED, NAMED)

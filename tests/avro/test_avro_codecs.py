@@ -21,7 +21,8 @@ from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from statestore import CodecError, RegistryUnavailableError
-from statestore.avro import AvroKey, AvroValue, canonical_key, header_hook
+from statestore.avro import AvroKey, AvroValue, header_hook
+from statestore.codecs import canonical_key
 from statestore.schemas import Schemas, schema_info
 from statestore.storage import Storage
 

@@ -10,17 +10,17 @@ import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from statestore.avro_compat import incompatibility
+from tests.support.schemas import field, optional, record
 
-BASE: dict[str, Any] = {
-    "type": "record",
-    "name": "demo.Patient",
-    "fields": [
-        {"name": "name", "type": "string"},
-        {"name": "age", "type": "int"},
-        {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["IN", "OUT"]}},
-        {"name": "ward", "type": ["null", "string"], "default": None},
+BASE = record(
+    "demo.Patient",
+    [
+        field("name", "string"),
+        field("age", "int"),
+        field("status", {"type": "enum", "name": "Status", "symbols": ["IN", "OUT"]}),
+        optional("ward"),
     ],
-}
+)
 DATUM = {"name": "Ada", "age": 40, "status": "OUT", "ward": "B2"}
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from avro_support import PATIENT_V1, SCHEMAS, Avro, patient, store_config
+from avro_support import PATIENT_V1, SCHEMAS, Avro, patient
 from confluent_kafka.schema_registry import Schema, SchemaReference
 from fastapi.testclient import TestClient
 from formats_support import (
@@ -24,6 +23,7 @@ from formats_support import (
 
 from statestore import StateStore, StoreConfig, ViewConfig
 from statestore.api import create_app
+from tests.support.config import store_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
@@ -51,7 +51,7 @@ message Depot {
 }
 """
 
-# Evolution of one message, by field number. v2 renames field 2, removes 3, adds 5.
+# Evolution of one message, by field number.
 ORDER_V1 = """
 syntax = "proto3";
 package evo.v1;
@@ -62,16 +62,13 @@ message Order {
   string customer = 4;
 }
 """
-ORDER_V2 = """
-syntax = "proto3";
-package evo.v2;
-message Order {
-  string id = 1;
-  string status = 2;
-  string customer = 4;
-  repeated string tags = 5;
-}
-"""
+# v2 (in a package of its own) renames field 2, removes 3, adds 5.
+ORDER_V2 = (
+    ORDER_V1.replace("package evo.v1;", "package evo.v2;")
+    .replace("string state = 2;", "string status = 2;")
+    .replace("  int64 amount_cents = 3;\n", "")
+    .replace("  string customer = 4;\n", "  string customer = 4;\n  repeated string tags = 5;\n")
+)
 # Field 4 reused with a type a string reader cannot read.
 ORDER_BAD = """
 syntax = "proto3";
@@ -84,8 +81,9 @@ message Order {
 
 
 @pytest.fixture
-def shipment(tmp_path: Path) -> Any:
-    return compile_messages(tmp_path / "shipment", SHIPMENT_FILES)["logistics.v1.Shipment"]
+def shipment() -> Any:
+    """The Shipment message class, compiled with the files it imports."""
+    return compile_messages(SHIPMENT_FILES)["logistics.v1.Shipment"]
 
 
 def _shipment(cls: Any, sid: str, status: int, city: str, seconds: int = 1_700_000_000) -> Any:
@@ -144,7 +142,7 @@ def test_message_indexes_name_top_level_and_nested_messages(
     kit: Kit,
 ) -> None:
     """Frames whose message indexes are [0], [1] and [1, 0] decode as Truck, Depot and Depot.Bay."""
-    classes = compile_messages(kit.tmp, {"fleet.proto": EVENTS})
+    classes = compile_messages({"fleet.proto": EVENTS})
     truck, depot, bay = (classes[f"fleet.v1.{n}"] for n in ("Truck", "Depot", "Depot.Bay"))
     topic = kit.topic(partitions=1)
     d = depot(name="North")
@@ -178,7 +176,6 @@ def test_protobuf_keys_are_one_entity_per_logical_key(
 ) -> None:
     """Protobuf keys are stored as canonical JSON of the key message and addressed by it."""
     key_cls = compile_messages(
-        kit.tmp / "key",
         {
             "key.proto": 'syntax = "proto3"; package keys.v1; message ShipmentKey { string id = 1; int32 region = 2; }'
         },
@@ -260,9 +257,9 @@ def test_reader_message_reads_every_writer_by_field_number(
     """With a reader message, v1 and v2 writers are read by field number: a renamed field
     keeps its value, a removed field is gone, an added field defaults; a writer reusing a
     number with an unreadable type is refused and its record quarantined."""
-    v1 = compile_messages(kit.tmp / "v1", {"order.proto": ORDER_V1})["evo.v1.Order"]
-    v2 = compile_messages(kit.tmp / "v2", {"order.proto": ORDER_V2})["evo.v2.Order"]
-    bad = compile_messages(kit.tmp / "bad", {"order.proto": ORDER_BAD})["evo.bad.Order"]
+    v1 = compile_messages({"order.proto": ORDER_V1})["evo.v1.Order"]
+    v2 = compile_messages({"order.proto": ORDER_V2})["evo.v2.Order"]
+    bad = compile_messages({"order.proto": ORDER_BAD})["evo.bad.Order"]
     reader = kit.tmp / "reader" / "order.proto"
     reader.parent.mkdir()
     reader.write_text(ORDER_V2)
@@ -383,10 +380,12 @@ def test_bulk_load_in_worker_processes_reads_protobuf_and_json_schema(
     )
     config = store_config(
         kit.tmp / "bulk",
-        bootstrap_servers,
-        registry_url,
-        ViewConfig(name="p", topic=pt, value="protobuf", indexes=("destination.city",)),
-        ViewConfig(name="j", topic=jt, value="json_schema", indexes=("city",)),
+        [
+            ViewConfig(name="p", topic=pt, value="protobuf", indexes=("destination.city",)),
+            ViewConfig(name="j", topic=jt, value="json_schema", indexes=("city",)),
+        ],
+        bootstrap=bootstrap_servers,
+        registry=registry_url,
     )
     config = config.model_copy(
         update={

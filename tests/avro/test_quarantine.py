@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from avro_support import PATIENT_V1, PATIENT_V2, REPO, Avro, frame, patient, wait_until
+from avro_support import PATIENT_V1, PATIENT_V2, frame, patient
 from fastapi.testclient import TestClient
+from formats_support import Kit
 
-from statestore import StateStore
+from statestore import StateStore, ViewStatus
 from statestore.api import create_app
+from tests.support.processes import run
+from tests.support.waits import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
@@ -26,11 +28,9 @@ def _b64(data: bytes) -> str:
 
 
 @pytest.fixture
-def bad_topic(
-    topic_factory: Callable[..., str], produce: Callable[..., object], avro: Avro
-) -> tuple[str, dict[str, bytes]]:
+def bad_topic(kit: Kit) -> tuple[str, dict[str, bytes]]:
     """One partition: a good value for each key, then one bad record of every kind, then good updates."""
-    topic = topic_factory(partitions=1)
+    topic, avro = kit.topic(partitions=1), kit.avro
     good = avro.value(topic, PATIENT_V2, patient("Ada", ward="Oncology"))
     bad = {
         "magic": b"\x07" + good[1:],
@@ -42,10 +42,29 @@ def bad_topic(
     records: list[tuple[str, bytes | None]] = [(f"k-{kind}", good) for kind in bad]
     records += [(f"k-{kind}", raw) for kind, raw in bad.items()]
     records += [("k-after", avro.value(topic, PATIENT_V1, patient("Bilal")))]
-    produce(topic, records)
+    kit.produce(topic, records)
     # A malformed schema-id header (3 bytes): the body alone is fine, the framing is not.
-    produce(topic, [("k-header", good[5:])], headers=[("__value_schema_id", b"\x00\x00\x01")])
+    kit.produce(topic, [("k-header", good[5:])], headers=[("__value_schema_id", b"\x00\x00\x01")])
     return topic, bad
+
+
+@pytest.fixture
+def ada_view(kit: Kit) -> Callable[..., tuple[StateStore, ViewStatus]]:
+    """Bootstraps an Avro view "patients" of a new one-partition topic holding *records(good)*,
+    *good* being Ada's value under schema v1; *options* go to the view's config."""
+
+    def make(
+        records: Callable[[bytes], list[tuple[str | bytes, bytes]]],
+        raise_on_failure: bool = True,
+        **options: object,
+    ) -> tuple[StateStore, ViewStatus]:
+        topic = kit.topic(partitions=1)
+        good = kit.avro.value(topic, PATIENT_V1, patient("Ada"))
+        kit.produce(topic, records(good))
+        store = kit.open_store({"name": "patients", "topic": topic, "value": "avro", **options})
+        return store, store.bootstrap(raise_on_failure=raise_on_failure)["patients"]
+
+    return make
 
 
 def test_each_bad_avro_record_is_quarantined_and_the_last_good_value_stays(
@@ -86,18 +105,14 @@ def test_each_bad_avro_record_is_quarantined_and_the_last_good_value_stays(
         assert by_key[f"k-{kind}"]["value"] == _b64(raw)
 
 
-def test_json_that_does_not_parse_is_quarantined(
-    topic_factory: Callable[..., str],
-    produce: Callable[..., object],
-    open_store: Callable[..., StateStore],
-) -> None:
+def test_json_that_does_not_parse_is_quarantined(kit: Kit) -> None:
     """In a JSON view a value that is not JSON is quarantined and the key keeps its last good value."""
-    topic = topic_factory(partitions=1)
-    produce(
+    topic = kit.topic(partitions=1)
+    kit.produce(
         topic,
         [("d-1", b'{"status": "created"}'), ("d-1", b'{"status": '), ("d-2", b'{"status": "new"}')],
     )
-    store = open_store({"name": "deliveries", "topic": topic})
+    store = kit.open_store({"name": "deliveries", "topic": topic})
     status = store.bootstrap()["deliveries"]
 
     assert (status.keys, status.quarantined) == (2, 1)
@@ -109,17 +124,10 @@ def test_json_that_does_not_parse_is_quarantined(
 
 
 def test_string_key_that_is_not_utf8_is_quarantined(
-    topic_factory: Callable[..., str],
-    produce: Callable[..., object],
-    avro: Avro,
-    open_store: Callable[..., StateStore],
+    ada_view: Callable[..., tuple[StateStore, ViewStatus]],
 ) -> None:
     """In an Avro view with string keys, a key that is not UTF-8 is quarantined with its raw bytes."""
-    topic = topic_factory(partitions=1)
-    good = avro.value(topic, PATIENT_V1, patient("Ada"))
-    produce(topic, [(b"\xff\xfe-bad", good), ("ok", good)])
-    store = open_store({"name": "patients", "topic": topic, "value": "avro"})
-    status = store.bootstrap()["patients"]
+    store, status = ada_view(lambda good: [(b"\xff\xfe-bad", good), ("ok", good)])
 
     assert (status.keys, status.quarantined) == (1, 1)
     [item], _ = store.view("patients").quarantine()
@@ -146,15 +154,12 @@ def _route(stops: int, at: int = 1_740_960_000_000) -> dict[str, object]:
 
 
 def test_avro_values_reads_could_not_serve_are_quarantined_and_every_read_carries_on(
-    topic_factory: Callable[..., str],
-    produce: Callable[..., object],
-    avro: Avro,
-    open_store: Callable[..., StateStore],
+    kit: Kit,
 ) -> None:
     """A recursive value nested 600 deep and a timestamp past year 9999 are quarantined with their reasons; the keys keep their last good values and GET, scans and lookups serve the view."""
-    topic = topic_factory(partitions=1)
+    topic, avro = kit.topic(partitions=1), kit.avro
     good = avro.value(topic, STOP, _route(3))
-    produce(
+    kit.produce(
         topic,
         [
             ("r-deep", good),
@@ -164,7 +169,7 @@ def test_avro_values_reads_could_not_serve_are_quarantined_and_every_read_carrie
             ("r-ok", avro.value(topic, STOP, _route(251))),
         ],
     )
-    store = open_store({"name": "routes", "topic": topic, "value": "avro"})
+    store = kit.open_store({"name": "routes", "topic": topic, "value": "avro"})
     status = store.bootstrap()["routes"]
 
     assert (status.keys, status.quarantined) == (3, 2)
@@ -215,13 +220,7 @@ def test_quarantine_is_paged_over_rest_and_listed_by_the_cli(
         f'[store]\npath = "{tmp_path / "store"}"\n'
         f'[[views]]\nname = "patients"\ntopic = "{topic}"\nvalue = "avro"\n'
     )
-    done = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "statestore"), "-c", str(config), "quarantine", "patients"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run(["-c", config, "quarantine", "patients"], tmp_path)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert sorted(line["offset"] for line in lines) == offsets
@@ -229,25 +228,22 @@ def test_quarantine_is_paged_over_rest_and_listed_by_the_cli(
 
 
 def test_on_error_fail_stops_the_view_at_the_bad_record(
-    topic_factory: Callable[..., str],
-    produce: Callable[..., object],
-    avro: Avro,
-    open_store: Callable[..., StateStore],
+    ada_view: Callable[..., tuple[StateStore, ViewStatus]],
 ) -> None:
     """With on_error = "fail" the view fails at the first bad record, keeps what came before it and quarantines nothing."""
-    topic = topic_factory(partitions=1)
-    good = avro.value(topic, PATIENT_V1, patient("Ada"))
-    produce(topic, [("a", good), ("b", good[:-2]), ("c", good)])
-    store = open_store({"name": "patients", "topic": topic, "value": "avro", "on_error": "fail"})
-    status = store.bootstrap(raise_on_failure=False)["patients"]
+    store, status = ada_view(
+        lambda good: [("a", good), ("b", good[:-2]), ("c", good)],
+        raise_on_failure=False,
+        on_error="fail",
+    )
 
     assert status.state == "failed"
     assert "offset 1" in (status.reason or "")
     assert status.quarantined == 0
     assert store.get("patients", "a") is not None
     assert store.get("patients", "c") is None
-    wait_until(
+    eventually(
         lambda: store.position("patients") == {0: 0},
-        10,
         "the position to stay before the bad record",
+        timeout=10,
     )

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -27,28 +27,19 @@ from avro_support import (
     PATIENT_V1,
     PATIENT_V2,
     PATIENT_V3,
-    REPO,
     SCHEMAS,
     Avro,
     body,
     frame,
     patient,
-    wait_until,
 )
 from confluent_kafka.schema_registry import Schema
-from formats_support import JsonSchema, Protobuf, compile_messages, schema_id
+from formats_support import JsonSchema, Kit, Protobuf, compile_messages, schema_id
 
-from statestore import StateStore
+from tests.support.processes import REPO, free_port, run_script
+from tests.support.waits import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
-
-SCRIPT = REPO / "scripts" / "local-registry"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateRegistry:
@@ -56,33 +47,21 @@ class PrivateRegistry:
 
     def __init__(self, var: Path) -> None:
         self.var = var
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}/apis/ccompat/v7"
         self.env = {
             **os.environ,
             "STATESTORE_VAR": str(var),
             "REGISTRY_PORT": str(port),
-            "REGISTRY_MANAGEMENT_PORT": str(_free_port()),
+            "REGISTRY_MANAGEMENT_PORT": str(free_port()),
             "APICURIO_DATASOURCE_URL": f"jdbc:h2:file:{var / 'registry-h2'}",
         }
 
-    def _run(self, command: str) -> None:
-        done = subprocess.run(
-            [str(SCRIPT), command],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"scripts/local-registry {command} failed:\n{done.stdout}\n{done.stderr}")
-
     def start(self) -> None:
-        self._run("start")
+        run_script("local-registry", "start", self.env)
 
     def stop(self) -> None:
-        self._run("stop")
+        run_script("local-registry", "stop", self.env)
 
     def answering(self) -> bool:
         try:
@@ -118,31 +97,49 @@ def registry(private_registry: PrivateRegistry) -> PrivateRegistry:
     return private_registry
 
 
-def test_registry_down_at_start_with_cached_schemas_bootstraps_and_serves(
-    registry: PrivateRegistry,
-    topic_factory: Callable[..., str],
-    produce: Callable[..., object],
-    open_store: Callable[..., StateStore],
-) -> None:
-    """With the registry stopped after the schemas were cached, a restarted store bootstraps new records and serves reads."""
-    avro = Avro(registry.url)
-    topic = topic_factory(partitions=2)
-    v1 = avro.value(topic, PATIENT_V1, patient("Ada"))
-    v2 = avro.value(topic, PATIENT_V2, patient("Bilal", ward="Oncology"))
-    produce(topic, [("p-1", v1), ("p-2", v2)])
-    view = {
+def patients_view(topic: str) -> dict[str, object]:
+    """The Avro view "patients" of *topic*, read with the reader schema v2."""
+    return {
         "name": "patients",
         "topic": topic,
         "value": "avro",
         "reader_schema": SCHEMAS / "patient.avsc",
     }
-    first = open_store(view, url=registry.url)
+
+
+@pytest.fixture
+def kit(kit: Kit, registry: PrivateRegistry) -> Kit:
+    """The registry-format kit with its serializers and stores on this module's private registry."""
+    return replace(
+        kit,
+        open_store=partial(kit.open_store, url=registry.url),
+        protobuf=Protobuf(registry.url),
+        json_schema=JsonSchema(registry.url),
+        avro=Avro(registry.url),
+    )
+
+
+def ada_topic(kit: Kit, partitions: int) -> tuple[str, bytes]:
+    """A new topic of *partitions* and Ada's value under patient schema v1, framed for it."""
+    topic = kit.topic(partitions=partitions)
+    return topic, kit.avro.value(topic, PATIENT_V1, patient("Ada"))
+
+
+def test_registry_down_at_start_with_cached_schemas_bootstraps_and_serves(
+    registry: PrivateRegistry, kit: Kit
+) -> None:
+    """With the registry stopped after the schemas were cached, a restarted store bootstraps new records and serves reads."""
+    topic, v1 = ada_topic(kit, partitions=2)
+    v2 = kit.avro.value(topic, PATIENT_V2, patient("Bilal", ward="Oncology"))
+    kit.produce(topic, [("p-1", v1), ("p-2", v2)])
+    view = patients_view(topic)
+    first = kit.open_store(view)
     assert first.bootstrap()["patients"].keys == 2
     first.close()
 
     registry.stop()
-    v1_id, v2_id = avro.schema_id(v1), avro.schema_id(v2)
-    produce(
+    v1_id, v2_id = kit.avro.schema_id(v1), kit.avro.schema_id(v2)
+    kit.produce(
         topic,
         [
             ("p-3", frame(v1_id, body(PATIENT_V1, patient("Carmen")))),
@@ -153,7 +150,7 @@ def test_registry_down_at_start_with_cached_schemas_bootstraps_and_serves(
             ("p-1", None),
         ],
     )
-    store = open_store(view, url=registry.url)
+    store = kit.open_store(view)
     status = store.bootstrap()["patients"]
 
     assert (status.state, status.keys, status.quarantined) == ("ready", 2, 0)
@@ -165,33 +162,22 @@ def test_registry_down_at_start_with_cached_schemas_bootstraps_and_serves(
 
 
 def test_unseen_schema_id_while_registry_down_degrades_then_recovers(
-    registry: PrivateRegistry,
-    topic_factory: Callable[..., str],
-    produce: Callable[..., object],
-    open_store: Callable[..., StateStore],
+    registry: PrivateRegistry, kit: Kit
 ) -> None:
     """A record with a schema id never seen while the registry is down holds the view degraded, loses and quarantines nothing, and is applied once the registry is back."""
-    avro = Avro(registry.url)
-    topic = topic_factory(partitions=1)
-    v1 = avro.value(topic, PATIENT_V1, patient("Ada"))
-    v1_id = avro.schema_id(v1)
-    v3_id = avro.client.register_schema(f"{topic}-value", Schema(json.dumps(PATIENT_V3), "AVRO"))
-    produce(topic, [("a", v1)])
-    store = open_store(
-        {
-            "name": "patients",
-            "topic": topic,
-            "value": "avro",
-            "reader_schema": SCHEMAS / "patient.avsc",
-        },
-        url=registry.url,
+    topic, v1 = ada_topic(kit, partitions=1)
+    v1_id = kit.avro.schema_id(v1)
+    v3_id = kit.avro.client.register_schema(
+        f"{topic}-value", Schema(json.dumps(PATIENT_V3), "AVRO")
     )
+    kit.produce(topic, [("a", v1)])
+    store = kit.open_store(patients_view(topic))
     store.bootstrap()
     store.start()
     view = store.view("patients")
 
     registry.stop()
-    produce(
+    kit.produce(
         topic,
         [
             (
@@ -205,7 +191,9 @@ def test_unseen_schema_id_while_registry_down_degrades_then_recovers(
             ("a", frame(v1_id, body(PATIENT_V1, patient("Ada", "recovering")))),
         ],
     )
-    wait_until(lambda: view.state == "degraded", 60, "the view to report the registry outage")
+    eventually(
+        lambda: view.state == "degraded", "the view to report the registry outage", timeout=60
+    )
 
     status = view.status()
     assert "schema registry" in (status.reason or "")
@@ -216,10 +204,10 @@ def test_unseen_schema_id_while_registry_down_degrades_then_recovers(
     assert store.get("patients", "b") is None and store.get("patients", "c") is None
 
     registry.start()
-    wait_until(
+    eventually(
         lambda: view.state == "ready" and store.get("patients", "a") != a,
-        120,
         "the view to apply the waiting records and report ready",
+        timeout=120,
     )
 
     status = view.status()
@@ -241,23 +229,19 @@ ROW_V2 = {**ROW, "properties": {**ROW["properties"], "note": {"type": "string"}}
 
 
 def test_protobuf_and_json_schema_views_restart_and_recover_without_the_registry(
-    registry: PrivateRegistry,
-    tmp_path: Path,
-    topic_factory: Callable[..., str],
-    produce: Callable[..., object],
-    open_store: Callable[..., StateStore],
+    registry: PrivateRegistry, kit: Kit
 ) -> None:
     """Protobuf and JSON Schema views restart with the registry down from their cached
     schemas; an unseen schema id holds each view degraded without quarantining anything,
     and is applied once the registry is back."""
-    protobuf, json_schema = Protobuf(registry.url), JsonSchema(registry.url)
-    item = compile_messages(tmp_path / "v1", {"item.proto": ITEM_V1})["outage.v1.Item"]
-    item2 = compile_messages(tmp_path / "v2", {"item.proto": ITEM_V2})["outage.v2.Item"]
-    pt, jt = topic_factory(partitions=1), topic_factory(partitions=1)
+    protobuf, json_schema = kit.protobuf, kit.json_schema
+    item = compile_messages({"item.proto": ITEM_V1})["outage.v1.Item"]
+    item2 = compile_messages({"item.proto": ITEM_V2})["outage.v2.Item"]
+    pt, jt = kit.topic(partitions=1), kit.topic(partitions=1)
     for topic in (pt, jt):
         protobuf.client.set_compatibility(f"{topic}-value", "NONE")
-    produce(pt, [("a", protobuf.value(pt, item(id="a", n=1)))])
-    produce(jt, [("a", json_schema.value(jt, ROW, {"id": "a", "n": 1}))])
+    kit.produce(pt, [("a", protobuf.value(pt, item(id="a", n=1)))])
+    kit.produce(jt, [("a", json_schema.value(jt, ROW, {"id": "a", "n": 1}))])
     # Registered now, first seen by the view while the registry is down.
     unseen_p = protobuf.value(pt, item2(id="b", n=2, note="new"))
     unseen_j = json_schema.value(jt, ROW_V2, {"id": "b", "n": 2, "note": "new"})
@@ -267,14 +251,14 @@ def test_protobuf_and_json_schema_views_restart_and_recover_without_the_registry
         {"name": "p", "topic": pt, "value": "protobuf"},
         {"name": "j", "topic": jt, "value": "json_schema"},
     )
-    first = open_store(*views, url=registry.url)
+    first = kit.open_store(*views)
     assert {v: s.keys for v, s in first.bootstrap().items()} == {"p": 1, "j": 1}
     first.close()
 
     registry.stop()
-    produce(pt, [("a", known_p + item(id="a", n=5).SerializeToString())])
-    produce(jt, [("a", known_j + json.dumps({"id": "a", "n": 5}).encode())])
-    store = open_store(*views, url=registry.url)
+    kit.produce(pt, [("a", known_p + item(id="a", n=5).SerializeToString())])
+    kit.produce(jt, [("a", known_j + json.dumps({"id": "a", "n": 5}).encode())])
+    store = kit.open_store(*views)
     status = store.bootstrap()
 
     assert not registry.answering()
@@ -286,11 +270,13 @@ def test_protobuf_and_json_schema_views_restart_and_recover_without_the_registry
     assert (store.get("j", "a") or pytest.fail("j")).value == {"id": "a", "n": 5}
 
     store.start()
-    produce(pt, [("b", unseen_p)])
-    produce(jt, [("b", unseen_j)])
+    kit.produce(pt, [("b", unseen_p)])
+    kit.produce(jt, [("b", unseen_j)])
     for name in ("p", "j"):
         view = store.view(name)
-        wait_until(lambda v=view: v.state == "degraded", 60, f"view {name} to report the outage")
+        eventually(
+            lambda v=view: v.state == "degraded", f"view {name} to report the outage", timeout=60
+        )
         assert "schema registry" in (view.status().reason or "")
         assert view.status().quarantined == 0
         assert store.get(name, "b") is None
@@ -298,10 +284,10 @@ def test_protobuf_and_json_schema_views_restart_and_recover_without_the_registry
     registry.start()
     for name in ("p", "j"):
         view = store.view(name)
-        wait_until(
+        eventually(
             lambda v=view, n=name: v.state == "ready" and store.get(n, "b") is not None,
-            120,
             f"view {name} to apply the waiting record",
+            timeout=120,
         )
         assert view.status().quarantined == 0
     assert (store.get("p", "b") or pytest.fail("p")).value == {"id": "b", "n": 2, "note": "new"}

@@ -11,7 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_support import STATESTORE, Topics, clean_env, deliveries, run, write_config
+from cli_support import deliveries
+
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import STATESTORE, clean_env, run, spawn
 
 pytestmark = pytest.mark.integration
 
@@ -169,14 +173,7 @@ def test_sigterm_stops_bootstrap_with_a_message(tmp_path: Path) -> None:
         tmp_path,
         [{"name": "waiting", "topic": "test.cli.not-yet-created", "missing_topic": "wait"}],
     )
-    proc = subprocess.Popen(
-        [str(STATESTORE), "-c", str(config), "bootstrap"],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(["-c", config, "bootstrap"], tmp_path)
     try:
         assert proc.stderr is not None
         seen = []

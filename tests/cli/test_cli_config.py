@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_support import Topics, clean_env, run, write_config
+
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import REPO, clean_env, run
 
 pytestmark = pytest.mark.integration
 
@@ -97,8 +100,6 @@ def test_config_option_before_or_after_the_command(
 
 def test_the_example_config_is_valid() -> None:
     """statestore.example.toml loads and serves the three demo topics."""
-    from cli_support import REPO
-
     from statestore import load_config
 
     config = load_config(REPO / "statestore.example.toml", environ={})

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_support import Topics, run, write_config
+
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import run
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_support import Topics, run, status_json, view_status, write_config
+from cli_support import status_json, view_status
+
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import run
 
 pytestmark = pytest.mark.integration
 

@@ -7,19 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_support import (
-    REPO,
-    Topics,
-    clean_env,
-    deliveries,
-    run,
-    start_server,
-    status_json,
-    view_status,
-    write_config,
-)
+from cli_support import assert_refused, deliveries, run_while_held, status_json, view_status
 
-from statestore import StateStore, load_config
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import REPO, clean_env, run, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -70,18 +62,12 @@ def test_rebuild_refuses_while_another_process_holds_the_store(
     topics: Topics, tmp_path: Path
 ) -> None:
     """rebuild exits 2 with a clear message, and no traceback, while a process that serves no API holds the store."""
-    topic = topics.create(1, [(0, "a", {"v": 1})])
-    config = write_config(tmp_path, [{"name": "things", "topic": topic}])
+    result = run_while_held(topics, tmp_path, "rebuild")
 
-    with StateStore(load_config(config)):
-        result = run(["-c", config, "rebuild"], tmp_path)
-
-    assert result.returncode == 2
-    assert "is in use by a running server" in result.stderr
+    assert_refused(result, "is in use by a running server")
     assert "does not answer at http://127.0.0.1:" in result.stderr
     assert "stop it" in result.stderr
     assert str(tmp_path / "store") in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_rebuild_beside_a_running_server_has_the_server_rebuild_and_swap(

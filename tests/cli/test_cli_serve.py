@@ -5,50 +5,41 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from cli_support import STATESTORE, Topics, clean_env, run, start_server, write_config
+from cli_support import assert_refused, run_while_held
 
-from statestore import StateStore, load_config
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import (
+    finish,
+    free_port,
+    reap,
+    run,
+    spawn,
+    start_server,
+    wait_for_200,
+)
 
 pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _serve(config: Path, cwd: Path, port: int) -> subprocess.Popen[str]:
-    """`statestore serve --port PORT` (not the config's port), its output piped."""
-    return subprocess.Popen(
-        [str(STATESTORE), "-c", str(config), "serve", "--port", str(port)],
-        cwd=cwd,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_ready(proc: subprocess.Popen[str], url: str) -> None:
-    """Poll /readyz until it answers 200 (the server is then caught up)."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"serve exited early with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail("serve did not become ready")
+@contextmanager
+def _serving(config: Path, cwd: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`statestore serve --port PORT` on a free port (not the config's port), its output
+    piped, once ready: (the process, its URL). Killed on the way out when still running."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = spawn(["-c", config, "serve", "--port", port], cwd)
+    try:
+        wait_for_200(f"{url}/readyz", proc, timeout=90)
+        yield proc, url
+    finally:
+        reap(proc)
 
 
 def test_serve_refuses_a_public_bind_without_tokens(tmp_path: Path) -> None:
@@ -57,24 +48,16 @@ def test_serve_refuses_a_public_bind_without_tokens(tmp_path: Path) -> None:
 
     result = run(["-c", config, "serve", "--host", "0.0.0.0"], tmp_path)
 
-    assert result.returncode == 2
-    assert "refusing to serve on 0.0.0.0 without tokens" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_refused(result, "refusing to serve on 0.0.0.0 without tokens")
 
 
 def test_serve_refuses_while_another_process_holds_the_store(
     topics: Topics, tmp_path: Path
 ) -> None:
     """serve exits 2 with a clear message when the store is already open elsewhere."""
-    topic = topics.create(1, [(0, "a", {"v": 1})])
-    config = write_config(tmp_path, [{"name": "things", "topic": topic}])
+    result = run_while_held(topics, tmp_path, "serve", "--port", str(free_port()))
 
-    with StateStore(load_config(config)):
-        result = run(["-c", config, "serve", "--port", str(free_port())], tmp_path)
-
-    assert result.returncode == 2
-    assert "is in use by another process" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_refused(result, "is in use by another process")
 
 
 def test_a_locked_store_names_the_running_servers_own_address(
@@ -84,15 +67,9 @@ def test_a_locked_store_names_the_running_servers_own_address(
     the store names the address the server really answers at, and its pid."""
     topic = topics.create(1, [(0, "a", {"v": 1})])
     config = write_config(tmp_path, [{"name": "things", "topic": topic}])
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = _serve(config, tmp_path, port)
-    try:
-        wait_ready(proc, url)
+    with _serving(config, tmp_path) as (proc, url):
         result = run(["-c", config, "bootstrap"], tmp_path)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        finish(proc, signal.SIGTERM)
 
     assert result.returncode == 2
     assert f"in use by a running server at {url} (pid {proc.pid})" in result.stderr
@@ -103,18 +80,9 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(topics: Topics, tmp_path: Pa
     """serve bootstraps and serves entities; SIGTERM shuts it down gracefully and releases the store."""
     topic = topics.create(2, [(0, "a", {"v": 1}), (1, "b", {"v": 2}), (0, "a", {"v": 3})])
     config = write_config(tmp_path, [{"name": "things", "topic": topic}])
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = _serve(config, tmp_path, port)
-    try:
-        wait_ready(proc, url)
+    with _serving(config, tmp_path) as (proc, url):
         entity = httpx.get(f"{url}/views/things/entities/a", timeout=10).json()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        stderr = finish(proc, signal.SIGTERM)
 
     assert entity["value"] == {"v": 3}
     # uvicorn drains, runs the lifespan shutdown, then re-raises SIGTERM so a supervisor

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
-from cli_support import STATESTORE, Topics, api_port, clean_env, write_config
 
 from statestore.cli._signals import SecondSignalExits
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import api_port, reap, spawn
 
 
 def test_first_signal_stops_cleanly_and_the_second_exits_at_once() -> None:
@@ -37,14 +38,7 @@ def test_second_sigterm_ends_a_serve_stuck_in_its_graceful_stop(
         tmp_path, [{"name": "things", "topic": topic}], api={"max_wait_ms": 600_000}
     )
     url = f"http://127.0.0.1:{api_port(config)}"
-    proc = subprocess.Popen(
-        [str(STATESTORE), "-c", str(config), "serve"],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(["-c", config, "serve"], tmp_path)
     assert proc.stderr is not None
     seen: list[str] = []
 
@@ -73,9 +67,7 @@ def test_second_sigterm_ends_a_serve_stuck_in_its_graceful_stop(
         code = proc.wait(timeout=60)
         hanging.close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        reap(proc)
 
     assert code == 143, "".join(seen) + rest
     assert "SIGTERM again: exiting at once" in rest

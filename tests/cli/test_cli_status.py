@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_support import Topics, clean_env, deliveries, run, status_json, view_status, write_config
+from cli_support import deliveries, status_json, view_status
 
 from statestore import StateStore, load_config
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import clean_env, run
 
 pytestmark = pytest.mark.integration
 

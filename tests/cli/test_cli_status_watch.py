@@ -9,20 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cli_support import STATESTORE, Topics, clean_env, deliveries, run, write_config
+from cli_support import deliveries
+
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import finish, reap, run, spawn
 
 pytestmark = pytest.mark.integration
 
 
 def _watch(config: Path, cwd: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(STATESTORE), "-c", str(config), "status", "--watch", "--interval", "0.2", *extra],
-        cwd=cwd,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn(["-c", config, "status", "--watch", "--interval", "0.2", *extra], cwd)
 
 
 def _lines(proc: subprocess.Popen[str], n: int) -> list[str]:
@@ -61,12 +58,9 @@ def test_watch_prints_a_line_per_view_each_refresh_and_ctrl_c_exits_0(
     proc = _watch(config, tmp_path)
     try:
         lines = _lines(proc, 3)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
+        stderr = finish(proc, signal.SIGINT)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        reap(proc)
 
     assert proc.returncode == 0, stderr
     assert len(lines) == 3
@@ -91,12 +85,9 @@ def test_watch_json_prints_a_report_per_line_and_sigterm_exits_0(
         topics.produce(topic, [(0, "b", {"v": 1})])
         # The refreshes go on; one of them sees the record produced meanwhile.
         later = _lines_until(proc, lambda line: json.loads(line)["views"][0]["lag"] == 1)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+        stderr = finish(proc, signal.SIGTERM)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        reap(proc)
 
     assert proc.returncode == 0, stderr
     reports = [json.loads(line) for line in first + later]

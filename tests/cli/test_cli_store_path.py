@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_support import Topics, deliveries, run, write_config
+from cli_support import deliveries
 
 from statestore import StateStore, load_config
 from statestore.storage import MARKER
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import run
 
 pytestmark = pytest.mark.integration
 

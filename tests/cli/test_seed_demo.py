@@ -10,10 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import REPO, Topics, run, status_json, view_status, write_config
+from cli_support import status_json, view_status
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from statestore import StateStore, load_config
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import REPO, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 

@@ -23,7 +23,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_support import REPO, Server, Topics, api_port, clean_env, run, write_config
+
+from tests.support.config import write_config
+from tests.support.kafka import Topics
+from tests.support.processes import REPO, clean_env, run, start_server
 
 README = REPO / "README.md"
 
@@ -130,23 +133,14 @@ def test_readme_example_and_rest_from_the_wheel(
     printed = _sh([installed.python, "example.py"], tmp_path, timeout=120)
     assert json.loads(printed.strip().splitlines()[-1]) == {"status": "delivered", "n": 3}
 
-    proc = subprocess.Popen(
-        [str(installed.statestore), "-c", str(config), "serve"],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    server = Server(proc, f"http://127.0.0.1:{api_port(config)}")
+    server = start_server(config, tmp_path, exe=installed.statestore)
     try:
-        server.wait_ready()
         got = httpx.get(f"{server.url}/views/deliveries/entities/d-0001", timeout=10)
         assert got.status_code == 200, got.text
         assert got.json()["value"] == {"status": "delivered", "n": 3}
         assert httpx.get(f"{server.url}/views/deliveries/entities/d-0003").status_code == 404
     finally:
-        stderr = server.stop()
+        output = server.stop()
     # uvicorn ends a graceful SIGTERM shutdown by re-raising the signal
-    assert proc.returncode in (0, -signal.SIGTERM), stderr
-    assert "Application shutdown complete" in stderr
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output

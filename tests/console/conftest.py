@@ -8,20 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from playwright.sync_api import BrowserContext, Page, Playwright, sync_playwright
 
-from tests.cli.cli_support import BOOTSTRAP, write_config
-from tests.console.console_support import (
-    ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    Served,
-    Topics,
-    produce,
-    serve,
-)
+from tests.console.console_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, serve
+from tests.support.config import write_config
+from tests.support.kafka import Topics, produce
+from tests.support.processes import Server
 
 # A key and values that would run script if the page ever parsed data as HTML.
 HOSTILE_KEY = '<script>window.__pwned = "key"</script>'
@@ -34,7 +26,7 @@ HOSTILE_QUARANTINE_VALUE = b'{not json <script>window.__pwned = "raw"</script>'
 class World:
     """The served store the tests share: view ``orders`` (indexed on status) and ``spare``."""
 
-    served: Served
+    served: Server
     orders: str
     spare: str
     offsets: dict[str, tuple[int, int]]
@@ -45,23 +37,12 @@ class World:
 
 
 @pytest.fixture(scope="session")
-def admin() -> AdminClient:
-    """An admin client on the local broker; the tests fail (never skip) when it is down."""
-    client = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    try:
-        client.list_topics(timeout=15)
-    except KafkaException as exc:
-        pytest.fail(
-            f"the local Kafka broker at {BOOTSTRAP} is unreachable ({exc}); run make services"
-        )
-    return client
-
-
-@pytest.fixture(scope="session")
-def topics(admin: AdminClient) -> Iterator[Topics]:
-    made = Topics(admin)
+def topics(bootstrap_servers: str) -> Iterator[Topics]:
+    """Topics the console tests share for the session (the broker fixture fails, never
+    skips, when the broker is down)."""
+    made = Topics(bootstrap_servers, prefix="test.console")
     yield made
-    made.delete()
+    made.close()
 
 
 @pytest.fixture(scope="session")

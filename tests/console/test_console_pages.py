@@ -5,15 +5,25 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
-from tests.cli.cli_support import write_config
 from tests.console.conftest import HOSTILE_QUARANTINE_KEY, Tab, World
-from tests.console.console_support import DEADLINE_MS, Topics, produce, serve
+from tests.console.console_support import DEADLINE_MS, serve
+from tests.support.config import write_config
+from tests.support.kafka import Topics, produce
 
 
 def _csp_errors(tab: Tab) -> list[str]:
     return [m for m in tab.messages if "Content Security Policy" in m or m.startswith("pageerror")]
+
+
+def _orders_panel(world: World, tab: Tab, panel: str) -> Page:
+    """The console opened at *panel*, once its list of the two views is loaded, with the
+    view "orders" chosen."""
+    page = tab.open(f"{world.url}/console#{panel}")
+    expect(page.locator(f"#{panel}-view option")).to_have_count(2, timeout=DEADLINE_MS)
+    page.select_option(f"#{panel}-view", "orders")
+    return page
 
 
 def test_views_panel_shows_state_keys_and_lag_per_partition(world: World, tab: Tab) -> None:
@@ -89,9 +99,7 @@ def test_progress_panel_shows_load_state_and_a_rebuild_from_the_console(
 
 def test_quarantine_panel_lists_quarantined_records(world: World, tab: Tab) -> None:
     """The quarantine browser shows a view's quarantined record with its key, raw value and reason."""
-    page = tab.open(f"{world.url}/console#quarantine")
-    expect(page.locator("#quarantine-view option")).to_have_count(2, timeout=DEADLINE_MS)
-    page.select_option("#quarantine-view", "orders")
+    page = _orders_panel(world, tab, "quarantine")
     page.click("#quarantine-form button[type=submit]")
     rows = page.locator("#quarantine-table tbody tr")
     expect(rows).to_have_count(1, timeout=DEADLINE_MS)
@@ -107,9 +115,7 @@ def test_quarantine_panel_lists_quarantined_records(world: World, tab: Tab) -> N
 
 def test_lookup_shows_the_entity_a_prefix_page_and_index_hits(world: World, tab: Tab) -> None:
     """A key lookup shows that entity with its partition and offset; prefix and index searches list the matches."""
-    page = tab.open(f"{world.url}/console#lookup")
-    expect(page.locator("#lookup-view option")).to_have_count(2, timeout=DEADLINE_MS)
-    page.select_option("#lookup-view", "orders")
+    page = _orders_panel(world, tab, "lookup")
     page.fill("#key-input", "o-007")
     page.click("#key-form button[type=submit]")
     partition, offset = world.offsets["o-007"]
@@ -147,9 +153,7 @@ def test_lookup_shows_the_entity_a_prefix_page_and_index_hits(world: World, tab:
 
 def test_change_tail_shows_changes_as_they_are_applied(world: World, tab: Tab) -> None:
     """The live tail shows each change the view applies, newest first, puts and deletes alike."""
-    page = tab.open(f"{world.url}/console#changes")
-    expect(page.locator("#changes-view option")).to_have_count(2, timeout=DEADLINE_MS)
-    page.select_option("#changes-view", "orders")
+    page = _orders_panel(world, tab, "changes")
     page.fill("#changes-prefix", "tail-")
     page.click("#changes-start")
     expect(page.locator("#changes-summary")).to_contain_text(
@@ -176,7 +180,7 @@ def test_progress_panel_follows_a_bootstrap_from_waiting_to_ready(
     topics: Topics, tmp_path_factory: pytest.TempPathFactory, tab: Tab
 ) -> None:
     """A view waiting for its topic shows as bootstrapping with the reason; once the topic has records, ready with every offset applied."""
-    name = Topics.name()
+    name = topics.name()
     directory = tmp_path_factory.mktemp("console-bootstrap")
     config = write_config(
         directory, [{"name": "later", "topic": name, "value": "json", "missing_topic": "wait"}]
@@ -192,7 +196,7 @@ def test_progress_panel_follows_a_bootstrap_from_waiting_to_ready(
         )
         expect(card.locator('[data-field="progress"]')).to_have_text("no partitions known yet")
         tab.screenshot("progress-bootstrapping.png")
-        topics.create(2, name)
+        topics.create_named(name, 2)
         produce(name, [(i % 2, f"l-{i}", {"n": i}) for i in range(9)])
         expect(card.locator('h3 [data-field="state"]')).to_have_text("ready", timeout=DEADLINE_MS)
         expect(card.locator('[data-field="progress"]')).to_have_text(

@@ -11,9 +11,11 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.cli.cli_support import write_config
 from tests.console.conftest import HOSTILE_KEY, HOSTILE_QUARANTINE_KEY, HOSTILE_VALUE, Tab, World
-from tests.console.console_support import DEADLINE_MS, Served, Topics, produce, serve
+from tests.console.console_support import DEADLINE_MS, serve
+from tests.support.config import write_config
+from tests.support.kafka import Topics, produce
+from tests.support.processes import Server
 
 TOKEN = "console-test-token-7f3a"
 TOKEN_KEY = "statestore.console.token"
@@ -80,7 +82,7 @@ def test_hostile_keys_and_values_render_as_text_in_every_panel(world: World, tab
 class Guarded:
     """A server with tokens and the topic of its one view."""
 
-    served: Served
+    served: Server
     topic: str
 
     @property

@@ -4,14 +4,13 @@ independent reduction of what was produced."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
 import embedded_example as example
 import orjson
 import pytest
 
-from statestore import AsyncStateStore, Config
+from statestore import AsyncStateStore
+from tests.support.env import Env
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +32,12 @@ def deliveries(n: int) -> list[tuple[str, bytes | None]]:
     return records
 
 
-def test_example_functions_match_the_reduction_of_the_log(
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    make_config: Callable[..., Config],
-) -> None:
+def test_example_functions_match_the_reduction_of_the_log(env: Env) -> None:
     """Every function of the example answers what the reduction of the produced log says."""
-    topic = topic_factory(3)
-    produced = produce(topic, deliveries(240))
+    topic = env.topic(3)
+    produced = env.produce(topic, deliveries(240))
     expected = {k.decode(): orjson.loads(v) for k, v in produced.latest().items()}
-    config = make_config({"name": "deliveries", "topic": topic, "indexes": ("status", "weight")})
+    config = env.config({"name": "deliveries", "topic": topic, "indexes": ("status", "weight")})
     store = example.open_store(config)
     try:
         reader = store.reader("deliveries")
@@ -60,11 +55,8 @@ def test_example_functions_match_the_reduction_of_the_log(
         assert example.status_of(reader, "d-001") == expected["d-001"]["status"]
         assert example.status_of(reader, "d-000") is None  # deleted
 
-        last = {}
-        for partition, offset, _, _ in produced.records:
-            last[partition] = max(offset, last.get(partition, -1))
         keys = ["d-001", "d-011", "d-014", "nope"]
-        statuses = asyncio.run(example.read_async(store, keys, last))
+        statuses = asyncio.run(example.read_async(store, keys, produced.last_offsets()))
         assert statuses == [expected[k]["status"] if k in expected else "absent" for k in keys]
 
         async def follow() -> dict[str, str | None]:
@@ -75,7 +67,7 @@ def test_example_functions_match_the_reduction_of_the_log(
                     ("d-002", None),
                     ("d-999", orjson.dumps({"status": "new", "weight": 2})),
                 ]
-                await asyncio.to_thread(produce, topic, later)
+                await asyncio.to_thread(env.produce, topic, later)
                 async with asyncio.timeout(30):
                     return await example.follow_until(changes, {"d-001", "d-002", "d-999"})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from statestore import PositionTimeoutError, StateStore, ViewFailedError
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +27,7 @@ def canonical(expected: dict[bytes, bytes]) -> dict[bytes, bytes]:
     return {k: orjson.dumps(orjson.loads(v)) for k, v in expected.items()}
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+
 
 
 def updates(
@@ -49,13 +44,25 @@ def updates(
     return out
 
 
-def test_multi_partition_bootstrap_equals_the_reduction(
-    topic_factory: Any, produce: Any, make_config: Any
-) -> None:
+# (partitions, records) -> (topic, what was produced, the config of the view ``v`` of it)
+ViewOf = Callable[[int, Sequence[tuple[Any, ...]]], tuple[str, Any, Any]]
+
+
+@pytest.fixture
+def view_of(topic_factory: Any, produce: Any, make_config: Any) -> ViewOf:
+    """A new topic of *partitions* holding *records*, and the config of the view ``v`` of it."""
+
+    def make(partitions: int, records: Sequence[tuple[Any, ...]]) -> tuple[str, Any, Any]:
+        topic = topic_factory(partitions)
+        produced = produce(topic, records)
+        return topic, produced, make_config({"name": "v", "topic": topic})
+
+    return make
+
+
+def test_multi_partition_bootstrap_equals_the_reduction(view_of: ViewOf) -> None:
     """Bootstrapping a 6-partition topic with updates and tombstones yields exactly the last value per key."""
-    topic = topic_factory(6)
-    produced = produce(topic, updates(500, 5000))
-    config = make_config({"name": "v", "topic": topic})
+    _, produced, config = view_of(6, updates(500, 5000))
     with StateStore(config) as store:
         assert not store.ready()
         status = store.bootstrap()["v"]
@@ -70,13 +77,9 @@ def test_multi_partition_bootstrap_equals_the_reduction(
         }
 
 
-def test_restart_resumes_from_stored_positions(
-    topic_factory: Any, produce: Any, make_config: Any
-) -> None:
+def test_restart_resumes_from_stored_positions(view_of: ViewOf, produce: Any) -> None:
     """A second bootstrap after a restart reads only the records produced since, never from zero."""
-    topic = topic_factory(3)
-    first = produce(topic, updates(100, 1000))
-    config = make_config({"name": "v", "topic": topic})
+    topic, first, config = view_of(3, updates(100, 1000))
     with StateStore(config) as store:
         assert store.bootstrap()["v"].records_applied == 1000
     more = produce(topic, updates(100, 37, seed=8))
@@ -89,12 +92,10 @@ def test_restart_resumes_from_stored_positions(
 
 
 def test_follow_applies_updates_and_new_partitions(
-    topic_factory: Any, produce: Any, make_config: Any, admin: AdminClient
+    view_of: ViewOf, produce: Any, admin: AdminClient
 ) -> None:
     """While following, updates and deletes appear, and partitions added to the topic are read from offset 0."""
-    topic = topic_factory(2)
-    produce(topic, [("a", b'{"v":1}'), ("b", b'{"v":1}')])
-    config = make_config({"name": "v", "topic": topic})
+    topic, _, config = view_of(2, [("a", b'{"v":1}'), ("b", b'{"v":1}')])
     with StateStore(config) as store:
         store.bootstrap()
         store._ingestor("v").metadata_interval = 0.5
@@ -107,20 +108,21 @@ def test_follow_applies_updates_and_new_partitions(
         assert store.get("v", "b") is None
         admin.create_partitions([NewPartitions(topic, 4)])[topic].result(timeout=30)
         # The producer must see partition 3 before it can write to it.
-        wait_until(lambda: len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 4)
+        eventually(
+            lambda: len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 4,
+            "the topic to have 4 partitions",
+            timeout=20,
+        )
         produce(topic, [("c", b'{"v":3}'), ("d", b'{"v":4}')], partition=3)
-        wait_until(lambda: store.get("v", "d") is not None)
+        eventually(lambda: store.get("v", "d") is not None, "key d in the view", timeout=20)
         c = store.get("v", "c")
         assert c is not None and c.partition == 3 and c.offset == 0
 
 
-def test_wait_for_times_out_with_the_reached_position(
-    topic_factory: Any, produce: Any, make_config: Any
-) -> None:
+def test_wait_for_times_out_with_the_reached_position(view_of: ViewOf) -> None:
     """Waiting for an offset the topic does not have yet raises with the position actually applied."""
-    topic = topic_factory(1)
-    produce(topic, [("a", b"{}"), ("b", b"{}")])
-    with StateStore(make_config({"name": "v", "topic": topic})) as store:
+    _, _, config = view_of(1, [("a", b"{}"), ("b", b"{}")])
+    with StateStore(config) as store:
         store.bootstrap()
         assert store.wait_for("v", {0: 1}, timeout=0.1) == {0: 1}
         with pytest.raises(PositionTimeoutError) as info:
@@ -142,11 +144,10 @@ ODD_KEYS = [
 ]
 
 
-def test_odd_keys_round_trip(topic_factory: Any, produce: Any, make_config: Any) -> None:
+def test_odd_keys_round_trip(view_of: ViewOf) -> None:
     """Keys with spaces, slashes, percent signs, emoji, control characters and 300 characters are stored and found exactly."""
-    topic = topic_factory(3)
-    produce(topic, [(k, orjson.dumps({"k": k})) for k in ODD_KEYS])
-    with StateStore(make_config({"name": "v", "topic": topic})) as store:
+    _, _, config = view_of(3, [(k, orjson.dumps({"k": k})) for k in ODD_KEYS])
+    with StateStore(config) as store:
         store.bootstrap()
         for key in ODD_KEYS:
             entity = store.get("v", key)
@@ -155,12 +156,11 @@ def test_odd_keys_round_trip(topic_factory: Any, produce: Any, make_config: Any)
         assert [e.key for e in page.items] == ["emoji 🚚📦"]
 
 
-def test_paging_visits_every_key_once(topic_factory: Any, produce: Any, make_config: Any) -> None:
+def test_paging_visits_every_key_once(view_of: ViewOf, produce: Any) -> None:
     """Paging a prefix with cursors returns every matching key once, in key order, while writes land elsewhere."""
-    topic = topic_factory(3)
     keys = [f"p-{i:04d}" for i in range(250)] + [f"q-{i:04d}" for i in range(50)]
-    produce(topic, [(k, b"{}") for k in keys])
-    with StateStore(make_config({"name": "v", "topic": topic})) as store:
+    topic, _, config = view_of(3, [(k, b"{}") for k in keys])
+    with StateStore(config) as store:
         store.bootstrap()
         store.start()
         seen: list[str] = []
@@ -206,17 +206,17 @@ def test_missing_topic_can_be_waited_for(
     with StateStore(config) as store:
         store._ingestor("v").wait_interval = 0.2
         store.start()
-        wait_until(
-            lambda: (
-                store.view("v").reason is not None and "waiting" in (store.view("v").reason or "")
-            )
+        eventually(
+            lambda: "waiting" in (store.view("v").reason or ""),
+            "the view to say it is waiting for its topic",
+            timeout=20,
         )
         assert not store.ready()
         admin.create_topics([NewTopic(name, 1, 1, config={"cleanup.policy": "compact"})])[
             name
         ].result()
         produce(name, [("a", b'{"x":1}')])
-        wait_until(store.ready, timeout=30)
+        eventually(store.ready, "the store to be ready", timeout=30)
         assert store.get("v", "a") is not None
     admin.delete_topics([name])
 

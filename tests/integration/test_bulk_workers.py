@@ -12,10 +12,11 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-from test_bootstrap import canonical, entities, updates, wait_until
+from test_bootstrap import canonical, entities, updates
 
 from statestore import StateStore
 from statestore.config import Config, StoreConfig, ViewConfig
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +128,11 @@ def test_a_killed_worker_is_reported_and_the_load_resumes(
         for w in workers:
             w.send_signal(signal.SIGSTOP)
         # Both are frozen mid-load (a stopped process cannot have finished).
-        wait_until(lambda: all(w.status() == psutil.STATUS_STOPPED for w in workers), 10.0)
+        eventually(
+            lambda: all(w.status() == psutil.STATUS_STOPPED for w in workers),
+            "both workers to be stopped",
+            timeout=10.0,
+        )
         workers[0].send_signal(signal.SIGKILL)
         killed.append(workers[0].pid)
         workers[1].send_signal(signal.SIGCONT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -12,49 +11,38 @@ import pytest
 from statestore import (
     AsyncStateStore,
     Change,
-    Config,
     InvalidRangeError,
     StateStore,
     UnknownIndexError,
     format_position,
 )
+from tests.support.env import Env
 
 pytestmark = pytest.mark.integration
 
 
-def last_offsets(produced: Any) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for partition, offset, _, _ in produced.records:
-        out[partition] = max(offset, out.get(partition, -1))
-    return out
-
-
-def test_handle_follows_the_topic(
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    make_config: Callable[..., Config],
-) -> None:
+def test_handle_follows_the_topic(env: Env) -> None:
     """A handle made before later records answers them once its wait_for (given the position
     as text) returns: points, key ranges and index ranges reflect moves between values."""
-    topic = topic_factory(2)
-    first = produce(topic, [(f"s-{i:02d}", orjson.dumps({"rank": i})) for i in range(30)])
-    config = make_config({"name": "scores", "topic": topic, "indexes": ("rank",)})
+    topic = env.topic(2)
+    first = env.produce(topic, [(f"s-{i:02d}", orjson.dumps({"rank": i})) for i in range(30)])
+    config = env.config({"name": "scores", "topic": topic, "indexes": ("rank",)})
     with StateStore(config) as store:
         store.bootstrap()
         store.start()
         scores = store.reader("scores")
-        assert scores.wait_for(format_position(last_offsets(first)), timeout=20.0)
+        assert scores.wait_for(format_position(first.last_offsets()), timeout=20.0)
         assert [e.key for e in scores.by_range("rank", start=5, end=8).items] == [
             "s-05",
             "s-06",
             "s-07",
         ]
-        later = produce(
+        later = env.produce(
             topic,
             [("s-05", orjson.dumps({"rank": 100})), ("s-29", None), ("s-30", orjson.dumps({}))],
         )
-        reached = scores.wait_for(last_offsets(later), timeout=20.0)
-        assert all(reached[p] >= o for p, o in last_offsets(later).items())
+        reached = scores.wait_for(later.last_offsets(), timeout=20.0)
+        assert all(reached[p] >= o for p, o in later.last_offsets().items())
         assert scores.position() == reached
         assert [e.key for e in scores.by_range("rank", start=5, end=8).items] == ["s-06", "s-07"]
         top = scores.by_range("rank", start=28).items
@@ -74,17 +62,13 @@ def test_handle_follows_the_topic(
             scores.by_range("nope", start=1)
 
 
-def test_async_api_while_following(
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    make_config: Callable[..., Config],
-) -> None:
+def test_async_api_while_following(env: Env) -> None:
     """While the store follows the topic, an asyncio service waits for a position produced
     after it started waiting, reads through the async handle, and receives the changes of
     its prefix with `async for`, each of them once, then a deletion produced meanwhile."""
-    topic = topic_factory(3)
-    produce(topic, [(f"a-{i}", orjson.dumps({"v": i})) for i in range(10)])
-    config = make_config({"name": "v", "topic": topic, "indexes": ("v",)})
+    topic = env.topic(3)
+    env.produce(topic, [(f"a-{i}", orjson.dumps({"v": i})) for i in range(10)])
+    config = env.config({"name": "v", "topic": topic, "indexes": ("v",)})
     with StateStore(config) as store:
         store.bootstrap()
         store.start()
@@ -95,15 +79,15 @@ def test_async_api_while_following(
                 async with v.changes(prefix="b-") as changes:
                     records = [(f"b-{i}", orjson.dumps({"v": 100 + i})) for i in range(5)]
                     records.append(("a-1", orjson.dumps({"v": -1})))
-                    produced = await asyncio.to_thread(produce, topic, records)
-                    await v.wait_for(last_offsets(produced), timeout=20.0)
+                    produced = await asyncio.to_thread(env.produce, topic, records)
+                    await v.wait_for(produced.last_offsets(), timeout=20.0)
                     seen: list[tuple[str, Any]] = []
                     async with asyncio.timeout(20):
                         async for event in changes:
                             assert isinstance(event, Change)
                             seen.append((event.key, None if event.deleted else event.value["v"]))
                             if len(seen) == 5:
-                                await asyncio.to_thread(produce, topic, [("b-0", None)])
+                                await asyncio.to_thread(env.produce, topic, [("b-0", None)])
                             if event.deleted:
                                 break
                 page = await v.by_range("v", start=-5, end=103)

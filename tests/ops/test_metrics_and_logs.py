@@ -14,8 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from ops_support import Serve, eventually, send, write_config
+from ops_support import Serve, send
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.config import write_config
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
-from ops_support import STATESTORE, clean_env, eventually, parse, send, write_config
+from ops_support import parse, send
 
 from statestore import StateStore, load_config
 from statestore.api import create_app
+from tests.support.config import write_config
+from tests.support.processes import run
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
+
+
+def reports(
+    client: TestClient, view: str, config_path: Path, cwd: Path
+) -> tuple[dict[str, Any], dict[Any, float], dict[str, Any]]:
+    """What GET /views/{view}, /metrics and `statestore status --json` say of *view* now."""
+    route = client.get(f"/views/{view}").json()
+    metrics = parse(client.get("/metrics").text)
+    cli = run(["-c", config_path, "status", "--json"], cwd)
+    assert cli.returncode == 0, cli.stderr
+    status = next(v for v in json.loads(cli.stdout)["views"] if v["name"] == view)
+    return route, metrics, status
 
 
 def test_status_json_the_view_route_and_metrics_agree_for_a_quiet_view(
@@ -34,20 +49,8 @@ def test_status_json_the_view_route_and_metrics_agree_for_a_quiet_view(
         store.start()
         eventually(lambda: store.ready() and store.view("v").lag() == 0, "caught up")
         with TestClient(create_app(config, store=store), base_url="http://localhost") as client:
-            route = client.get("/views/v").json()
-            metrics = parse(client.get("/metrics").text)
-            cli = subprocess.run(
-                [str(STATESTORE), "-c", str(config_path), "status", "--json"],
-                cwd=tmp_path,
-                env=clean_env(),
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+            route, metrics, status = reports(client, "v", config_path, tmp_path)
 
-    assert cli.returncode == 0, cli.stderr
-    status = next(v for v in json.loads(cli.stdout)["views"] if v["name"] == "v")
     assert (route["keys"], route["quarantined"], route["records_applied"]) == (29, 1, 33)
     view = (("view", "v"),)
     for name, metric in (
@@ -88,7 +91,7 @@ def test_a_failed_view_reports_the_same_growing_lag_in_status_json_the_view_rout
     config_path = write_config(
         tmp_path,
         [{"name": "f", "topic": topic, "on_error": "fail"}],
-        store={"lag_refresh_s": 0.2},
+        store_options={"lag_refresh_s": 0.2},
     )
     config = load_config(config_path, environ={})
     with StateStore(config) as store:
@@ -103,19 +106,7 @@ def test_a_failed_view_reports_the_same_growing_lag_in_status_json_the_view_rout
                     lambda n=produced: client.get("/views/f").json()["lag"] == n,
                     f"lag {produced} polled",
                 )
-                route = client.get("/views/f").json()
-                metrics = parse(client.get("/metrics").text)
-                cli = subprocess.run(
-                    [str(STATESTORE), "-c", str(config_path), "status", "--json"],
-                    cwd=tmp_path,
-                    env=clean_env(),
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                    check=False,
-                )
-                assert cli.returncode == 0, cli.stderr
-                status = json.loads(cli.stdout)["views"][0]
+                route, metrics, status = reports(client, "f", config_path, tmp_path)
                 labels = (("topic", topic), ("view", "f"))
                 assert route["state"] == "failed"
                 assert status["lag"] == route["lag"] == metrics[("statestore_view_lag", labels)]

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewPartitions  # type: ignore[attr-defined]
-from ops_support import eventually, send
+from ops_support import send
 
 from statestore import Config, StateStore
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 

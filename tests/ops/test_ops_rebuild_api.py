@@ -6,39 +6,36 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 from fastapi.testclient import TestClient
-from ops_support import eventually, send
+from ops_support import send
 
 from statestore import ApiConfig, Config, StateStore, TokenConfig
 from statestore.api import create_app
+from tests.support.env import Env
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def following(
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    make_config: Callable[..., Config],
-) -> Iterator[tuple[StateStore, TestClient]]:
+def following(env: Env) -> Iterator[tuple[StateStore, TestClient]]:
     """A started store over 3 partitions of 20,000 keys, caught up, and a client of its app.
 
     Its reads take seconds by construction (a fetch of 4 KB per partition, then 100 ms
     before the next once a record waits in the queue), so readers see a rebuild under way.
     """
-    topic = topic_factory(3)
-    produce(topic, [(f"k{i:05d}", b'{"n": %d}' % i) for i in range(20_000)])
+    topic = env.topic(3)
+    env.produce(topic, [(f"k{i:05d}", b'{"n": %d}' % i) for i in range(20_000)])
     slow_reads = {
         "max.partition.fetch.bytes": 4096,
         "queued.min.messages": 1,
         "fetch.queue.backoff.ms": 100,
     }
-    config = make_config({"name": "v", "topic": topic}, {"name": "w", "topic": topic}, **slow_reads)
+    config = env.config({"name": "v", "topic": topic}, {"name": "w", "topic": topic}, **slow_reads)
     with StateStore(config) as store:
         store.start()
         eventually(store.ready, "the views caught up")
@@ -125,16 +122,12 @@ def test_rebuild_of_an_unknown_view_is_404(following: tuple[StateStore, TestClie
     assert resp.json()["error"]["code"] == "unknown_view"
 
 
-def test_rebuild_is_scoped_by_token(
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    make_config: Callable[..., Config],
-) -> None:
+def test_rebuild_is_scoped_by_token(env: Env) -> None:
     """Without a token the route is 401; a token scoped to other views is 403, and so is a
     read token of the view; an admin token of the view rebuilds."""
-    topic = topic_factory(1)
-    produce(topic, [("a", b"{}")])
-    base = make_config({"name": "v", "topic": topic}, {"name": "w", "topic": topic})
+    topic = env.topic(1)
+    env.produce(topic, [("a", b"{}")])
+    base = env.config({"name": "v", "topic": topic}, {"name": "w", "topic": topic})
     config = base.model_copy(
         update={
             "api": ApiConfig(

@@ -14,31 +14,19 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Producer
-from ops_support import (
-    BOOTSTRAP,
-    STATESTORE,
-    clean_env,
-    read_log,
-    reduce_log,
-    stored,
-    write_config,
-)
 
 from statestore import StateStore, load_config
+from tests.support.config import write_config
+from tests.support.kafka import BOOTSTRAP
+from tests.support.oracle import latest, read_log
+from tests.support.processes import finish, reap, run, spawn, wait_for_200
+from tests.support.stores import stored
 
 pytestmark = pytest.mark.integration
 
 
 def _run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(STATESTORE), "-c", str(config), *args],
-        cwd=config.parent,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run(["-c", config, *args], config.parent, timeout=300)
 
 
 def _records_read(result: subprocess.CompletedProcess[str], view: str) -> int:
@@ -75,14 +63,7 @@ def _produce_many(topic: str, n: int, partitions: int, batch: int = 1) -> None:
 def _sigterm_bootstrap_at(config: Path, cwd: Path, pattern: str) -> tuple[int, list[str], str]:
     """Run `statestore bootstrap`, send SIGTERM at the first log line matching *pattern*;
     (exit code, the lines up to it, the rest of the output)."""
-    proc = subprocess.Popen(
-        [str(STATESTORE), "-c", str(config), "bootstrap"],
-        cwd=cwd,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(["-c", config, "bootstrap"], cwd)
     seen: list[str] = []
     try:
         assert proc.stderr is not None
@@ -94,16 +75,14 @@ def _sigterm_bootstrap_at(config: Path, cwd: Path, pattern: str) -> tuple[int, l
         rest = proc.stderr.read()
         return proc.wait(timeout=60), seen, rest
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        reap(proc)
 
 
 def _check_resumes_without_rereading(config: Path, topic: str) -> dict[int, int]:
     """Stored data equals the log up to the stored positions; bootstraps read the rest, then nothing."""
     positions, entities, applied = stored(config, "v")
     log = read_log(topic)
-    assert entities == reduce_log(log, positions)
+    assert entities == latest(log, positions)
     assert applied == sum(positions.values())
 
     rest = _run(config, "bootstrap")
@@ -132,7 +111,7 @@ def test_sigterm_during_bootstrap_keeps_what_was_read_and_the_next_run_resumes(
         "fetch.queue.backoff.ms": 60_000,
     }
     views = [{"name": "v", "topic": topic}]
-    config = write_config(tmp_path, views, kafka=stalled, store={"batch_size": 1})
+    config = write_config(tmp_path, views, kafka=stalled, store_options={"batch_size": 1})
     code, seen, rest = _sigterm_bootstrap_at(
         config, tmp_path, r"bootstrap\.progress view=v records=[1-9]"
     )
@@ -149,7 +128,7 @@ def test_sigterm_during_bootstrap_keeps_what_was_read_and_the_next_run_resumes(
     assert sum(p.position for p in status.partitions) == status.records_applied
 
     log = read_log(topic)
-    config = write_config(tmp_path, views, store={"batch_size": 1})  # fetching freely again
+    config = write_config(tmp_path, views, store_options={"batch_size": 1})  # fetching freely again
     again = _run(config, "bootstrap")
     assert again.returncode == 0, again.stderr
     assert _records_read(again, "v") == len(log) - status.records_applied
@@ -167,7 +146,7 @@ def test_sigterm_during_the_merge_leaves_an_exact_view(
     config = write_config(
         tmp_path,
         [{"name": "v", "topic": topic, "indexes": ["n"]}],
-        store={"bootstrap_workers": 2, "bulk_min_records": 1_000},
+        store_options={"bootstrap_workers": 2, "bulk_min_records": 1_000},
     )
     code, seen, rest = _sigterm_bootstrap_at(config, tmp_path, r"bulk\.merging view=v")
 
@@ -177,7 +156,7 @@ def test_sigterm_during_the_merge_leaves_an_exact_view(
     assert "Traceback" not in "".join(seen) + rest
     log = read_log(topic)
     assert _check_resumes_without_rereading(config, topic) == {
-        p: 1 + max(o for q, o, _, _ in log if q == p) for p in range(4)
+        p: 1 + max(r.offset for r in log if r.partition == p) for p in range(4)
     }
     with StateStore(load_config(config, environ={}), read_only=True) as store:
         entities = {e.key: e.value for e in store.view("v").iter_entities()}
@@ -194,14 +173,7 @@ def test_sigterm_while_serving_closes_cleanly_and_a_restart_reads_nothing_again(
     _produce_many(topic, 300, 3)
     config = write_config(tmp_path, [{"name": "v", "topic": topic}])
     url = f"http://127.0.0.1:{load_config(config, environ={}).api.port}"
-    proc = subprocess.Popen(
-        [str(STATESTORE), "-c", str(config), "serve"],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(["-c", config, "serve"], tmp_path)
     stop = threading.Event()
 
     def keep_producing() -> None:
@@ -220,29 +192,18 @@ def test_sigterm_while_serving_closes_cleanly_and_a_restart_reads_nothing_again(
 
     writer = threading.Thread(target=keep_producing, daemon=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert time.monotonic() < deadline and proc.poll() is None, "serve never got ready"
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_for_200(f"{url}/readyz", proc, timeout=90)
         writer.start()
         # Following: records applied since the server got ready.
         deadline = time.monotonic() + 90
         while httpx.get(f"{url}/views/v", timeout=5).json()["records_applied"] < 400:
             assert time.monotonic() < deadline and proc.poll() is None, "serve applied too little"
             time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+        stderr = finish(proc, signal.SIGTERM)
     finally:
         stop.set()
         writer.join(30)
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        reap(proc)
 
     assert proc.returncode in (0, -signal.SIGTERM), stderr
     assert "api.store_closed" in stderr

@@ -27,7 +27,12 @@ import pytest
 import yaml
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from ops_support import BOOTSTRAP, REPO, Serve, free_port, send, write_config
+from ops_support import Serve, send
+
+from tests.support.config import write_config
+from tests.support.kafka import BOOTSTRAP
+from tests.support.processes import REPO, finish, free_port
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +57,7 @@ def rules_copy(path: Path) -> Path:
 @dataclass
 class Prometheus:
     url: str
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[str]
     log: Path
 
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -82,25 +87,17 @@ class Prometheus:
             found[:] = self.firing(name, **labels)
             return bool(found)
 
-        wait(fires, f"{name} {labels} firing", timeout)
+        eventually(fires, f"{name} {labels} firing", timeout)
         return found[0]
 
     def wait_cleared(self, name: str, timeout: float = 60.0, **labels: str) -> None:
-        wait(lambda: not self.firing(name, **labels), f"{name} {labels} cleared", timeout)
+        eventually(lambda: not self.firing(name, **labels), f"{name} {labels} cleared", timeout)
 
     def wait_sample(self, expr: str, ok: Callable[[float], bool], what: str) -> None:
         def seen() -> bool:
             return any(ok(float(r["value"][1])) for r in self.query(expr))
 
-        wait(seen, what, 60.0)
-
-
-def wait(check: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened within {timeout:.0f}s: {what}")
-        time.sleep(0.2)
+        eventually(seen, what, 60.0)
 
 
 @pytest.fixture
@@ -139,6 +136,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], Prometheus]]:
             ],
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
+            text=True,
         )
         prom = Prometheus(f"http://127.0.0.1:{port}", proc, log)
         started.append(prom)
@@ -150,7 +148,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], Prometheus]]:
             except httpx.HTTPError:
                 return False
 
-        wait(ready, "prometheus ready", 60.0)
+        eventually(ready, "prometheus ready", 60.0)
         shipped = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
         names = {r["alert"] for g in shipped["groups"] for r in g["rules"]}
 
@@ -158,17 +156,12 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], Prometheus]]:
             groups = httpx.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
             return {r["name"] for g in groups for r in g["rules"]} == names
 
-        wait(loaded, "every shipped rule loaded", 30.0)
+        eventually(loaded, "every shipped rule loaded", 30.0)
         return prom
 
     yield start
     for prom in started:
-        prom.proc.terminate()
-        try:
-            prom.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            prom.proc.kill()
-            prom.proc.wait()
+        finish(prom.proc, timeout=30)
 
 
 def _produce_json(topic: str, records: int, start: int = 0) -> None:
@@ -207,7 +200,7 @@ def test_every_shipped_rule_fires_in_a_real_prometheus_and_clears_when_its_cause
             {"name": "quar", "topic": quarantining},
             {"name": "away", "topic": away},
         ],
-        store={"lag_refresh_s": 0.5},
+        store_options={"lag_refresh_s": 0.5},
     )
     found = re.search(r"port = (\d+)", config.read_text(encoding="utf-8"))
     assert found
@@ -217,12 +210,12 @@ def test_every_shipped_rule_fires_in_a_real_prometheus_and_clears_when_its_cause
     # A first run builds the views; then the server is away for longer than the
     # `away` topic's delete.retention.ms (1 s).
     serve.start()
-    wait(lambda: serve.view("away")["state"] == "ready", "view away ready", 60.0)
+    eventually(lambda: serve.view("away")["state"] == "ready", "view away ready", 60.0)
     assert serve.view("fails")["state"] == "failed"
     serve.stop()
     stopped = time.time()
     prom = prometheus(port)
-    wait(lambda: time.time() > stopped + 1.5, "longer away than delete.retention.ms", 10.0)
+    eventually(lambda: time.time() > stopped + 1.5, "longer away than delete.retention.ms", 10.0)
 
     # Back: the view is found stale at start, before Prometheus ever scraped this process.
     serve.start()
@@ -240,10 +233,10 @@ def test_every_shipped_rule_fires_in_a_real_prometheus_and_clears_when_its_cause
     assert restarting["labels"]["instance"] == f"127.0.0.1:{port}"
 
     # The failed view falls behind: 110,000 records past the bad one.
-    wait(lambda: serve.view("fails")["state"] == "failed", "view fails failed again", 60.0)
+    eventually(lambda: serve.view("fails")["state"] == "failed", "view fails failed again", 60.0)
     prom.wait_firing("StatestoreViewFailed", view="fails")
     _produce_json(failing, 110_000)
-    wait(lambda: (serve.view("fails")["lag"] or 0) >= 110_000, "lag of the failed view", 60.0)
+    eventually(lambda: (serve.view("fails")["lag"] or 0) >= 110_000, "lag of the failed view", 60.0)
     high = prom.wait_firing("StatestoreLagHigh", view="fails")
     assert re.search(r"is 1100\d\d records behind", high["annotations"]["summary"]), high
     prom.wait_firing("StatestoreLagCritical", view="fails")
@@ -273,7 +266,7 @@ def test_every_shipped_rule_fires_in_a_real_prometheus_and_clears_when_its_cause
         fut.result(30)
     rebuilt = httpx.post(f"{serve.url}/views/fails/rebuild", timeout=30)
     assert rebuilt.status_code == 202, rebuilt.text
-    wait(
+    eventually(
         lambda: serve.view("fails")["state"] == "ready" and serve.view("fails")["lag"] == 0,
         "view fails rebuilt and caught up",
         120.0,

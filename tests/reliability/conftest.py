@@ -18,15 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-from reliability_support import (
-    REPO,
-    SHARED_BOOTSTRAP,
-    Topics,
-    free_port,
-)
 from run_mode import CI_MODE, Figures, Mode, OwnBroker, set_mode, soak_mode
+
+from tests.support.processes import REPO, free_port
 
 RESULTS = REPO / "var" / "reliability"
 OWN_BROKERS = RESULTS / "own-brokers"
@@ -92,26 +86,11 @@ def pytest_terminal_summary(
         terminalreporter.write_line(path.read_text(encoding="utf-8"))
 
 
-def _require_broker(bootstrap: str, how: str) -> None:
-    try:
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15)
-    except KafkaException as exc:
-        pytest.fail(f"no Kafka broker answers at {bootstrap} ({exc}); {how}")
-
-
 @pytest.fixture(scope="session")
-def shared_bootstrap() -> str:
-    """The shared local broker; fails (never skips) when it is not running."""
-    _require_broker(SHARED_BOOTSTRAP, "start it with `scripts/local-kafka start`")
-    return SHARED_BOOTSTRAP
-
-
-@pytest.fixture
-def topics(shared_bootstrap: str) -> Iterator[Topics]:
-    """Unique topics on the shared broker, deleted after the test."""
-    made = Topics(shared_bootstrap)
-    yield made
-    made.close()
+def shared_bootstrap(bootstrap_servers: str) -> str:
+    """The shared local broker (``topics`` makes topics there); fails (never skips) when it
+    is not running. Tests that stop a broker use ``own_broker`` instead."""
+    return bootstrap_servers
 
 
 _OWN_BROKER = pytest.StashKey["PendingBroker"]()

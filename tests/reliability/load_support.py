@@ -10,11 +10,15 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
-from reliability_support import fast_producer
+
+from tests.support.config import write_config
+from tests.support.kafka import Topics, fast_producer, produce_all
+from tests.support.processes import Server, free_port
 
 KEYS = [f"e-{i:05d}" for i in range(5000)]
 STATUSES = ("created", "in_transit", "delivered")
@@ -54,6 +58,26 @@ def is_whole(item: dict[str, Any]) -> bool:
 
 def seed_records(keys: list[str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode(), orjson.dumps(entity(k, i))) for i, k in enumerate(keys)]
+
+
+class Seeded(NamedTuple):
+    """A topic holding the seed entities, a config with one view of it, a server on it."""
+
+    topic: str
+    config: Path
+    server: Server
+
+
+def seeded_server(topics: Topics, bootstrap: str, directory: Path, view: str) -> Seeded:
+    """A topic (named after *view*) of one seed record per key of KEYS, a config in
+    *directory* with *view* over it (indexed on status), and `statestore serve` on it,
+    started but not waited for."""
+    topic = topics.create(3, prefix=view)
+    produce_all(fast_producer(bootstrap), topic, seed_records(KEYS))
+    config = write_config(
+        directory, [{"name": view, "topic": topic, "indexes": ["status"]}], bootstrap=bootstrap
+    )
+    return Seeded(topic, config, Server(config, free_port(), directory, directory / "serve.log"))
 
 
 class LoadWriter:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-
+from tests.support.processes import run_script
 
 # -- run mode and a private broker ----------------------------------------------------------
 
@@ -74,26 +72,11 @@ class OwnBroker:
     env: dict[str, str]
     var: Path
 
-    def _run(self, command: str) -> None:
-        result = subprocess.run(
-            [str(REPO / "scripts" / "local-kafka"), command],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise AssertionError(
-                f"scripts/local-kafka {command} failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-
     def start(self) -> None:
-        self._run("start")
+        run_script("local-kafka", "start", self.env)
 
     def stop(self) -> None:
-        self._run("stop")
+        run_script("local-kafka", "stop", self.env)
 
 
 # -- figures -------------------------------------------------------------------------------

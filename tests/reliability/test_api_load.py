@@ -20,24 +20,14 @@ import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from load_support import KEYS, LoadWriter, run_readers, seed_records
-from reliability_support import (
-    Server,
-    Topics,
-    differences,
-    fast_producer,
-    free_port,
-    high_watermarks,
-    produce_all,
-    read_log,
-    read_view,
-    reduce_log,
-    write_config,
-)
+from load_support import KEYS, LoadWriter, run_readers, seeded_server
+from reliability_support import compare_with_log
 from run_mode import Figures, Mode, current_mode
 
 from statestore import Config, ViewConfig
 from statestore.api import create_app
+from tests.support.kafka import Topics, high_watermarks
+from tests.support.processes import Server
 
 pytestmark = pytest.mark.integration
 
@@ -62,14 +52,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, shared_bootstrap: str) -> Ite
     """A server over a topic of 5,000 entities, with a writer ready to write at full speed."""
     directory = tmp_path_factory.mktemp("load")
     made = Topics(shared_bootstrap)
-    topic = made.create(3, prefix="load")
-    produce_all(fast_producer(shared_bootstrap), topic, seed_records(KEYS))
-    config = write_config(
-        directory,
-        [{"name": VIEW, "topic": topic, "indexes": ["status"]}],
-        bootstrap=shared_bootstrap,
-    )
-    server = Server(config, free_port(), directory, directory / "serve.log")
+    topic, config, server = seeded_server(made, shared_bootstrap, directory, VIEW)
     seed = random.randrange(1 << 30)
     print(f"random seed: {seed}")  # shown with a failure, to replay it
     writer = LoadWriter(shared_bootstrap, topic, seed, WRITE_RATE)
@@ -279,7 +262,7 @@ def test_slow_change_stream_clients_do_not_block_ingest(
         live.writer.on.set()
         time.sleep(mode.load_seconds)
         live.writer.pause()
-        ends = high_watermarks(shared_bootstrap, live.topic)
+        ends = high_watermarks(live.topic, shared_bootstrap)
         live.server.wait_caught_up(VIEW, ends, timeout=300)
         r = live.server.http.get(f"/views/{VIEW}/entities/{KEYS[0]}")
         assert r.status_code in (200, 404)
@@ -304,14 +287,13 @@ def test_view_equals_log_after_the_load(
 ) -> None:
     """After all the load and abuse, the view is exactly the reduction of its log."""
     live.writer.close()
-    live.server.wait_caught_up(VIEW, high_watermarks(shared_bootstrap, live.topic), timeout=300)
+    live.server.wait_caught_up(VIEW, high_watermarks(live.topic, shared_bootstrap), timeout=300)
     assert live.server.close() in (0, -15)
     output = live.server.output()
     assert "Traceback" not in output, output[-3000:]
-    log_records = read_log(shared_bootstrap, live.topic)
-    expected = reduce_log(log_records)
-    view, status = read_view(live.config, VIEW)
-    diffs = differences(view, expected)
+    log_records, _, diffs, status = compare_with_log(
+        live.config, VIEW, live.topic, shared_bootstrap
+    )
     figures.add("api_under_load", log_records=len(log_records), mismatches=len(diffs))
     assert diffs == [], "\n".join(diffs)
     assert status.records_applied == len(log_records)

@@ -13,29 +13,19 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from reliability_support import (
-    Server,
-    Topics,
-    differences,
-    entity_records,
-    fast_producer,
-    free_port,
-    index_differences,
-    produce_all,
-    read_log,
-    read_view,
-    reduce_log,
-    run_cli,
-    write_config,
-)
+from reliability_support import differences, entity_records, index_differences, read_view, run_cli
 from run_mode import Figures
 
 from statestore import StateStore, load_config
+from tests.support.config import write_config
+from tests.support.kafka import Topics, fast_producer, produce_all
+from tests.support.oracle import read_log, reduce_log
+from tests.support.processes import Server, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +126,7 @@ def assert_clear_failure(result: subprocess.CompletedProcess[str], *needles: str
 
 
 def assert_equals_log(config: Path, bootstrap: str, topic: str) -> int:
-    expected = reduce_log(read_log(bootstrap, topic))
+    expected = reduce_log(read_log(topic, bootstrap))
     view, _ = read_view(config, VIEW)
     diffs = differences(view, expected)
     assert diffs == [], "\n".join(diffs)
@@ -148,44 +138,70 @@ def assert_equals_log(config: Path, bootstrap: str, topic: str) -> int:
 
 
 # Each start-up path once: a new store with one command, an existing store with the other.
-AT_START = pytest.mark.parametrize(
-    ("existing", "command"),
-    [(False, "bootstrap"), (True, "serve")],
-    ids=["new-store-bootstrap", "existing-store-serve"],
-)
-AT_START_SWAPPED = pytest.mark.parametrize(
-    ("existing", "command"),
-    [(False, "serve"), (True, "bootstrap")],
-    ids=["new-store-serve", "existing-store-bootstrap"],
-)
-
-
-@AT_START
-def test_read_only_store_directory_fails_at_start(
-    built: tuple[str, Path],
-    small_topic: str,
-    shared_bootstrap: str,
-    tmp_path: Path,
-    command: str,
-    existing: bool,
-    figures: Figures,
-) -> None:
-    """A store directory on a read-only file system makes bootstrap and serve exit non-zero with the path and the reason."""
+@contextmanager
+def read_only_store(tmp_path: Path, built: tuple[str, Path], existing: bool) -> Iterator[Path]:
+    """A store directory (the built store when *existing*) on a read-only file system."""
     source = tmp_path / "src"
     source.mkdir()
     if existing:
         copy_store(built, source / "store")
     with read_only_view_of(source, tmp_path / "ro") as ro:
-        store = ro / "store"
+        yield ro / "store"
+
+
+@contextmanager
+def full_disk_store(tmp_path: Path, built: tuple[str, Path], existing: bool) -> Iterator[Path]:
+    """A store directory (the built store when *existing*) on a file system with no byte left."""
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        store = disk / "store"
+        if existing:
+            copy_store(built, store)
+        fill(disk)
+        yield store
+
+
+# trouble: (the store directory it gives, the reason a command must name)
+TROUBLES: dict[str, tuple[Callable[..., AbstractContextManager[Path]], str]] = {
+    "read_only": (read_only_store, "Read-only file system"),
+    "full": (full_disk_store, "No space left on device"),
+}
+
+
+@pytest.mark.parametrize(
+    ("trouble", "existing", "command"),
+    [
+        ("read_only", False, "bootstrap"),
+        ("read_only", True, "serve"),
+        ("full", False, "serve"),
+        ("full", True, "bootstrap"),
+    ],
+    ids=[
+        "read-only-new-store-bootstrap",
+        "read-only-existing-store-serve",
+        "full-new-store-serve",
+        "full-existing-store-bootstrap",
+    ],
+)
+def test_a_store_on_a_read_only_or_full_disk_fails_at_start(
+    built: tuple[str, Path],
+    small_topic: str,
+    shared_bootstrap: str,
+    tmp_path: Path,
+    trouble: str,
+    existing: bool,
+    command: str,
+    figures: Figures,
+) -> None:
+    """A store directory on a read-only file system, or on one with no byte left, makes bootstrap and serve exit non-zero with the path and the reason."""
+    store_on, reason = TROUBLES[trouble]
+    with store_on(tmp_path, built, existing) as store:
         config = config_for(tmp_path, small_topic, shared_bootstrap, store)
-        result = run_cli(
-            ["-c", config, command, *(["--port", str(free_port())] if command == "serve" else [])],
-            tmp_path,
-        )
-    assert_clear_failure(result, str(store), "Read-only file system")
+        port = ["--port", str(free_port())] if command == "serve" else []
+        result = run_cli(["-c", config, command, *port], tmp_path)
+    assert_clear_failure(result, str(store), reason)
     figures.add(
         "disk_trouble",
-        **{f"read_only_{'existing' if existing else 'new'}_{command}_exit": result.returncode},
+        **{f"{trouble}_{'existing' if existing else 'new'}_{command}_exit": result.returncode},
     )
 
 
@@ -199,37 +215,6 @@ def test_store_path_that_is_a_file_fails_at_start(
     result = run_cli(["-c", config, "bootstrap"], tmp_path)
     assert_clear_failure(result, "is a file, not a directory", str(store))
     assert store.read_text() == "not a directory"
-
-
-@AT_START_SWAPPED
-def test_full_disk_fails_at_start(
-    built: tuple[str, Path],
-    small_topic: str,
-    shared_bootstrap: str,
-    tmp_path: Path,
-    command: str,
-    existing: bool,
-    figures: Figures,
-) -> None:
-    """With no byte left on the store's file system, bootstrap and serve exit non-zero and name the full disk."""
-    with tmpfs(tmp_path / "disk", "4m") as disk:
-        store = disk / "store"
-        config = config_for(tmp_path, small_topic, shared_bootstrap, store)
-        if existing:
-            copy_store(built, store)
-        fill(disk)
-        args = [
-            "-c",
-            config,
-            command,
-            *(["--port", str(free_port())] if command == "serve" else []),
-        ]
-        result = run_cli(args, tmp_path)
-    assert_clear_failure(result, str(store), "No space left on device")
-    figures.add(
-        "disk_trouble",
-        **{f"full_{'existing' if existing else 'new'}_{command}_exit": result.returncode},
-    )
 
 
 def test_disk_filling_up_while_serving_fails_the_view_not_the_process(
@@ -388,7 +373,7 @@ def test_damaged_data_block_is_an_error_never_a_wrong_answer(
     """A data block damaged after open is reported as a read error (never as a missing or partial answer), and `statestore rebuild` repairs the view."""
     store = copy_store(built, tmp_path / "store")
     config = config_for(tmp_path, small_topic, shared_bootstrap, store)
-    expected = reduce_log(read_log(shared_bootstrap, small_topic))
+    expected = reduce_log(read_log(small_topic, shared_bootstrap))
     sst = _largest_sst(store)
     _flip(sst, 0, sst.stat().st_size // 2, 13)
     some_key = sorted(expected)[0].decode()

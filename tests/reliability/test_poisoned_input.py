@@ -7,6 +7,7 @@ import json
 import os
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -20,15 +21,13 @@ from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro import parse_schema, schemaless_reader
-from reliability_support import (
-    REGISTRY_URL,
-    Server,
-    Topics,
-    fast_producer,
-    free_port,
-    write_config,
-)
 from run_mode import Figures, Mode
+
+from tests.support.config import write_config
+from tests.support.kafka import Topics, fast_producer
+from tests.support.processes import Server, free_port
+from tests.support.registry import REGISTRY_URL
+from tests.support.schemas import field, optional, record
 
 pytestmark = [pytest.mark.integration, pytest.mark.registry]
 
@@ -184,39 +183,40 @@ def key_path(key: str) -> str:
     return quote(key, safe="").replace(".", "%2E")
 
 
+def seeded_rng() -> random.Random:
+    """A random generator of a fresh seed, printed (shown with a failure, to replay it)."""
+    seed = int.from_bytes(os.urandom(4))
+    print(f"random seed: {seed}")
+    return random.Random(seed)
+
+
+def pages(http: httpx.Client, path: str, limit: int) -> Iterator[dict[str, Any]]:
+    """Every item of the paged list at *path*, page after page until ``next`` is null."""
+    after: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": limit}
+        if after:
+            params["after"] = after
+        r = http.get(path, params=params)
+        assert r.status_code == 200, r.text[:500]
+        page = r.json()
+        yield from page["items"]
+        after = page["next"]
+        if after is None:
+            return
+
+
 def scan_all(http: httpx.Client, view: str) -> dict[str, dict[str, Any]]:
     """Every entity of *view*, paging through the REST scan."""
     out: dict[str, dict[str, Any]] = {}
-    after: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 500}
-        if after:
-            params["after"] = after
-        r = http.get(f"/views/{view}/entities", params=params)
-        assert r.status_code == 200, r.text[:500]
-        page = r.json()
-        for item in page["items"]:
-            assert item["key"] not in out
-            out[item["key"]] = item
-        after = page["next"]
-        if after is None:
-            return out
+    for item in pages(http, f"/views/{view}/entities", 500):
+        assert item["key"] not in out
+        out[item["key"]] = item
+    return out
 
 
 def quarantine_all(http: httpx.Client, view: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    after: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 200}
-        if after:
-            params["after"] = after
-        r = http.get(f"/views/{view}/quarantine", params=params)
-        assert r.status_code == 200, r.text[:500]
-        page = r.json()
-        out += page["items"]
-        after = page["next"]
-        if after is None:
-            return out
+    return list(pages(http, f"/views/{view}/quarantine", 200))
 
 
 def check_view(server: Server, view: str, items: list[Item], decode: Any, figures: Figures) -> None:
@@ -273,9 +273,7 @@ def test_poisoned_json_topics_serve_good_and_quarantine_bad(
     topics: Topics, shared_bootstrap: str, tmp_path: Path, mode: Mode, figures: Figures
 ) -> None:
     """Mixed into a compacted topic and a delete-policy topic (null keys), every bad record is quarantined and every good one served, with no crash."""
-    seed = int.from_bytes(os.urandom(4))
-    print(f"random seed: {seed}")  # shown with a failure, to replay it
-    rng = random.Random(seed)
+    rng = seeded_rng()
     compacted = topics.create(3, prefix="poison")
     plain = topics.create(3, prefix="poison-nulls", **{"cleanup.policy": "delete"})
     mixes = {
@@ -301,17 +299,11 @@ def test_poisoned_json_topics_serve_good_and_quarantine_bad(
     assert "Traceback" not in server.output()
 
 
-AVRO_SCHEMA = {
-    "type": "record",
-    "name": "Patient",
-    "namespace": "dev.statestore.reliability",
-    "fields": [
-        {"name": "id", "type": "string"},
-        {"name": "name", "type": "string"},
-        {"name": "age", "type": "int"},
-        {"name": "notes", "type": ["null", "string"], "default": None},
-    ],
-}
+AVRO_SCHEMA = record(
+    "Patient",
+    [field("id", "string"), field("name", "string"), field("age", "int"), optional("notes")],
+    namespace="dev.statestore.reliability",
+)
 
 
 def avro_mix(rng: random.Random, scale: int, topic: str) -> list[Item]:
@@ -379,9 +371,7 @@ def test_poisoned_avro_topic_serves_good_and_quarantines_bad(
     topics: Topics, shared_bootstrap: str, tmp_path: Path, mode: Mode, figures: Figures
 ) -> None:
     """Truncated, unframed and unknown-schema Avro mixed into an Avro topic is quarantined; every good record is served decoded."""
-    seed = int.from_bytes(os.urandom(4))
-    print(f"random seed: {seed}")  # shown with a failure, to replay it
-    rng = random.Random(seed)
+    rng = seeded_rng()
     topic = topics.create(3, prefix="poison-avro")
     items = avro_mix(rng, mode.poison_scale, topic)
     produce_items(shared_bootstrap, topic, items)

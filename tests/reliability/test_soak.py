@@ -14,22 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from load_support import KEYS, LoadWriter, ReaderReport, run_readers, seed_records
-from reliability_support import (
-    REPO,
-    Server,
-    Topics,
-    differences,
-    fast_producer,
-    free_port,
-    high_watermarks,
-    produce_all,
-    read_log,
-    read_view,
-    reduce_log,
-    write_config,
-)
+from load_support import LoadWriter, ReaderReport, run_readers, seeded_server
+from reliability_support import compare_with_log
 from run_mode import Figures, Mode
+
+from tests.support.kafka import Topics, high_watermarks
+from tests.support.processes import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -101,14 +91,7 @@ def test_steady_ingest_and_queries_for_minutes(
     topics: Topics, shared_bootstrap: str, tmp_path: Path, mode: Mode, figures: Figures
 ) -> None:
     """Steady ingest plus query load for the whole soak gives no error, no torn read and no readiness loss, and the view ends equal to the log."""
-    topic = topics.create(3, prefix="soak")
-    produce_all(fast_producer(shared_bootstrap), topic, seed_records(KEYS))
-    config = write_config(
-        tmp_path,
-        [{"name": VIEW, "topic": topic, "indexes": ["status"]}],
-        bootstrap=shared_bootstrap,
-    )
-    server = Server(config, free_port(), tmp_path, tmp_path / "serve.log")
+    topic, config, server = seeded_server(topics, shared_bootstrap, tmp_path, VIEW)
     seed = random.randrange(1 << 30)
     print(f"random seed: {seed}")  # shown with a failure, to replay it
     writer = LoadWriter(shared_bootstrap, topic, seed, WRITE_RATE)
@@ -150,7 +133,7 @@ def test_steady_ingest_and_queries_for_minutes(
         stop.set()
         readers.join(180)
         writer.close()
-        server.wait_caught_up(VIEW, high_watermarks(shared_bootstrap, topic), timeout=300)
+        server.wait_caught_up(VIEW, high_watermarks(topic, shared_bootstrap), timeout=300)
         info = server.view_info(VIEW)
         rss = server.rss_bytes()
         samples.append(
@@ -172,10 +155,9 @@ def test_steady_ingest_and_queries_for_minutes(
     report = reports[0] if reports else ReaderReport(errors=["the readers did not finish"])
     misplaced = writer.misplaced(report.seen)
     not_ready = [s for s in samples if s.ready != 200 or s.state not in ("ready",)]
-    log_records = read_log(shared_bootstrap, topic)
-    expected = reduce_log(log_records)
-    view, status = read_view(config, VIEW)
-    diffs = differences(view, expected)
+    log_records, _, diffs, status = compare_with_log(
+        config, VIEW, topic, shared_bootstrap
+    )
     rss_values = [s.rss_mib for s in samples if s.rss_mib is not None]
     lags = [s.lag for s in samples if s.lag is not None]
     summary: dict[str, object] = {

@@ -1,104 +1,52 @@
-"""Helpers for the REST API tests: compacted topics on the real local broker, test data."""
+"""Helpers of the REST API tests: topics in their (key, value, partition) terms, a shared
+store and its test data, an app served by uvicorn in a thread. The rest is in tests/support."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 import pytest
 import uvicorn
-from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from statestore import ApiConfig, Config, StateStore, StoreConfig, ViewConfig
-
-BOOTSTRAP = os.environ.get("STATESTORE_TEST_BOOTSTRAP", "127.0.0.1:9092")
+from statestore import ApiConfig, Config, StateStore, ViewConfig
+from tests.support.config import store_config
+from tests.support.kafka import BOOTSTRAP, Topics, produce
 
 # (key, value, partition): value None is a tombstone; dict/list/int values are sent as JSON.
 Rec = tuple[str | bytes | None, Any, int]
 
 
-def _encode(value: Any) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return orjson.dumps(value)
-
-
 class Kafka:
-    """Creates uniquely named compacted topics and produces records to them."""
+    """Uniquely named compacted topics on the local broker, and producing to them in order."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str = BOOTSTRAP) -> None:
         self.bootstrap = bootstrap
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-        self.created: list[str] = []
+        self.topics = Topics(bootstrap, prefix="statestore-api-test")
 
     def topic(self, partitions: int = 1) -> str:
-        name = f"statestore-api-test-{uuid.uuid4().hex}"
-        topic = NewTopic(
-            name,
-            num_partitions=partitions,
-            replication_factor=1,
-            config={"cleanup.policy": "compact"},
-        )
-        self.admin.create_topics([topic])[name].result(30)
-        self.created.append(name)
-        return name
+        return self.topics.create(partitions)
+
+    def topics_for(self, **partitions: int) -> dict[str, str]:
+        """A new topic per name, with the partitions given: ``topics_for(people=3, blobs=1)``."""
+        return {name: self.topic(n) for name, n in partitions.items()}
 
     def produce(self, topic: str, records: Iterable[Rec]) -> list[tuple[int, int]]:
         """Produce *records* in order; return (partition, offset) of each."""
-        results: list[tuple[int, int] | None] = []
-        errors: list[str] = []
-
-        def on_delivery(index: int) -> Any:
-            def report(err: Any, msg: Any) -> None:
-                if err is not None:
-                    errors.append(str(err))
-                else:
-                    results[index] = (msg.partition(), msg.offset())
-
-            return report
-
-        for key, value, partition in records:
-            results.append(None)
-            raw_key = key.encode("utf-8") if isinstance(key, str) else key
-            self.producer.produce(
-                topic,
-                key=raw_key,
-                value=_encode(value),
-                partition=partition,
-                on_delivery=on_delivery(len(results) - 1),
-            )
-        left = self.producer.flush(30)
-        if errors or left:
-            raise AssertionError(f"produce to {topic} failed: {errors or f'{left} undelivered'}")
-        return [r for r in results if r is not None]
+        return produce(topic, [(p, k, v) for k, v, p in records], bootstrap=self.bootstrap)
 
     def close(self) -> None:
-        if self.created:
-            for future in self.admin.delete_topics(self.created).values():
-                with contextlib.suppress(KafkaException):
-                    future.result(30)
+        self.topics.close()
 
 
 def make_config(path: Path, views: Iterable[ViewConfig], api: ApiConfig | None = None) -> Config:
-    return Config(
-        kafka={"bootstrap.servers": BOOTSTRAP},
-        store=StoreConfig(path=path),
-        api=api or ApiConfig(),
-        views=tuple(views),
-    )
+    return store_config(path, views, api=api)
 
 
 def ready_store(config: Config) -> StateStore:

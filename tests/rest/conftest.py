@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 from api_support import (
-    BOOTSTRAP,
     ODD_KEYS,
     Kafka,
     Rec,
@@ -19,8 +18,6 @@ from api_support import (
     person,
     ready_store,
 )
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from fastapi.testclient import TestClient
 
 from statestore import ViewConfig
@@ -28,16 +25,10 @@ from statestore.api import create_app
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[Kafka]:
-    """The local broker; fails (never skips) when it is not reachable."""
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    try:
-        admin.list_topics(timeout=15)
-    except KafkaException as exc:
-        pytest.fail(
-            f"Kafka broker at {BOOTSTRAP} is not reachable ({exc}); start it with scripts/local-kafka start"
-        )
-    client = Kafka(BOOTSTRAP)
+def kafka(bootstrap_servers: str) -> Iterator[Kafka]:
+    """Topics on the local broker for the whole session; fails (never skips) when the broker
+    is not reachable."""
+    client = Kafka(bootstrap_servers)
     yield client
     client.close()
 
@@ -45,12 +36,7 @@ def kafka() -> Iterator[Kafka]:
 @pytest.fixture(scope="session")
 def world(kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """Views people (JSON, indexed, 3 partitions), blobs (bytes), odd (odd keys), live (for waits)."""
-    topics = {
-        "people": kafka.topic(partitions=3),
-        "blobs": kafka.topic(),
-        "odd": kafka.topic(),
-        "live": kafka.topic(),
-    }
+    topics = kafka.topics_for(people=3, blobs=1, odd=1, live=1)
     people = {f"p-{i:03d}": person(i) for i in range(60)}
     records: list[Rec] = [(k, v, i % 3) for i, (k, v) in enumerate(people.items())]
     people["q-string42"] = {"status": "42", "age": 42, "vip": False}

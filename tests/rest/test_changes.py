@@ -42,12 +42,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(kafka: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     """Views orders (3 partitions), slow, pfx and gate, each on its own topic, served three ways."""
-    topics = {
-        "orders": kafka.topic(partitions=3),
-        "slow": kafka.topic(),
-        "pfx": kafka.topic(),
-        "gate": kafka.topic(),
-    }
+    topics = kafka.topics_for(orders=3, slow=1, pfx=1, gate=1)
     for topic in topics.values():
         kafka.produce(topic, [("seed", {"seed": True}, 0)])
     config = make_config(
@@ -300,3 +295,23 @@ def test_a_scoped_token_streams_its_view(setup: Setup) -> None:
         assert stream.response.headers["content-type"].startswith("text/event-stream")
         assert "X-Statestore-Position" in stream.response.headers
         assert stream.next().event == "subscribed"
+
+
+def test_closing_the_store_ends_its_streams(kafka: Kafka, tmp_path: Path) -> None:
+    """A store that closes closes its change feeds: an open stream ends, and a new one is
+    refused as not ready."""
+    topics = kafka.topics_for(closing=1)
+    config = make_config(tmp_path / "store", [ViewConfig(name="closing", topic=topics["closing"])])
+    store = ready_store(config)
+    try:
+        with serve_app(create_app(config, store=store)) as url:
+            with events(f"{url}/views/closing/changes") as stream:
+                assert stream.next().event == "subscribed"
+                store.close()
+                with pytest.raises(AssertionError, match="the stream ended"):
+                    stream.next()
+            response = httpx.get(f"{url}/views/closing/changes", timeout=10)
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "not_ready"
+    finally:
+        store.close()

@@ -19,8 +19,8 @@ from starlette.requests import Request
 
 from statestore import ApiConfig, StateStore, TokenConfig, ViewConfig
 from statestore.api import create_app, fastpath
+from statestore.api.deps import ViewContext, readable_view
 from statestore.api.errors import ApiError
-from statestore.api.routes import readable_view
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +72,13 @@ def test_plain_reads_take_the_direct_path(
 ) -> None:
     """Plain GETs of an entity are answered by the direct path; with a query string they are not."""
     seen: list[str] = []
-    direct = fastpath.plain_entity
+    direct = fastpath.entity_response
 
-    async def spy(request: Request, view: str, key: str) -> object:
-        seen.append(view)
-        return await direct(request, view, key)
+    def spy(request: Request, ctx: ViewContext, key: str) -> object:
+        seen.append(ctx.name)
+        return direct(request, ctx, key)
 
-    monkeypatch.setattr(fastpath, "plain_entity", spy)
+    monkeypatch.setattr(fastpath, "entity_response", spy)
     assert client.get("/views/odd/entities/a%252Fb").json()["key"] == "a%2Fb"
     assert client.get("/views/blobs/entities/x%0Ay").status_code == 404
     assert client.get("/views/people/entities/p-001?min_position=0:0").status_code == 200
@@ -116,20 +116,32 @@ def secured(world: World) -> Iterator[TestClient]:
         yield client
 
 
+# (Authorization header, view, status): a token's scope, the same for reads and lookups.
+SCOPE_CASES: list[tuple[str | None, str, int]] = [
+    (None, "people", 401),
+    ("Bearer not-a-token", "people", 401),
+    (f"Bearer {TOKEN_PEOPLE}", "people", 200),
+    (f"Bearer {TOKEN_PEOPLE}", "odd", 403),
+    (f"Bearer {TOKEN_ALL}", "odd", 200),
+    (f"Bearer {TOKEN_ALL}", "nope", 404),
+]
+# The key read in each view of SCOPE_CASES.
+READ_KEY = {"people": "p-001", "odd": "a%2Fb", "nope": "p-001"}
+
+
 @pytest.mark.parametrize(
     ("authorization", "path", "status"),
     [
-        (None, "/views/people/entities/p-001", 401),
+        *(
+            (auth, f"/views/{view}/entities/{READ_KEY[view]}", code)
+            for auth, view, code in SCOPE_CASES
+        ),
         (None, "/views/nope/entities/p-001", 401),
-        ("Bearer not-a-token", "/views/people/entities/p-001", 401),
         ("Basic dXNlcjpwYXNz", "/views/people/entities/p-001", 401),
         ("Bearer", "/views/people/entities/p-001", 401),
-        (f"Bearer {TOKEN_PEOPLE}", "/views/people/entities/p-001", 200),
         (f"Bearer {TOKEN_PEOPLE}", "/views/people/entities/absent", 404),
-        (f"Bearer {TOKEN_PEOPLE}", "/views/odd/entities/a%2Fb", 403),
         (f"Bearer {TOKEN_PEOPLE}", "/views/nope/entities/p-001", 403),
         (f"bearer {TOKEN_ALL}", "/views/odd/entities/a%2Fb", 200),
-        (f"Bearer {TOKEN_ALL}", "/views/nope/entities/p-001", 404),
     ],
 )
 def test_plain_read_with_tokens_answers_as_the_route(
@@ -295,17 +307,7 @@ def test_valid_lookups_take_the_direct_path(
     assert seen == [1, many]
 
 
-@pytest.mark.parametrize(
-    ("authorization", "view", "status"),
-    [
-        (None, "people", 401),
-        ("Bearer not-a-token", "people", 401),
-        (f"Bearer {TOKEN_PEOPLE}", "people", 200),
-        (f"Bearer {TOKEN_PEOPLE}", "odd", 403),
-        (f"Bearer {TOKEN_ALL}", "odd", 200),
-        (f"Bearer {TOKEN_ALL}", "nope", 404),
-    ],
-)
+@pytest.mark.parametrize(("authorization", "view", "status"), SCOPE_CASES)
 def test_plain_lookup_with_tokens_answers_as_the_route(
     secured: TestClient, authorization: str | None, view: str, status: int
 ) -> None:

@@ -38,6 +38,20 @@ async def _until(check: Any, what: str, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _open_waits(
+    http: httpx.AsyncClient, app: FastAPI, n: int, wait_ms: int
+) -> list[asyncio.Task[httpx.Response]]:
+    """*n* requests for a position the view will not reach, once the server holds all of them."""
+    waits = [
+        asyncio.create_task(
+            http.get("/views/people", params={"min_position": FAR, "wait_ms": wait_ms})
+        )
+        for _ in range(n)
+    ]
+    await _until(lambda: sum(app.state.waits.values()) == n, f"{n} open waits")
+    return waits
+
+
 def test_waiting_requests_do_not_hold_up_reads(world: World) -> None:
     """60 requests waiting for a position the view will not reach (more than the server's
     40 worker threads) leave a scan, a lookup and an index read answering while every one
@@ -46,13 +60,7 @@ def test_waiting_requests_do_not_hold_up_reads(world: World) -> None:
 
         async def main() -> tuple[list[int], list[httpx.Response], list[httpx.Response]]:
             async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-                waits = [
-                    asyncio.create_task(
-                        http.get("/views/people", params={"min_position": FAR, "wait_ms": 20_000})
-                    )
-                    for _ in range(60)
-                ]
-                await _until(lambda: sum(app.state.waits.values()) == 60, "60 open waits")
+                waits = await _open_waits(http, app, 60, wait_ms=20_000)
                 reads = [
                     await http.get("/views/people/entities", params={"limit": 5}),
                     await http.post("/views/people/lookup", json={"keys": ["p-001"]}),
@@ -78,13 +86,7 @@ def test_a_client_may_have_only_so_many_waits_open(world: World) -> None:
 
         async def main() -> tuple[httpx.Response, httpx.Response, list[int]]:
             async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-                waits = [
-                    asyncio.create_task(
-                        http.get("/views/people", params={"min_position": FAR, "wait_ms": 10_000})
-                    )
-                    for _ in range(2)
-                ]
-                await _until(lambda: sum(app.state.waits.values()) == 2, "2 open waits")
+                waits = await _open_waits(http, app, 2, wait_ms=10_000)
                 third = await http.get(
                     "/views/people", params={"min_position": FAR, "wait_ms": 10_000}
                 )

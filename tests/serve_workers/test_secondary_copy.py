@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from statestore import Config, StateStore
+from statestore import StateStore
 from statestore.secondary import SecondaryCopy, report_of
+from tests.support.env import Env
 
 pytestmark = pytest.mark.integration
 
@@ -21,17 +21,14 @@ def _entities(store: StateStore) -> dict[str, Any]:
 
 
 def test_copy_follows_the_primary_and_is_ready_only_once_caught_up(
-    tmp_path: Path,
-    make_config: Callable[..., Config],
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
+    tmp_path: Path, env: Env
 ) -> None:
     """A copy serves what the primary applied after a catch-up; it is ready only when the
     primary is and a catch-up holds the primary's reported positions; a rebuild's new
     generation opens a new instance (handed to on_swap) with the rebuilt data."""
-    topic = topic_factory(2)
-    produce(topic, [(f"k{i % 7}", json.dumps({"i": i})) for i in range(40)])
-    config = make_config({"name": "d", "topic": topic})
+    topic = env.topic(2)
+    env.produce(topic, [(f"k{i % 7}", json.dumps({"i": i})) for i in range(40)])
+    config = env.config({"name": "d", "topic": topic})
     with StateStore(config) as primary:
         primary.bootstrap()
         copy = SecondaryCopy(config, tmp_path / "copy", interval=3600)
@@ -46,7 +43,7 @@ def test_copy_follows_the_primary_and_is_ready_only_once_caught_up(
             assert _entities(copy.store) == _entities(primary)
             assert copy.store.position("d") == primary.position("d")
 
-            produce(topic, [("k1", json.dumps({"i": "new"})), ("k2", None)])
+            env.produce(topic, [("k1", json.dumps({"i": "new"})), ("k2", None)])
             primary.bootstrap()  # applies the new records
             before = copy.store.position("d")
             copy.take(report_of(primary))

@@ -17,36 +17,21 @@ import httpx
 import psutil
 import pytest
 
-from tests.cli.cli_support import BOOTSTRAP, STATESTORE, free_port
-from tests.ops.ops_support import eventually
+from tests.support.config import write_config
+from tests.support.env import Env
+from tests.support.processes import Proc, free_port, run
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 
 WORKER = "x-statestore-worker"
 
 
-def _config(
-    directory: Path, topic: str, *, api: dict[str, Any] | None = None, view: str = ""
-) -> Path:
-    port = free_port()
-    lines = [
-        "[kafka]",
-        f'"bootstrap.servers" = "{BOOTSTRAP}"',
-        "[store]",
-        f"path = {json.dumps(str(directory / 'store'))}",
-        "[log]",
-        'format = "json"',
-        "[api]",
-        f"port = {port}",
-        *(f"{k} = {json.dumps(v)}" for k, v in (api or {}).items()),
-        "[[views]]",
-        'name = "d"',
-        f'topic = "{topic}"',
-        view,
-    ]
-    path = directory / "statestore.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+def _config(directory: Path, topic: str, *, api: dict[str, Any] | None = None, **view: Any) -> Path:
+    """View ``d`` over *topic* (plus *view* settings), JSON logs."""
+    return write_config(
+        directory, [{"name": "d", "topic": topic, **view}], api=api, log={"format": "json"}
+    )
 
 
 class Served:
@@ -58,24 +43,13 @@ class Served:
         assert found
         self.url = f"http://127.0.0.1:{found.group(1)}"
         self.log_path = cwd / "serve.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STATESTORE_")}
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [str(STATESTORE), "-c", str(config), "serve", *args],
-                cwd=cwd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.run = Proc(["-c", config, "serve", *args], cwd, self.log_path)
+        self.proc = self.run.popen
         self.process = psutil.Process(self.proc.pid)
 
     def lines(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if line.startswith("error: "):
-                continue  # the command's closing message to the operator, on a failure
-            out.append(json.loads(line))  # JSON throughout: the workers log in the same format
-        return out
+        # JSON throughout: the workers log in the same format
+        return self.run.json_lines()
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in self.lines() if line.get("event") == name]
@@ -142,6 +116,32 @@ def _ready(s: Served, workers: int = 2) -> bool:
     return all(r.status_code == 200 for r in seen.values())
 
 
+# (partitions, records, *serve args, workers=, api=) -> (topic, produced, config, server)
+ServeTopic = Callable[..., tuple[str, Any, Path, Served]]
+
+
+@pytest.fixture
+def serve_topic(tmp_path: Path, env: Env, served: Callable[..., Served]) -> ServeTopic:
+    """Starts `statestore serve *args*` over the view ``d`` of a new topic of *partitions*
+    holding *records*, with the [api] settings *api*, once each of its *workers* is ready."""
+
+    def start(
+        partitions: int,
+        records: list[tuple[str, str | None]],
+        *args: str,
+        workers: int = 2,
+        api: dict[str, Any] | None = None,
+    ) -> tuple[str, Any, Path, Served]:
+        topic = env.topic(partitions)
+        produced = env.produce(topic, records)
+        config = _config(tmp_path, topic, api=api)
+        s = served(config, *args)
+        eventually(lambda: _ready(s, workers), f"{workers} workers ready", timeout=90.0)
+        return topic, produced, config, s
+
+    return start
+
+
 def _records(n: int, keys: int, tag: str) -> list[tuple[str, str | None]]:
     out: list[tuple[str, str | None]] = []
     for i in range(n):
@@ -169,19 +169,14 @@ def _lookup_all(s: Served, keys: list[str], **params: str) -> Callable[[], httpx
 
 
 def test_workers_serve_the_reduction_and_read_your_writes(
-    tmp_path: Path,
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    served: Callable[..., Served],
+    serve_topic: ServeTopic, produce: Callable[..., Any]
 ) -> None:
     """Both workers serve exactly the reduction of the log, and a read with the produced
     records' position as min_position sees them at whichever worker answers, though the
     workers' own catch-up interval is long (they catch up on demand)."""
-    topic = topic_factory(3)
-    first = produce(topic, _records(600, 150, "a"))
-    config = _config(tmp_path, topic, api={"workers": 2, "catch_up_ms": 3000})
-    s = served(config)
-    eventually(lambda: _ready(s), "both workers ready", timeout=90.0)
+    topic, first, _, s = serve_topic(
+        3, _records(600, 150, "a"), api={"workers": 2, "catch_up_ms": 3000}
+    )
     keys = [f"k{i}" for i in range(200)]  # 50 never produced: null
     want = _reduction(first.records)
     for worker, resp in s.from_each_worker(_lookup_all(s, keys)).items():
@@ -194,9 +189,7 @@ def test_workers_serve_the_reduction_and_read_your_writes(
         more = produce(topic, _records(90, 150, f"b{round_}"))
         want = _reduction(first.records + more.records)
         first.records += more.records
-        top: dict[int, int] = {}
-        for p, o, _, _ in more.records:
-            top[p] = max(top.get(p, -1), o)
+        top = more.last_offsets()
         token = ",".join(f"{p}:{o}" for p, o in sorted(top.items()))
         seen = s.from_each_worker(_lookup_all(s, keys, min_position=token, wait_ms="10000"))
         for worker, resp in seen.items():
@@ -227,7 +220,7 @@ def test_readyz_waits_for_the_primary_and_the_copy(
     from confluent_kafka.admin import NewTopic
 
     topic = f"sw-late-{os.getpid()}-{time.monotonic_ns()}"
-    config = _config(tmp_path, topic, api={"workers": 2}, view='missing_topic = "wait"')
+    config = _config(tmp_path, topic, api={"workers": 2}, missing_topic="wait")
     s = served(config)
     eventually(lambda: _answers(s), "the workers answer", timeout=90.0)
     for resp in s.from_each_worker(lambda: s.get("/readyz")).values():
@@ -255,18 +248,10 @@ def _answers(s: Served) -> bool:
         return False
 
 
-def test_sigterm_stops_every_process_and_removes_the_copies(
-    tmp_path: Path,
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    served: Callable[..., Served],
-) -> None:
+def test_sigterm_stops_every_process_and_removes_the_copies(serve_topic: ServeTopic) -> None:
     """SIGTERM drains the workers, closes the primary last, exits 0, leaves no process and
     no secondary directory; every log line (workers' too) is JSON, workers named."""
-    topic = topic_factory(2)
-    produce(topic, _records(50, 10, "a"))
-    s = served(_config(tmp_path, topic), "--workers", "3")
-    eventually(lambda: _ready(s, 3), "workers ready", timeout=90.0)
+    _, _, _, s = serve_topic(2, _records(50, 10, "a"), "--workers", "3", workers=3)
     children = s.process.children(recursive=True)
     workers = s.workers()
     assert len(workers) == 3
@@ -294,17 +279,9 @@ def test_sigterm_stops_every_process_and_removes_the_copies(
     assert last_worker_line < primary_closed
 
 
-def test_a_killed_worker_is_restarted(
-    tmp_path: Path,
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    served: Callable[..., Served],
-) -> None:
+def test_a_killed_worker_is_restarted(serve_topic: ServeTopic) -> None:
     """A worker killed with SIGKILL is logged and started again in a new copy; serving goes on."""
-    topic = topic_factory(2)
-    produced = produce(topic, _records(40, 10, "a"))
-    s = served(_config(tmp_path, topic, api={"workers": 2}))
-    eventually(lambda: _ready(s), "workers ready", timeout=90.0)
+    _, produced, _, s = serve_topic(2, _records(40, 10, "a"), api={"workers": 2})
     victim = s.workers()[0]
     victim.kill()
     eventually(
@@ -322,18 +299,10 @@ def test_a_killed_worker_is_restarted(
     assert s.stop() == 0
 
 
-def test_workers_dying_in_a_loop_stop_the_server_with_status_1(
-    tmp_path: Path,
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    served: Callable[..., Served],
-) -> None:
+def test_workers_dying_in_a_loop_stop_the_server_with_status_1(serve_topic: ServeTopic) -> None:
     """More than 5 worker deaths within a minute stop the whole server: exit status 1, a
     clear log line, no process left behind."""
-    topic = topic_factory(1)
-    produce(topic, [("a", "{}")])
-    s = served(_config(tmp_path, topic, api={"workers": 2}))
-    eventually(lambda: _ready(s), "workers ready", timeout=90.0)
+    _, _, _, s = serve_topic(1, [("a", "{}")], api={"workers": 2})
     children = s.process.children(recursive=True)
     killed: set[int] = set()
 
@@ -359,16 +328,10 @@ def test_workers_dying_in_a_loop_stop_the_server_with_status_1(
 
 
 def test_writes_and_change_streams_are_refused_on_workers(
-    tmp_path: Path,
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    served: Callable[..., Served],
+    serve_topic: ServeTopic, tmp_path: Path
 ) -> None:
     """Rebuild, snapshot and the change stream answer 409 with the error model at every worker."""
-    topic = topic_factory(1)
-    produce(topic, [("a", "{}")])
-    s = served(_config(tmp_path, topic, api={"workers": 2}))
-    eventually(lambda: _ready(s), "workers ready", timeout=90.0)
+    _, _, _, s = serve_topic(1, [("a", "{}")], api={"workers": 2})
 
     def post(path: str, body: Any = None) -> Callable[[], httpx.Response]:
         return lambda: httpx.post(f"{s.url}{path}", json=body, timeout=30)
@@ -391,65 +354,36 @@ def test_writes_and_change_streams_are_refused_on_workers(
 def test_bad_worker_counts_are_usage_errors(tmp_path: Path, value: str) -> None:
     """--workers outside 1..64 or not an integer is the CLI's usage error (exit 2), nothing served."""
     config = _config(tmp_path, "unused")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STATESTORE_")}
-    run = subprocess.run(
-        [str(STATESTORE), "-c", str(config), "serve", "--workers", value],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 2, run.stderr
-    assert "--workers" in run.stderr
+    done = run(["-c", config, "serve", "--workers", value], tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "--workers" in done.stderr
     assert not (tmp_path / "store").exists()
 
 
 def test_bad_worker_count_in_config_is_a_config_error(tmp_path: Path) -> None:
     """[api] workers = 0 is refused as a config error naming the setting."""
     config = _config(tmp_path, "unused", api={"workers": 0})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STATESTORE_")}
-    run = subprocess.run(
-        [str(STATESTORE), "-c", str(config), "serve"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode != 0
-    assert "workers" in run.stderr
+    done = run(["-c", config, "serve"], tmp_path, timeout=60)
+    assert done.returncode != 0
+    assert "workers" in done.stderr
     assert not (tmp_path / "store").exists()
 
 
 def test_the_primary_port_rebuilds_and_the_workers_follow_the_new_copy(
-    tmp_path: Path,
-    topic_factory: Callable[..., str],
-    produce: Callable[..., Any],
-    served: Callable[..., Served],
+    serve_topic: ServeTopic, tmp_path: Path
 ) -> None:
     """With [api] primary_port, `statestore rebuild` beside the server goes to the ingesting
     process; every worker then serves the new generation with the same data. The primary's
     /metrics is the ingest's, each worker's its own copy's."""
-    topic = topic_factory(2)
-    produced = produce(topic, _records(120, 30, "a"))
     primary_port = free_port()
-    config = _config(tmp_path, topic, api={"workers": 2, "primary_port": primary_port})
-    s = served(config)
-    eventually(lambda: _ready(s), "workers ready", timeout=90.0)
+    _, produced, config, s = serve_topic(
+        2, _records(120, 30, "a"), api={"workers": 2, "primary_port": primary_port}
+    )
     primary = f"http://127.0.0.1:{primary_port}"
     assert httpx.get(f"{primary}/readyz", timeout=10).status_code == 200
     assert WORKER not in httpx.get(f"{primary}/readyz", timeout=10).headers
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STATESTORE_")}
-    run = subprocess.run(
-        [str(STATESTORE), "-c", str(config), "rebuild", "--view", "d"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
+    done = run(["-c", config, "rebuild", "--view", "d"], tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
     assert httpx.get(f"{primary}/views/d", timeout=10).json()["generation"] == 1
 
     def rebuilt() -> bool:

@@ -11,40 +11,27 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Producer
 
-from tests.cli.cli_support import run, write_config
-from tests.ops.ops_support import BOOTSTRAP
+from tests.support.config import write_config
+from tests.support.kafka import BOOTSTRAP, produce_all
+from tests.support.processes import run
 
 VIEW = "d"
 
 
 def produce_range(topic: str, start: int, end: int, keys: int = 700) -> None:
     """Records start..end-1 over *keys* keys; every 23rd a tombstone."""
-    producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 5})
-    for i in range(start, end):
-        value = None if i % 23 == 0 else orjson.dumps({"i": i, "status": f"s{i % 5}"})
-        while True:
-            try:
-                producer.produce(topic, key=f"k{i % keys:04d}".encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(60) == 0
-
-
-def end_offsets(topic: str) -> dict[int, int]:
-    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
-    parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "snap-ends"})
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in parts
-        }
-    finally:
-        consumer.close()
+    records = (
+        (
+            f"k{i % keys:04d}".encode(),
+            None if i % 23 == 0 else orjson.dumps({"i": i, "status": f"s{i % 5}"}),
+        )
+        for i in range(start, end)
+    )
+    produce_all(
+        Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 5}), topic, records, timeout=60
+    )
 
 
 def view_spec(topic: str, **extra: Any) -> dict[str, Any]:
@@ -53,12 +40,7 @@ def view_spec(topic: str, **extra: Any) -> dict[str, Any]:
 
 def config_file(directory: Path, views: list[dict[str, Any]], **store: Any) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = write_config(directory, views)
-    if store:
-        text = path.read_text()
-        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in store.items())
-        path.write_text(text.replace("[store]\n", "[store]\n" + extra, 1))
-    return path
+    return write_config(directory, views, store_options=store)
 
 
 def statestore_cli(

@@ -26,7 +26,6 @@ from snapshot_support import (
     assert_no_leftovers,
     config_file,
     damaged_archives,
-    end_offsets,
     produce_range,
     snapshot_of_new_store,
     statestore_cli,
@@ -37,8 +36,12 @@ from snapshot_support import (
 from statestore import StateStore, load_config
 from statestore.snapshot import restore, store_is_empty
 from statestore.storage import Storage
-from tests.cli.cli_support import STATESTORE, api_port, clean_env, run, start_server, write_config
-from tests.ops.ops_support import eventually, read_log, reduce_log, stored
+from tests.support.config import write_config
+from tests.support.kafka import high_watermarks
+from tests.support.oracle import latest, read_log
+from tests.support.processes import STATESTORE, api_port, clean_env, run, start_server
+from tests.support.stores import stored
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -82,30 +85,30 @@ def test_a_snapshot_taken_from_a_running_server_while_it_ingests_seeds_an_equal_
     produce_range(topic, 12000, 12500)
     log = read_log(topic)
     positions = {int(p): o for p, o in info["views"][VIEW]["positions"].items()}
-    assert info["views"][VIEW]["keys"] == len(reduce_log(log, positions))
+    assert info["views"][VIEW]["keys"] == len(latest(log, positions))
 
     # The archive alone: the reduction at its positions, nothing more, nothing less.
     alone = config_file(tmp_path / "c", [view_spec(topic)])
     restore(info["url"], tmp_path / "c" / "store", load_config(alone, environ={}))
     got_positions, entities, _ = stored(alone, VIEW)
     assert got_positions == positions
-    assert entities == reduce_log(log, positions)
+    assert entities == latest(log, positions)
 
     # A replica seeded from it ([store] seed, an empty store) reads only the tail.
     replica = config_file(tmp_path / "b", [view_spec(topic)], seed=str(tmp_path / "snaps"))
     result = statestore_cli("-c", replica, "bootstrap", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "snapshot.restored" in result.stderr
-    ends = end_offsets(topic)
+    ends = high_watermarks(topic)
     tail = sum(ends.values()) - sum(positions.values())
     assert f"{VIEW}: {tail:,} records" in result.stdout, result.stdout
     got_positions, entities, _ = stored(replica, VIEW)
     assert got_positions == ends
-    assert entities == reduce_log(log, ends)
+    assert entities == latest(log, ends)
     # Index entries came with the snapshot and were kept current by the tail.
     with StateStore(load_config(replica, environ={}), read_only=True) as store:
         by_status = {e.key for e in store.view(VIEW).by("status", "s1", None, 10_000).items}
-    expected = {k for k, v in reduce_log(log, ends).items() if orjson.loads(v)["status"] == "s1"}
+    expected = {k for k, v in latest(log, ends).items() if orjson.loads(v)["status"] == "s1"}
     assert by_status == expected
 
 
@@ -146,7 +149,7 @@ def test_a_server_seeds_an_empty_store_and_takes_snapshots_on_schedule(
         verified = statestore_cli("snapshot", "verify", snap["url"], cwd=tmp_path)
         assert verified.returncode == 0, verified.stderr
         positions = {int(p): o for p, o in snap["views"][VIEW]["positions"].items()}
-        assert snap["views"][VIEW]["keys"] == len(reduce_log(log, positions))
+        assert snap["views"][VIEW]["keys"] == len(latest(log, positions))
     # `statestore status` shows the last one (the store is read without the server).
     shown = statestore_cli("-c", config, "status", "--json", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
@@ -194,9 +197,9 @@ def test_views_the_snapshot_lacks_are_bootstrapped_and_views_the_config_lacks_le
     assert "other: not in the snapshot: bootstrapped from Kafka" in result.stdout
     assert f"{VIEW}: seeded; index(es) i backfilled" in result.stdout
     log = read_log(topic)
-    ends = end_offsets(topic)
-    assert stored(config, VIEW)[1] == reduce_log(log, ends)
-    assert stored(config, "other")[1] == reduce_log(read_log(extra), end_offsets(extra))
+    ends = high_watermarks(topic)
+    assert stored(config, VIEW)[1] == latest(log, ends)
+    assert stored(config, "other")[1] == latest(read_log(extra), high_watermarks(extra))
     with StateStore(load_config(config, environ={}), read_only=True) as store:
         hits = {e.key for e in store.view(VIEW).by("i", 2999, None, 10).items}
     assert hits == {f"k{2999 % 700:04d}"}
@@ -263,7 +266,7 @@ def test_a_seed_below_the_log_start_is_rebuilt_or_fails_per_on_stale(
     take_snapshot(src, snaps, tmp_path)
     produce_range(topic, 3000, 4000)
     # Records the snapshot never read are deleted: it cannot be caught up from Kafka.
-    ends = end_offsets(topic)
+    ends = high_watermarks(topic)
     futures = admin.delete_records([TopicPartition(topic, 0, ends[0])])
     for fut in futures.values():
         fut.result(timeout=30)
@@ -277,7 +280,7 @@ def test_a_seed_below_the_log_start_is_rebuilt_or_fails_per_on_stale(
         if policy == "rebuild":
             assert result.returncode == 0, result.stderr
             log = read_log(topic)
-            assert stored(config, VIEW)[1] == reduce_log(log, end_offsets(topic))
+            assert stored(config, VIEW)[1] == latest(log, high_watermarks(topic))
         else:
             assert result.returncode == 1
             assert f"view {VIEW!r} failed" in result.stderr
@@ -345,7 +348,7 @@ def test_sigkill_at_any_step_of_a_restore_leaves_the_old_state_or_no_store(
     result = statestore_cli("-c", config, "bootstrap", "--from-snapshot", snaps, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert_no_leftovers(store)
-    assert stored(config, VIEW)[1] == reduce_log(read_log(topic), end_offsets(topic))
+    assert stored(config, VIEW)[1] == latest(read_log(topic), high_watermarks(topic))
 
 
 @contextmanager
@@ -420,7 +423,7 @@ def test_the_snapshot_route_takes_admin_tokens_and_rejects_bad_requests(
         made = httpx.post(url, json={"dest": dest}, headers=admin_h, timeout=60)
         assert made.status_code == 201, made.text
         assert made.json()["views"][VIEW]["keys"] == len(
-            reduce_log(read_log(topic), end_offsets(topic))
+            latest(read_log(topic), high_watermarks(topic))
         )
         # The CLI goes through the server, with the token from STATESTORE_TOKEN.
         result = run(
@@ -466,4 +469,4 @@ def test_a_store_set_aside_as_damaged_is_seeded_again(
     again = statestore_cli("-c", config, "bootstrap", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "store.damaged" in again.stderr and "snapshot.restored" in again.stderr
-    assert stored(config, VIEW)[1] == reduce_log(read_log(topic), end_offsets(topic))
+    assert stored(config, VIEW)[1] == latest(read_log(topic), high_watermarks(topic))

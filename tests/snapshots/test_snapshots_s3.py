@@ -18,29 +18,40 @@ from snapshot_support import (
     assert_no_leftovers,
     config_file,
     damaged_archives,
-    end_offsets,
     produce_range,
     snapshot_of_new_store,
     view_spec,
 )
 
-from tests.cli.cli_support import clean_env, run, start_server
-from tests.ops.ops_support import read_log, reduce_log, stored
+from tests.support.kafka import high_watermarks
+from tests.support.oracle import latest, read_log
+from tests.support.processes import clean_env, run, start_server
+from tests.support.stores import stored
 
-pytestmark = [pytest.mark.integration, pytest.mark.s3]
+# Every test runs with an S3 user's environment pointing at the local server.
+pytestmark = [pytest.mark.integration, pytest.mark.s3, pytest.mark.usefixtures("s3_env")]
+
+
+@pytest.fixture
+def topic(topic_factory: Callable[..., str]) -> str:
+    """The topic a test snapshots: new, 3 partitions, deleted after the test."""
+    return topic_factory(3)
 
 
 def _cli(*args: str | Path, cwd: Path, **env: str) -> Any:
     return run([*args], cwd, env=clean_env(**env))
 
 
+def assert_equals_log(config: Path, topic: str) -> None:
+    """The view stored by *config* is the log of *topic* reduced, up to its end."""
+    assert stored(config, VIEW)[1] == latest(read_log(topic), high_watermarks(topic))
+
+
 def test_snapshots_in_s3_from_the_cli_and_a_server_seed_replicas_equal_to_the_log(
-    tmp_path: Path,
-    topic_factory: Callable[..., str],
-    s3_env: pytest.MonkeyPatch,
-    bucket: str,
+    tmp_path: Path, topic: str, bucket: str
 ) -> None:
-    topic = topic_factory(3)
+    """Snapshots written to S3 by the CLI and by a running server are listed in order and
+    verified, and a replica seeded from the newest equals the log."""
     dest = f"s3://{bucket}/statestore/orders"
     src, first = snapshot_of_new_store(topic, tmp_path / "src", dest)
     assert first["url"].startswith(f"{dest}/snapshot-") and first["url"].endswith(".tar")
@@ -66,52 +77,44 @@ def test_snapshots_in_s3_from_the_cli_and_a_server_seed_replicas_equal_to_the_lo
     seeded = _cli("-c", replica, "bootstrap", cwd=tmp_path)
     assert seeded.returncode == 0, seeded.stderr
     assert f"snapshot.restored name={second['name']}" in seeded.stderr
-    log = read_log(topic)
-    assert stored(replica, VIEW)[1] == reduce_log(log, end_offsets(topic))
+    assert_equals_log(replica, topic)
 
 
 def test_a_download_cut_mid_archive_resumes_and_repeated_5xx_fail_with_no_store(
-    tmp_path: Path,
-    topic_factory: Callable[..., str],
-    s3_env: pytest.MonkeyPatch,
-    bucket: str,
-    fault_proxy: FaultProxy,
+    tmp_path: Path, topic: str, bucket: str, fault_proxy: FaultProxy
 ) -> None:
-    topic = topic_factory(3)
+    """A download cut mid-archive resumes with a range request; a server answering 503 or
+    not listening fails the seed with a clear error and no store (with [store] seed, the
+    views bootstrap from Kafka instead)."""
     dest = f"s3://{bucket}/snaps"
     _, info = snapshot_of_new_store(topic, tmp_path / "src", dest)
+
+    def seed_through_the_proxy(config: Path) -> Any:
+        return _cli(
+            "-c",
+            config,
+            "bootstrap",
+            "--from-snapshot",
+            dest,
+            cwd=tmp_path,
+            AWS_ENDPOINT_URL=fault_proxy.url,
+        )
 
     # Cut twice in the middle of the archive (a close, then a reset): resumed each time.
     fault_proxy.cut_next_get(info["size"] // 3, path_contains=".tar")
     fault_proxy.cut_next_get(info["size"] // 3, reset=True, path_contains=".tar")
     replica = config_file(tmp_path / "cut", [view_spec(topic)])
-    seeded = _cli(
-        "-c",
-        replica,
-        "bootstrap",
-        "--from-snapshot",
-        dest,
-        cwd=tmp_path,
-        AWS_ENDPOINT_URL=fault_proxy.url,
-    )
+    seeded = seed_through_the_proxy(replica)
     assert seeded.returncode == 0, seeded.stderr
     archive_gets = [g for g in fault_proxy.gets() if ".tar" in g.path]
     assert [g.action for g in archive_gets] == ["cut", "cut", "forwarded"]
     assert archive_gets[1].headers.get("range", "").startswith("bytes=")
-    assert stored(replica, VIEW)[1] == reduce_log(read_log(topic), end_offsets(topic))
+    assert_equals_log(replica, topic)
 
     # The server answers 503 to every read of the archive: the seed fails, no store.
     fault_proxy.fail_next_gets(50, path_contains=".tar")
     failing = config_file(tmp_path / "503", [view_spec(topic)])
-    result = _cli(
-        "-c",
-        failing,
-        "bootstrap",
-        "--from-snapshot",
-        dest,
-        cwd=tmp_path,
-        AWS_ENDPOINT_URL=fault_proxy.url,
-    )
+    result = seed_through_the_proxy(failing)
     assert result.returncode == 1
     assert info["url"] in result.stderr and "503" in result.stderr, result.stderr
     store = tmp_path / "503" / "store"
@@ -125,17 +128,13 @@ def test_a_download_cut_mid_archive_resumes_and_repeated_5xx_fail_with_no_store(
     result = _cli("-c", down, "bootstrap", cwd=tmp_path, AWS_ENDPOINT_URL=closed)
     assert result.returncode == 0, result.stderr
     assert "store.seed_failed" in result.stderr and "127.0.0.1:9" in result.stderr
-    assert stored(down, VIEW)[1] == reduce_log(read_log(topic), end_offsets(topic))
+    assert_equals_log(down, topic)
 
 
 def test_damaged_archives_in_s3_are_refused_and_leave_no_store(
-    tmp_path: Path,
-    topic_factory: Callable[..., str],
-    s3_env: pytest.MonkeyPatch,
-    s3_admin: Any,
-    bucket: str,
+    tmp_path: Path, topic: str, s3_admin: Any, bucket: str
 ) -> None:
-    topic = topic_factory(3)
+    """Each damaged archive in S3 fails verify and seed with what is wrong, and no store."""
     local = tmp_path / "snaps"
     snapshot_of_new_store(topic, tmp_path / "src", local, records=2000)
     (archive,) = local.glob("*.tar")

@@ -14,25 +14,19 @@ import pytest
 from statestore import (
     AsyncStateStore,
     Change,
-    Config,
     PositionTimeoutError,
     StateStore,
-    StoreConfig,
     UnknownViewError,
     ViewConfig,
 )
 from statestore.apply import Record
-from statestore.changes import feed_of
+from tests.support.config import store_config
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
     """A store with a JSON view ``v`` indexed on ``n``."""
-    config = Config(
-        kafka={"bootstrap.servers": "127.0.0.1:9092"},
-        store=StoreConfig(path=tmp_path / "store"),
-        views=(ViewConfig(name="v", topic="unused", indexes=("n",)),),
-    )
+    config = store_config(tmp_path / "store", [ViewConfig(name="v", topic="unused", indexes=("n",))])
     with StateStore(config) as opened:
         yield opened
 
@@ -158,7 +152,7 @@ def test_async_for_reads_changes_and_ends_when_closed(store: StateStore) -> None
             await astore.aclose()
             await reading  # ends: the iterator was closed
         assert changes.subscription.closed
-        assert feed_of(store, "v").subscribers() == 0
+        assert store.change_feed("v").subscribers() == 0
         return got
 
     assert asyncio.run(go()) == ["k1", "k2"]
@@ -183,7 +177,7 @@ def test_cancelling_a_reader_and_leaving_async_with_unsubscribe(store: StateStor
                 await task
         assert changes.subscription.closed
         assert await changes.get(timeout=0.0) == []
-        assert feed_of(store, "v").subscribers() == 0
+        assert store.change_feed("v").subscribers() == 0
         await astore.aclose()
         with pytest.raises(Exception, match="closed"):
             astore.changes("v")

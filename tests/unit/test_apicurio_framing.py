@@ -14,18 +14,11 @@ from statestore.avro import AvroValue, avro_key, header_hook
 from statestore.errors import CodecError
 from statestore.framing import CONFLUENT, Framing, frame_length, framing_of
 from statestore.schemas import Schemas, global_ref
+from tests.support.schemas import field, optional, record, with_field, without
 
 DOC7: dict[str, Any] = {"schema": '"string"', "refs": []}
 DOC8: dict[str, Any] = {"schema": '"long"', "refs": []}
-READING: dict[str, Any] = {
-    "type": "record",
-    "name": "Reading",
-    "fields": [
-        {"name": "id", "type": "string"},
-        {"name": "n", "type": "int"},
-        {"name": "note", "type": ["null", "string"], "default": None},
-    ],
-}
+READING = record("Reading", [field("id", "string"), field("n", "int"), optional("note")])
 DOC9: dict[str, Any] = {"schema": json.dumps(READING), "refs": []}
 BODY = b"\x06abc"
 
@@ -199,14 +192,9 @@ def test_the_json_encoding_is_folded_into_the_kind_byte_and_read_back(kind: str)
 
 def test_json_bodies_resolve_onto_the_reader_schema(tmp_path: Path) -> None:
     """A JSON-encoded record decodes as written, and onto a reader schema that drops a field and adds one with a default."""
-    reader = {
-        "type": "record",
-        "name": "Reading",
-        "fields": [
-            {"name": "id", "type": "string"},
-            {"name": "region", "type": "string", "default": "eu"},
-        ],
-    }
+    reader = with_field(
+        without(without(READING, "n"), "note"), field("region", "string", default="eu")
+    )
     path = tmp_path / "reader.avsc"
     path.write_text(json.dumps(reader), encoding="utf-8")
     framing = Framing("apicurio_headers")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -240,54 +241,66 @@ def ends_of(records: list[Record], tail: int) -> dict[int, int]:
 LOGS = st.lists(st.tuples(KEYS, st.integers(0, 2), VALUES), max_size=80)
 CUTS = st.lists(st.integers(1, 15), max_size=8)
 HOLES = st.lists(st.integers(0, 3), max_size=5)
-RUNS = {
-    "workers": st.integers(1, 4),
-    "budget": st.sampled_from([1, 2_000, 1 << 20]),
-    "stops": st.lists(st.integers(0, 4), max_size=3),
-    "deaths": st.lists(st.integers(0, 3), max_size=3),
-    "tail": st.integers(0, 3),
-}
+
+
+@dataclass(frozen=True)
+class Run:
+    """How a bulk load runs (see :func:`bulk_load`), and *tail* records past the last one
+    the end offsets count."""
+
+    workers: int
+    budget: int
+    stops: list[int]
+    deaths: list[int]
+    tail: int
+
+    def load(self, path: Path, records: list[Record], ends: dict[int, int]) -> tuple[Storage, View]:
+        return bulk_load(
+            path,
+            records,
+            ends,
+            workers=self.workers,
+            budget=self.budget,
+            stops=self.stops,
+            deaths=self.deaths,
+        )
+
+
+RUNS = st.builds(
+    Run,
+    workers=st.integers(1, 4),
+    budget=st.sampled_from([1, 2_000, 1 << 20]),
+    stops=st.lists(st.integers(0, 4), max_size=3),
+    deaths=st.lists(st.integers(0, 3), max_size=3),
+    tail=st.integers(0, 3),
+)
 
 
 @settings(max_examples=40, deadline=None)
-@given(log=LOGS, cuts=CUTS, holes=HOLES, **RUNS)
+@given(log=LOGS, cuts=CUTS, holes=HOLES, run=RUNS)
 def test_bulk_load_equals_record_by_record_apply(
-    log: list[tuple[bytes, int, bytes | None]],
-    cuts: list[int],
-    holes: list[int],
-    workers: int,
-    budget: int,
-    stops: list[int],
-    deaths: list[int],
-    tail: int,
+    log: list[tuple[bytes, int, bytes | None]], cuts: list[int], holes: list[int], run: Run
 ) -> None:
     """Each key in one partition (as a key-hashing producer writes), tombstones, bad records,
     compaction holes, partitions split over workers, any buffer size, stopped, or a worker
     killed, anywhere and resumed: the merged view equals the one applied record by record,
     counts, positions, quarantine and indexes included."""
     records = records_of([(key, sum(key) % 3, value) for key, _, value in log], holes)
-    ends = ends_of(records, tail)
+    ends = ends_of(records, run.tail)
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         plain_storage, plain = open_view(Path(a))
         apply_in(plain, records, cuts)
         plain.apply([], ends)
-        bulk_storage, bulk = bulk_load(
-            Path(b), records, ends, workers=workers, budget=budget, stops=stops, deaths=deaths
-        )
+        bulk_storage, bulk = run.load(Path(b), records, ends)
         assert snapshot(bulk) == snapshot(plain)
         plain_storage.close()
         bulk_storage.close()
 
 
 @settings(max_examples=40, deadline=None)
-@given(log=LOGS, **RUNS)
+@given(log=LOGS, run=RUNS)
 def test_a_key_in_several_partitions_resolves_to_its_newest_record(
-    log: list[tuple[bytes, int, bytes | None]],
-    workers: int,
-    budget: int,
-    stops: list[int],
-    deaths: list[int],
-    tail: int,
+    log: list[tuple[bytes, int, bytes | None]], run: Run
 ) -> None:
     """A key written to several partitions (the topic grew): the newest record by timestamp
     among each partition's last good record of the key wins, and a newest tombstone deletes
@@ -303,15 +316,7 @@ def test_a_key_in_several_partitions_resolves_to_its_newest_record(
         if value is not None:
             expected[key.hex()] = (partition, offset, timestamp, orjson.loads(value))
     with tempfile.TemporaryDirectory() as tmp:
-        storage, view = bulk_load(
-            Path(tmp),
-            records,
-            ends_of(records, tail),
-            workers=workers,
-            budget=budget,
-            stops=stops,
-            deaths=deaths,
-        )
+        storage, view = run.load(Path(tmp), records, ends_of(records, run.tail))
         assert snapshot(view)["entities"] == expected
         assert view.slot.counters["keys"] == len(expected)
         storage.close()

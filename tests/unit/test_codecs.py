@@ -145,7 +145,7 @@ def _json_documents(draw: st.DrawFn) -> bytes:
     return json.dumps(value, ensure_ascii=draw(st.booleans())).encode()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_json_documents())
 def test_every_json_value_ingest_accepts_can_be_served(raw: bytes) -> None:
     """Whatever JSON the ingest check accepts encodes back inside the deepest wrapping a

@@ -120,7 +120,7 @@ KEYS = st.sets(st.text("abc/é ", min_size=0, max_size=4), max_size=40)
 BOUND = st.none() | st.text("abc/é ", max_size=3)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(keys=KEYS, start=BOUND, end=BOUND, prefix=st.text("ab", max_size=2), limit=st.integers(1, 7))
 def test_key_ranges_page_through_exactly_the_keys_in_range(
     keys: set[str], start: str | None, end: str | None, prefix: str, limit: int
@@ -155,7 +155,7 @@ VALUES = st.dictionaries(
 )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(values=VALUES, a=st.integers(-300, 300), b=st.integers(-300, 300), limit=st.integers(1, 5))
 def test_number_ranges_page_in_value_then_key_order(
     values: dict[str, float | str], a: int, b: int, limit: int
