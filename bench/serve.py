@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--loop", default="auto")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from statestore.api.app import create_app
+    from statestore.api import create_app
 
     uvicorn.run(
         create_app(load_config(args.config)),
