@@ -35,6 +35,8 @@ class Trickle:
     errors: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
+        # Held while a batch is produced: pause() takes it to know no batch is under way.
+        self._batch_lock = threading.Lock()
         self._producer = fast_producer(self.bootstrap, **{"linger.ms": 5, **(self.producer or {})})
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -47,20 +49,24 @@ class Trickle:
         while not self.done.is_set():
             if not self.on.wait(0.1):
                 continue
-            records = entity_records(self.rng, self.batch, keys=self.keys, start=self.seq)
-            for key, value in records:
-                with contextlib.suppress(BufferError):
-                    self._producer.produce(
-                        self.topic, key=key, value=value, on_delivery=self._report
-                    )
-            self.seq += self.batch
-            self._producer.poll(0)
-            time.sleep(self.interval)
+            with self._batch_lock:
+                if not self.on.is_set():
+                    continue
+                records = entity_records(self.rng, self.batch, keys=self.keys, start=self.seq)
+                for key, value in records:
+                    with contextlib.suppress(BufferError):
+                        self._producer.produce(
+                            self.topic, key=key, value=value, on_delivery=self._report
+                        )
+                self.seq += self.batch
+                self._producer.poll(0)
+            time.sleep(self.interval)  # the pace of the updates, not a wait for a state
 
     def pause(self) -> None:
         """Stop producing and wait until everything produced so far is in the log."""
         self.on.clear()
-        time.sleep(0.2)
+        with self._batch_lock:  # a batch under way ends; none starts once `on` is clear
+            pass
         assert self._producer.flush(120) == 0, "records were not delivered"
         assert not self.errors, self.errors[:3]
 
