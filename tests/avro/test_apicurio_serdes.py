@@ -269,7 +269,8 @@ def test_bad_apicurio_framing_is_quarantined_with_its_reason(
 
 def test_a_registry_without_the_native_api_is_an_outage_not_a_bad_record() -> None:
     """A global id against a URL without Apicurio's native API raises RegistryUnavailableError naming apicurio_url, and quarantines nothing."""
-    schemas = Schemas(None, {"url": REGISTRY_URL, NATIVE_URL_KEY: REGISTRY_URL})
+    # A long deadline: the point is the registry's 404, not how fast a busy host answers.
+    schemas = Schemas(None, {"url": REGISTRY_URL, NATIVE_URL_KEY: REGISTRY_URL, "timeout": 60.0})
     with pytest.raises(RegistryUnavailableError, match="apicurio_url"):
         schemas.resolve(
             b"\x00\x00\x00\x00\x07body", "value", "AVRO", Framing("confluent", "global")
