@@ -22,6 +22,8 @@ import httpx
 
 from statestore import load_config
 
+from .waits import eventually
+
 REPO = Path(__file__).resolve().parents[2]
 STATESTORE = REPO / ".venv" / "bin" / "statestore"
 
@@ -109,18 +111,24 @@ def wait_for_200(
 ) -> None:
     """Until GET *url* answers 200 (``/readyz``: every view caught up); fails when *proc*
     exits first or time is up, with the end of its *output*."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"the server exited with {proc.returncode} before {url} answered:\n"
-                f"{output()[-3000:]}"
-            )
+
+    answered: list[bool] = []
+
+    def answered_or_exited() -> bool:
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(url, headers=headers, timeout=5).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer 200 in {timeout:g}s:\n{output()[-3000:]}")
+                answered.append(True)
+                return True
+        return proc.poll() is not None
+
+    try:
+        eventually(answered_or_exited, f"{url} answering 200", timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{output()[-3000:]}") from None
+    if not answered:
+        raise AssertionError(
+            f"the server exited with {proc.returncode} before {url} answered:\n{output()[-3000:]}"
+        )
 
 
 def finish(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 60) -> str:
@@ -277,16 +285,20 @@ class Server(Proc):
 
     def wait_caught_up(self, view: str, ends: dict[int, int], timeout: float = 180) -> None:
         """Until the view's positions reach *ends* (partition -> high watermark)."""
-        deadline = time.monotonic() + timeout
         info: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+
+        def reached() -> bool:
+            nonlocal info
             with contextlib.suppress(httpx.TransportError):
                 info = self.view_info(view)
                 pos = {p["partition"]: p["position"] for p in info["partitions"]}
-                if all(pos.get(p, 0) >= e for p, e in ends.items()):
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"view {view} did not reach {ends}: {info}")
+                return all(pos.get(p, 0) >= e for p, e in ends.items())
+            return False
+
+        try:
+            eventually(reached, f"view {view} reaching {ends}", timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen: {info}") from None
 
     def close(self, sig: int = signal.SIGTERM) -> int:
         """Stop with *sig*; the exit status."""
