@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,21 +30,8 @@ UPDATES_PER_KEY = 5
 TOMBSTONE_EVERY = 50
 STATUSES = ("created", "picked_up", "in_transit", "out_for_delivery", "delivered")
 
-AVRO_SCHEMA = """
-{
-  "type": "record", "name": "Delivery", "namespace": "bench",
-  "fields": [
-    {"name": "id", "type": "string"},
-    {"name": "seq", "type": "int"},
-    {"name": "status", "type": "string"},
-    {"name": "ts", "type": "long"},
-    {"name": "carrier", "type": "string"},
-    {"name": "city", "type": "string"},
-    {"name": "weight_g", "type": "int"},
-    {"name": "note", "type": "string"}
-  ]
-}
-"""
+# The value schema of the Avro topic (a file, as Avro projects keep their schemas).
+AVRO_SCHEMA = (Path(__file__).parent / "delivery.avsc").read_text(encoding="utf-8")
 
 _NOTE = "x" * 64
 

@@ -36,10 +36,10 @@ import contextlib
 import functools
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor
-from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .changes import Change, Reset, Subscription
+from .closing import AsyncClosing
 from .errors import NotReadyError, PositionTimeoutError
 from .position import parse_position
 from .reader import ViewReader, per_view
@@ -54,7 +54,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class AsyncChanges:
+class AsyncChanges(AsyncClosing):
     """An asyncio iterator over one subscription's events (:class:`Change`, :class:`Reset`).
 
     ``async for event in changes`` waits without a thread and ends once closed; a
@@ -110,14 +110,6 @@ class AsyncChanges:
         self.subscription.close()
         self._woken.set()
         self._on_close(self)
-
-    async def __aenter__(self) -> AsyncChanges:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 async def wait_for_position(
@@ -229,7 +221,7 @@ class AsyncViewReader:
         return self._reader.status()
 
 
-class AsyncStateStore:
+class AsyncStateStore(AsyncClosing):
     """An asyncio face on an open :class:`~statestore.StateStore`.
 
     *executor* runs the reads moved off the loop (default: the loop's default
@@ -286,11 +278,3 @@ class AsyncStateStore:
         self._closed = True
         for changes in list(self._changes):
             changes.close()
-
-    async def __aenter__(self) -> AsyncStateStore:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

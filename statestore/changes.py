@@ -34,10 +34,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
-from types import TracebackType
 from typing import Any
 
 from .apply import Applied
+from .closing import Closing
 from .codecs import KeyCodec
 from .errors import CodecError, InvalidKeyError, NotReadyError, StateStoreError
 from .records import unpack_header
@@ -494,7 +494,7 @@ class ChangeFeed:
             return len(self._cursors)
 
 
-class Subscription:
+class Subscription(Closing):
     """One reader of a change feed: poll it, wait on it, or iterate it; close it when done.
 
     Iterating yields :class:`Change` and :class:`Reset` events, blocks while there
@@ -590,14 +590,6 @@ class Subscription:
     @property
     def closed(self) -> bool:
         return self._cursor.closed
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _size(change: RawChange) -> int:

@@ -9,13 +9,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 
 from .bulk import BulkSettings
 from .changes import DEFAULT_BUFFER, DEFAULT_BUFFER_BYTES, ChangeFeed, Subscription
+from .closing import Closing
 from .config import Config, ViewConfig, usable_cores
 from .cursor import CursorSigner
 from .errors import (
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 _SECRET_KEY = b"secret/cursor"
 
 
-class StateStore:
+class StateStore(Closing):
     """Materialised views of compacted Kafka topics in one RocksDB store.
 
     ``read_only=True`` opens the store beside a running server (status, get) and
@@ -198,14 +198,6 @@ class StateStore:
         return secret
 
     # -- lifecycle ---------------------------------------------------------------------
-
-    def __enter__(self) -> StateStore:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @property
     def client(self) -> TopicClient:

@@ -17,6 +17,7 @@ import orjson
 from run_mode import Figures
 
 from statestore import StateStore, load_config
+from tests.support.config import write_config
 from tests.support.oracle import LogRecord, read_log, reduce_log
 from tests.support.processes import run
 
@@ -34,6 +35,17 @@ def entity_records(
             yield key, None
         else:
             yield key, orjson.dumps({"seq": i, "pad": "x" * rng.randrange(10, 120)})
+
+
+def entity_view(directory: Path, view: str, topic: str, bootstrap: str, **options: Any) -> Path:
+    """The config of one view of *topic*'s entity records, indexed on ``pad`` (the field
+    ``index_differences`` checks); *options* go to ``write_config``."""
+    return write_config(
+        directory,
+        [{"name": view, "topic": topic, "indexes": ["pad"]}],
+        bootstrap=bootstrap,
+        **options,
+    )
 
 
 # -- the view and the comparison -----------------------------------------------------------

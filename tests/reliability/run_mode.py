@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,11 @@ _current: list[Mode] = [CI_MODE]
 
 
 def soak_mode(minutes: float) -> Mode:
-    return Mode(
-        "soak",
+    """The soak: ten times the kills and the poison, three bounces, a minute of load."""
+    return replace(
+        CI_MODE,
+        name="soak",
         kills=200,
-        topic_records=200_000,
         bounces=3,
         poison_scale=10,
         load_seconds=60.0,

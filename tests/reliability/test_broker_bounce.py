@@ -16,13 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from reliability_support import check_against_log, entity_records
+from reliability_support import check_against_log, entity_records, entity_view
 from run_mode import Figures, Mode, OwnBroker
 from trickle import Trickle
 
 from statestore import KafkaError
 from statestore.kafka import KafkaClient
-from tests.support.config import write_config
 from tests.support.kafka import Topics, fast_producer, high_watermarks, produce_all
 from tests.support.processes import Server, free_port
 
@@ -112,12 +111,7 @@ def test_broker_bounces_mid_bootstrap_and_mid_follow(
         topic,
         entity_records(random.Random(seed), mode.topic_records, keys=KEYS),
     )
-    config = write_config(
-        tmp_path,
-        [{"name": VIEW, "topic": topic, "indexes": ["pad"]}],
-        bootstrap=bootstrap,
-        kafka=THROTTLED_FETCH,
-    )
+    config = entity_view(tmp_path, VIEW, topic, bootstrap, kafka=THROTTLED_FETCH)
     writer = Trickle(
         bootstrap,
         topic,

@@ -11,12 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from reliability_support import check_against_log, entity_records, run_cli
+from reliability_support import check_against_log, entity_records, entity_view, run_cli
 from run_mode import Figures, Mode
 from trickle import Trickle
 
 from statestore import StateStore, StorageError, load_config
-from tests.support.config import write_config
 from tests.support.kafka import Topics, fast_producer, high_watermarks, produce_all
 from tests.support.processes import Proc, free_port
 
@@ -46,12 +45,7 @@ def test_sigkill_at_random_moments_loses_nothing(
     topic = topics.create(3, prefix="crash")
     producer = fast_producer(shared_bootstrap)
     seq = produce_all(producer, topic, entity_records(rng, mode.topic_records, keys=KEYS))
-    config = write_config(
-        tmp_path,
-        [{"name": VIEW, "topic": topic, "indexes": ["pad"]}],
-        bootstrap=shared_bootstrap,
-        port=free_port(),
-    )
+    config = entity_view(tmp_path, VIEW, topic, shared_bootstrap, port=free_port())
     trickle = Trickle(
         shared_bootstrap,
         topic,

@@ -18,11 +18,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from reliability_support import differences, entity_records, index_differences, read_view, run_cli
+from reliability_support import (
+    differences,
+    entity_records,
+    entity_view,
+    index_differences,
+    read_view,
+    run_cli,
+)
 from run_mode import Figures
 
 from statestore import StateStore, load_config
-from tests.support.config import write_config
 from tests.support.kafka import Topics, fast_producer, produce_all
 from tests.support.oracle import read_log, reduce_log
 from tests.support.processes import Server, free_port
@@ -109,13 +115,7 @@ def copy_store(built: tuple[str, Path], target: Path) -> Path:
 def config_for(
     directory: Path, topic: str, bootstrap: str, store: Path, **store_options: str
 ) -> Path:
-    return write_config(
-        directory,
-        [{"name": VIEW, "topic": topic, "indexes": ["pad"]}],
-        bootstrap=bootstrap,
-        store=store,
-        store_options=store_options,
-    )
+    return entity_view(directory, VIEW, topic, bootstrap, store=store, store_options=store_options)
 
 
 def assert_clear_failure(result: subprocess.CompletedProcess[str], *needles: str) -> None:

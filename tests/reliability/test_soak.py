@@ -155,9 +155,7 @@ def test_steady_ingest_and_queries_for_minutes(
     report = reports[0] if reports else ReaderReport(errors=["the readers did not finish"])
     misplaced = writer.misplaced(report.seen)
     not_ready = [s for s in samples if s.ready != 200 or s.state not in ("ready",)]
-    log_records, _, diffs, status = compare_with_log(
-        config, VIEW, topic, shared_bootstrap
-    )
+    log_records, _, diffs, status = compare_with_log(config, VIEW, topic, shared_bootstrap)
     rss_values = [s.rss_mib for s in samples if s.rss_mib is not None]
     lags = [s.lag for s in samples if s.lag is not None]
     summary: dict[str, object] = {

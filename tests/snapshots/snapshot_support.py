@@ -6,7 +6,7 @@ import io
 import json
 import subprocess
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,12 @@ def produce_range(topic: str, start: int, end: int, keys: int = 700) -> None:
         )
         for i in range(start, end)
     )
-    produce_all(
-        Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 5}), topic, records, timeout=60
+    # Idempotent: a retried batch is neither written twice nor behind a later one, so the
+    # log holds the records in the order given (tests rely on which record is a key's last).
+    producer = Producer(
+        {"bootstrap.servers": BOOTSTRAP, "linger.ms": 5, "enable.idempotence": True}
     )
+    produce_all(producer, topic, records, timeout=60)
 
 
 def view_spec(topic: str, **extra: Any) -> dict[str, Any]:
@@ -71,6 +74,20 @@ def snapshot_of_new_store(
 def assert_no_leftovers(store: Path) -> None:
     left = [p.name for p in store.parent.iterdir() if p.name.startswith(f".{store.name}.")]
     assert not left, f"work directories left beside the store: {left}"
+
+
+def assert_each_refused(sources: Mapping[str | Path, str], config: Path, cwd: Path) -> None:
+    """Each snapshot of *sources* (an archive or a URL: the error it must name) fails
+    ``snapshot verify`` and a seed of the store of *config* with that error, and leaves no
+    store and no work directory behind."""
+    store = config.parent / "store"
+    for src, expected in sources.items():
+        verified = statestore_cli("snapshot", "verify", src, cwd=cwd)
+        assert verified.returncode == 1 and expected in verified.stderr, (src, verified.stderr)
+        seeded = statestore_cli("-c", config, "bootstrap", "--from-snapshot", src, cwd=cwd)
+        assert seeded.returncode == 1 and expected in seeded.stderr, (src, seeded.stderr)
+        assert not store.exists(), src
+        assert_no_leftovers(store)
 
 
 def _rewrite(archive: Path, out: Path, change: Callable[[str, bytes], bytes | None]) -> None:
