@@ -115,7 +115,7 @@ def test_broker_bounces_mid_bootstrap_and_mid_follow(
     writer = Trickle(
         bootstrap,
         topic,
-        random.Random(seed + 1),
+        seed + 1,
         keys=KEYS,
         batch=100,
         interval=0.05,

@@ -46,14 +46,7 @@ def test_sigkill_at_random_moments_loses_nothing(
     producer = fast_producer(shared_bootstrap)
     seq = produce_all(producer, topic, entity_records(rng, mode.topic_records, keys=KEYS))
     config = entity_view(tmp_path, VIEW, topic, shared_bootstrap, port=free_port())
-    trickle = Trickle(
-        shared_bootstrap,
-        topic,
-        random.Random(seed + 1),
-        keys=KEYS,
-        batch=200,
-        interval=0.02,
-    )
+    trickle = Trickle(shared_bootstrap, topic, seed + 1, keys=KEYS, batch=200, interval=0.02)
     log = tmp_path / "runs.log"
     moments: Counter[str] = Counter()
     commands: Counter[str] = Counter()

@@ -18,11 +18,12 @@ from tests.support.kafka import fast_producer
 @dataclass(eq=False)
 class Trickle:
     """While ``on`` is set, produces *batch* records over *keys* keys (sequence numbers from
-    *seq* on) every *interval* seconds to *topic*; *producer* adds producer properties."""
+    *seq* on) every *interval* seconds to *topic*, keys drawn from a generator seeded with
+    *seed*; *producer* adds producer properties."""
 
     bootstrap: str
     topic: str
-    rng: random.Random
+    seed: int
     # Above the sequence numbers of a test's initial records: its updates are told apart.
     seq: int = 10_000_000
     _: KW_ONLY
@@ -37,6 +38,7 @@ class Trickle:
     def __post_init__(self) -> None:
         # Held while a batch is produced: pause() takes it to know no batch is under way.
         self._batch_lock = threading.Lock()
+        self._rng = random.Random(self.seed)
         self._producer = fast_producer(self.bootstrap, **{"linger.ms": 5, **(self.producer or {})})
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -52,7 +54,7 @@ class Trickle:
             with self._batch_lock:
                 if not self.on.is_set():
                     continue
-                records = entity_records(self.rng, self.batch, keys=self.keys, start=self.seq)
+                records = entity_records(self._rng, self.batch, keys=self.keys, start=self.seq)
                 for key, value in records:
                     with contextlib.suppress(BufferError):
                         self._producer.produce(
