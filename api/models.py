@@ -205,6 +205,24 @@ class ViewEventInfo(BaseModel):
     reason: str = Field(description="Why, in full.")
 
 
+class PartitioningInfo(BaseModel):
+    """How the view's records sit against the partitioner it declares."""
+
+    partitioner: str = Field(description="The partitioner the view's config declares.")
+    misplaced: int = Field(
+        description="Keyed records read in another partition than the partitioner gives "
+        "their key (a reader routing by key would not find them there)."
+    )
+    checked_from: dict[str, int] = Field(
+        description="Empty when every record read was checked; else the position per "
+        "partition the check began at (the partitioner was declared after it)."
+    )
+    first: dict[str, Any] | None = Field(
+        description="The first misplaced record met while following: partition, offset, "
+        "key (base64) and the partition expected."
+    )
+
+
 class ViewInfo(BaseModel):
     """A view's status at one moment."""
 
@@ -251,6 +269,10 @@ class ViewInfo(BaseModel):
     )
     load: LoadInfo | None = Field(
         default=None, description="The bulk load under way, if any (progress of a bootstrap)."
+    )
+    partitioning: PartitioningInfo | None = Field(
+        default=None,
+        description="Records checked against the view's partitioner (null: none declared).",
     )
 
 

@@ -31,6 +31,8 @@ from .records import (
     Record,
     applied_at_key,
     counter_key,
+    misplaced_key,
+    misplaced_report,
     pack_header,
     pack_int,
     position_key,
@@ -58,6 +60,10 @@ class Applied:
     puts: int = 0
     deletes: int = 0
     quarantined: int = 0
+    # Keyed records in another partition than the view's partitioner gives their key, and
+    # the first of them: (partition, offset, key, the partition the partitioner gives).
+    misplaced: int = 0
+    misplaced_first: tuple[int, int, bytes, int] | None = None
     keys_delta: int = 0
     positions: dict[int, int] = field(default_factory=dict)
     # (stored key, partition, offset, stored record or None for a delete), in apply order;
@@ -74,6 +80,7 @@ def apply_records(
     *,
     track: bool = False,
     end_positions: dict[int, int] | None = None,
+    partitions: int = 0,
 ) -> Applied:
     """Apply *records* (in consume order) to *slot* in one write; return what changed.
 
@@ -84,6 +91,9 @@ def apply_records(
     record (compaction holes, transaction markers) so the view records them.
     A key that moved partitions (the topic grew) resolves to its newest record
     (``records.supersedes``), whichever partition was read last.
+
+    With a partitioner, each keyed record is checked to sit in the partition it gives
+    for *partitions* (the topic's partition count); those elsewhere are counted.
     """
     out = Applied()
     # stored key -> (partition, offset, timestamp, schema id, value, parsed value or None)
@@ -142,6 +152,17 @@ def apply_records(
             break
         quarantined.append((partition, offset, timestamp, key, value, reason))
 
+    place = slot.placement
+    if place is not None and partitions:
+        # Apart from the loop above, so that views without a partitioner pay nothing.
+        for partition, offset, _, key, _ in records[:count]:
+            if key is not None:
+                expected = place(key, partitions)
+                if expected != partition:
+                    out.misplaced += 1
+                    if out.misplaced_first is None:
+                        out.misplaced_first = (partition, offset, key, expected)
+
     if end_positions and out.failure is None:
         for partition, pos in end_positions.items():
             if pos > positions.get(partition, slot.positions.get(partition, -1)):
@@ -172,6 +193,12 @@ def apply_records(
             counter_key(sid, "quarantined"),
             pack_int(counters["quarantined"] + out.quarantined),
         )
+    if out.misplaced:
+        batch.put(
+            META, counter_key(sid, "misplaced"), pack_int(counters["misplaced"] + out.misplaced)
+        )
+        if slot.misplaced_first is None and out.misplaced_first is not None:
+            batch.put(META, misplaced_key(sid), misplaced_report(*out.misplaced_first))
     for schema_id, change in out.schema_delta.items():
         if change:
             total = slot.schema_counts.get(schema_id, 0) + change

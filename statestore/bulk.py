@@ -218,12 +218,12 @@ class StagedFiles:
                 schemas.adopt(schema_id, doc, guid)
         if staged.path is not None:
             view.storage.ingest(view.slot.staging_cf, Path(staged.path))
-        for p, start, reached, records, nbytes, quarantined in staged.progress:
+        for p, start, reached, records, nbytes, quarantined, misplaced in staged.progress:
             before = self.progress.get((p, start))
             done_before = before[0] if before else start
             self.read_now += records - (before[1] if before else 0)
             self.offsets_done += reached - done_before
-            self.progress[(p, start)] = (reached, records, nbytes, quarantined)
+            self.progress[(p, start)] = (reached, records, nbytes, quarantined, misplaced)
         view.show_bulk_progress(*shown(self.progress))
         self._report()
 
@@ -258,6 +258,8 @@ def _run_here(
         on_trouble=trouble,
         on_read=lambda n: owner.reading(0, n),
         batch_size=settings.batch_size,
+        placement=view.slot.placement,
+        partitions=len(view.end_offsets),
     )
     try:
         return stager.run(reader, pieces, stop.is_set)
@@ -299,6 +301,7 @@ def _run_workers(
                 budget_bytes=budget,
                 batch_size=settings.batch_size,
                 log_level=logging.getLogger("statestore").getEffectiveLevel(),
+                partitions=len(view.end_offsets),
             )
             workers.append(Process.start(spec.worker, spec))
         return _collect(view, workers, owner, stop, trouble)

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .partitioners import PartitionerName
 
 __all__ = [
     "ApiConfig",
@@ -295,6 +296,9 @@ class ViewConfig(_Frozen):
     on_error: Literal["quarantine", "fail"] = "quarantine"
     missing_topic: Literal["fail", "wait"] = "fail"
     on_stale: Literal["rebuild", "fail", "ignore"] = "rebuild"
+    # The partitioner the topic's producers use (librdkafka's names; murmur2 is the Java
+    # client's): every keyed record is checked to sit in the partition it gives.
+    partitioner: PartitionerName | None = None
 
     @field_validator("name")
     @classmethod
@@ -342,6 +346,12 @@ class ViewConfig(_Frozen):
             raise ValueError("framing and id_kind apply to value = 'avro'")
         if (self.key_framing, self.key_id_kind) != ("confluent", "content") and self.key != "avro":
             raise ValueError("key_framing and key_id_kind apply to key = 'avro'")
+        if self.partitioner is not None and self.key not in ("string", "bytes", "json"):
+            raise ValueError(
+                "partitioner is checked on string, bytes and json keys (the bytes the "
+                f"producer hashed), not on {self.key!r} keys (their schema id may travel in "
+                "a header)"
+            )
         return self
 
     @property

@@ -315,12 +315,19 @@ def merge(
             batch.put(slot.quarantine_cf, quarantine_key(p, o), report)
             quarantined += 1
     storage.write(batch)
-    records = nbytes = 0
-    for (p, _), (reached, n, b, _) in progress.items():
+    records = nbytes = misplaced = 0
+    for (p, _), (reached, n, b, _, m) in progress.items():
         if reached <= limits.get(p, 0):
             records += n
             nbytes += b
-    counters = {"keys": keys, "records": records, "bytes": nbytes, "quarantined": quarantined}
+            misplaced += m
+    counters = {
+        "keys": keys,
+        "records": records,
+        "bytes": nbytes,
+        "quarantined": quarantined,
+        "misplaced": misplaced,
+    }
     schema_counts.pop(NO_SCHEMA, None)
     applied_at = slot.store_merged(limits, counters, schema_counts)
     storage.drop_family(slot.staging_cf)

@@ -337,6 +337,14 @@ _FAMILIES = (
         _per_view(lambda s: s.quarantined),
     ),
     _Family(
+        True,
+        "statestore_misplaced_records",
+        "Keyed records read in another partition than the view's partitioner gives their "
+        "key (views that declare one).",
+        _VIEW,
+        _per_view(lambda s: s.partitioning.misplaced if s.partitioning is not None else None),
+    ),
+    _Family(
         False,
         "statestore_keys",
         "Entities currently in the view.",

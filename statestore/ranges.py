@@ -37,8 +37,8 @@ __all__ = [
     "shown",
 ]
 
-# (partition, start) -> (reached, records, bytes, quarantined)
-Progress = dict[tuple[int, int], tuple[int, int, int, int]]
+# (partition, start) -> (reached, records, bytes, quarantined, misplaced)
+Progress = dict[tuple[int, int], tuple[int, int, int, int, int]]
 
 
 class StaleRangeError(StaleViewError):
@@ -52,8 +52,8 @@ def read_progress(slot: Slot) -> Progress:
     out: Progress = {}
     for key, value in slot.storage.scan(slot.staging_cf, CONTROL_PREFIX, CONTROL_END):
         if is_progress_key(key):
-            p, start, reached, records, nbytes, quarantined = unpack_progress(key, value)
-            out[(p, start)] = (reached, records, nbytes, quarantined)
+            p, start, reached, records, nbytes, quarantined, misplaced = unpack_progress(key, value)
+            out[(p, start)] = (reached, records, nbytes, quarantined, misplaced)
     return out
 
 
@@ -83,7 +83,7 @@ def begin(
         batch = slot.storage.batch()
         for p, start in fresh.items():
             batch.put(slot.staging_cf, progress_key(p, start), pack_progress(start, 0, 0, 0))
-            progress[(p, start)] = (start, 0, 0, 0)
+            progress[(p, start)] = (start, 0, 0, 0, 0)
         slot.storage.write(batch)
     return progress, remaining(progress, targets, lows, slot.config.topic)
 

@@ -44,11 +44,14 @@ __all__ = [
     "is_sample_key",
     "is_staged_quarantine_key",
     "key_group_start",
+    "misplaced_key",
+    "misplaced_report",
     "pack_header",
     "pack_int",
     "pack_progress",
     "pack_samples",
     "partition_of_position_key",
+    "partitioner_key",
     "position_key",
     "position_prefix",
     "prefix_end",
@@ -237,6 +240,18 @@ def history_key(view: str) -> bytes:
     return f"history/view/{view}".encode()
 
 
+def partitioner_key(slot: str) -> bytes:
+    """The partitioner the slot's records are checked against, and from which positions
+    (JSON: name, from; from is empty when every record read was checked)."""
+    return f"t/{slot}/partitioner".encode()
+
+
+def misplaced_key(slot: str) -> bytes:
+    """The first record the follow path found in another partition than the view's
+    partitioner gives its key (JSON: partition, offset, key, expected)."""
+    return f"t/{slot}/misplaced".encode()
+
+
 def bulk_key(slot: str) -> bytes:
     """Set while the slot is loaded in bulk (its first bootstrap), until the final merge."""
     return f"t/{slot}/bulk".encode()
@@ -281,7 +296,10 @@ def supersedes(
 
 _STAGE_TAIL = struct.Struct(">iq")
 STAGE_TAIL_SIZE = 2 + _STAGE_TAIL.size  # NUL NUL, partition, offset
-_PROGRESS = struct.Struct(">qqqq")
+# (reached, records, bytes, quarantined, misplaced); entries written before misplaced
+# records were counted lack the last field.
+_PROGRESS = struct.Struct(">qqqqq")
+_PROGRESS_4 = struct.Struct(">qqqq")
 CONTROL_PREFIX = b"\x00\x01"
 CONTROL_END = b"\x00\x02"
 _PROGRESS_PREFIX = CONTROL_PREFIX + b"P"
@@ -329,17 +347,22 @@ def progress_key(partition: int, start: int) -> bytes:
     return _PROGRESS_PREFIX + _STAGE_TAIL.pack(partition, start)
 
 
-def pack_progress(reached: int, records: int, nbytes: int, quarantined: int) -> bytes:
-    return _PROGRESS.pack(reached, records, nbytes, quarantined)
+def pack_progress(
+    reached: int, records: int, nbytes: int, quarantined: int, misplaced: int = 0
+) -> bytes:
+    return _PROGRESS.pack(reached, records, nbytes, quarantined, misplaced)
 
 
 def is_progress_key(key: bytes) -> bool:
     return key.startswith(_PROGRESS_PREFIX)
 
 
-def unpack_progress(key: bytes, value: bytes) -> tuple[int, int, int, int, int, int]:
-    """(partition, start, reached, records, bytes, quarantined) of a progress entry."""
+def unpack_progress(key: bytes, value: bytes) -> tuple[int, int, int, int, int, int, int]:
+    """(partition, start, reached, records, bytes, quarantined, misplaced) of a progress
+    entry."""
     partition, start = _STAGE_TAIL.unpack_from(key, len(_PROGRESS_PREFIX))
+    if len(value) == _PROGRESS_4.size:
+        return (partition, start, *_PROGRESS_4.unpack(value), 0)
     return (partition, start, *_PROGRESS.unpack(value))
 
 
@@ -404,6 +427,13 @@ def quarantine_report(
             "value": b64(value),
             "reason": reason,
         }
+    )
+
+
+def misplaced_report(partition: int, offset: int, key: bytes, expected: int) -> bytes:
+    """The stored form of a misplaced record's coordinates (JSON; the key as base64 text)."""
+    return orjson.dumps(
+        {"partition": partition, "offset": offset, "key": b64(key), "expected": expected}
     )
 
 

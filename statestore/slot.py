@@ -17,9 +17,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from .codecs import KeyCodec, ValueCodec
 from .config import ViewConfig
+from .partitioners import Partitioner, partitioner
 from .records import (
+    CONTROL_END,
+    CONTROL_PREFIX,
     applied_at_key,
     bulk_key,
     caught_up_key,
@@ -28,8 +33,11 @@ from .records import (
     fingerprint_key,
     generation_key,
     index_family_prefix,
+    is_progress_key,
+    misplaced_key,
     pack_int,
     partition_of_position_key,
+    partitioner_key,
     position_key,
     position_prefix,
     prefix_end,
@@ -42,6 +50,7 @@ from .records import (
     synced_at_key,
     topic_id_key,
     unpack_int,
+    unpack_progress,
 )
 from .storage import META, Storage
 
@@ -55,7 +64,7 @@ __all__ = [
     "stored_positions",
 ]
 
-COUNTERS = ("keys", "records", "bytes", "quarantined")
+COUNTERS = ("keys", "records", "bytes", "quarantined", "misplaced")
 
 
 def current_generation(storage: Storage, view: str) -> int:
@@ -138,6 +147,20 @@ class Slot:
         raw = storage.get(META, topic_id_key(self.id))
         # The id of the topic read into the slot (None: not known yet).
         self.topic_id = raw.decode() if raw is not None else None
+        # The partitioner keyed records are checked against (None: not checked), the
+        # positions the check began at (empty: every record read was checked) and the
+        # first record the follow path found misplaced.
+        self.placement: Partitioner | None = (
+            partitioner(config.partitioner) if config.partitioner else None
+        )
+        self.checked_from: dict[int, int] = {}
+        self.misplaced_first: dict[str, Any] | None = None
+        raw = storage.get(META, partitioner_key(self.id))
+        if raw is not None:
+            self.checked_from = {int(p): o for p, o in orjson.loads(raw)["from"].items()}
+        raw = storage.get(META, misplaced_key(self.id))
+        if raw is not None:
+            self.misplaced_first = orjson.loads(raw)
 
     def _put_meta(self, key: bytes, value: int) -> None:
         batch = self.storage.batch()
@@ -167,7 +190,37 @@ class Slot:
             batch = self.storage.batch()
             batch.put(META, fingerprint_key(self.id), want)
             self.storage.write(batch)
+        self._check_from_here()
         return reason
+
+    def _check_from_here(self) -> None:
+        """When the configured partitioner is not the one the stored count was made
+        under, start counting again under it. ``checked_from`` is then where the slot
+        stands: every record at or past it is checked (a bulk load under way: past the
+        furthest offset it read of each partition)."""
+        raw = self.storage.get(META, partitioner_key(self.id))
+        stored = orjson.loads(raw)["name"] if raw is not None else None
+        want = self.config.partitioner
+        if stored == want:
+            return
+        read = dict(self.positions)
+        if self.bulk:  # what the load read so far sits in its staging family
+            for key, value in self.storage.scan(self.staging_cf, CONTROL_PREFIX, CONTROL_END):
+                if is_progress_key(key):
+                    p, _, reached, *_ = unpack_progress(key, value)
+                    read[p] = max(read.get(p, 0), reached)
+        self.checked_from = {p: o for p, o in read.items() if o > 0} if want else {}
+        batch = self.storage.batch()
+        batch.put(
+            META,
+            partitioner_key(self.id),
+            orjson.dumps({"name": want, "from": {str(p): o for p, o in self.checked_from.items()}}),
+        )
+        batch.put(META, counter_key(self.id, "misplaced"), pack_int(0))
+        batch.delete(META, misplaced_key(self.id))
+        self.storage.write(batch)
+        self.counters["misplaced"] = 0
+        self.misplaced_first = None
 
     def make_current(self) -> None:
         """Store that the view is served from this slot (one write)."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from .codecs import NO_KEY, KeyCodec, ValueCodec, not_utf8
 from .errors import CodecError, RegistryUnavailableError
+from .partitioners import Partitioner
 from .records import (
     NO_SCHEMA,
     STORED_KIND,
@@ -71,14 +72,14 @@ class Piece:
 class Staged:
     """One SST file a worker wrote, and what it covers.
 
-    ``progress`` holds ``(partition, start, reached, records, bytes, quarantined)``
-    per piece, cumulative since the piece's start; ``schemas`` the writer schemas
+    ``progress`` holds ``(partition, start, reached, records, bytes, quarantined,
+    misplaced)`` per piece, cumulative since the piece's start; ``schemas`` the writer schemas
     the worker fetched that the store has not cached yet.
     """
 
     worker: int
     path: str | None
-    progress: tuple[tuple[int, int, int, int, int, int], ...]
+    progress: tuple[tuple[int, int, int, int, int, int, int], ...]
     schemas: tuple[tuple[int, dict[str, Any], bytes | None], ...] = ()
 
 
@@ -91,12 +92,21 @@ class _Reading:
     records: int = 0
     nbytes: int = 0
     quarantined: int = 0
+    misplaced: int = 0
     flushed_at: int = -1
     later: list[Piece] = field(default_factory=list)
 
-    def as_progress(self) -> tuple[int, int, int, int, int, int]:
+    def as_progress(self) -> tuple[int, int, int, int, int, int, int]:
         p = self.piece
-        return (p.partition, p.start, self.reached, self.records, self.nbytes, self.quarantined)
+        return (
+            p.partition,
+            p.start,
+            self.reached,
+            self.records,
+            self.nbytes,
+            self.quarantined,
+            self.misplaced,
+        )
 
 
 class Stager:
@@ -120,6 +130,8 @@ class Stager:
         on_trouble: Callable[[str], None] | None = None,
         on_read: Callable[[int], None] | None = None,
         batch_size: int = 10_000,
+        placement: Partitioner | None = None,
+        partitions: int = 0,
     ) -> None:
         self.worker = worker
         self.topic = topic
@@ -137,6 +149,8 @@ class Stager:
         self._on_read = on_read
         self.read = 0
         self._batch_size = batch_size
+        self._placement = placement
+        self._partitions = partitions
         self._files = 0
         self._reading: dict[int, _Reading] = {}
         # Per partition: stored key -> its newest message, or (offset, timestamp, schema
@@ -212,6 +226,9 @@ class Stager:
         check_value = self._checks_values
         hook = self._hook
         as_message = hook is None and not self._tracks_schemas
+        # The partitioner records are checked against (None: not checked).
+        place = self._placement if self._partitions else None
+        partitions = self._partitions
         cur = -1
         r: _Reading | None = None
         buf: dict[bytes, Any] = {}
@@ -281,6 +298,8 @@ class Stager:
                     reached, records, nbytes = r.reached, r.records, r.nbytes
                     start_records, start_bytes = records, nbytes
                     continue
+                if place is not None and place(key, partitions) != partition:
+                    r.misplaced += 1  # type: ignore[union-attr]  # set for the partition's run
                 reached = offset + 1
                 records += 1
                 if value is not None:

@@ -43,6 +43,8 @@ class WorkerSpec:
     budget_bytes: int
     batch_size: int
     log_level: int
+    # The topic's partition count, for the view's partitioner check (0: not checked).
+    partitions: int = 0
 
     def run(self, conn: Connection) -> None:
         worker_main(self, conn)
@@ -58,6 +60,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     signal.signal(signal.SIGTERM, lambda *_: halted.set())
     from .codecs import key_codec, value_codec
     from .kafka import KafkaClient
+    from .partitioners import partitioner
 
     vc = spec.view
     schemas: Any = None
@@ -118,6 +121,8 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         on_trouble=on_trouble,
         on_read=on_read,
         batch_size=spec.batch_size,
+        placement=partitioner(vc.partitioner) if vc.partitioner else None,
+        partitions=spec.partitions,
     )
     try:
         failure = stager.run(reader, list(spec.pieces), stopped)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["LoadStatus", "PartitionStatus", "ViewEvent", "ViewState", "ViewStatus"]
+__all__ = ["LoadStatus", "PartitionStatus", "Partitioning", "ViewEvent", "ViewState", "ViewStatus"]
 
 ViewState = Literal[
     "starting", "bootstrapping", "ready", "rebuilding", "degraded", "failed", "stopped"
@@ -54,6 +54,23 @@ class ViewEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Partitioning:
+    """How the view's records sit against the partitioner it declares.
+
+    ``misplaced`` counts the keyed records read in another partition than the
+    partitioner gives their key; ``checked_from`` is empty when every record the view
+    read was checked, else the positions the check began at (the partitioner was
+    declared or changed after them). ``first`` is the first misplaced record the follow
+    path met: partition, offset, key (base64) and the partition expected.
+    """
+
+    partitioner: str
+    misplaced: int
+    checked_from: dict[int, int] = field(default_factory=dict)
+    first: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ViewStatus:
     """A view at one moment.
 
@@ -84,6 +101,7 @@ class ViewStatus:
     load: LoadStatus | None = None
     last_stale: ViewEvent | None = None
     last_rebuild: ViewEvent | None = None
+    partitioning: Partitioning | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -93,4 +111,8 @@ class ViewStatus:
             event = getattr(self, name)
             data[name] = asdict(event) if event is not None else None
         data["schema_entities"] = {str(k): n for k, n in self.schema_entities.items()}
+        if self.partitioning is not None:
+            data["partitioning"]["checked_from"] = {
+                str(p): o for p, o in self.partitioning.checked_from.items()
+            }
         return data

@@ -48,12 +48,13 @@ from .records import (
     Entity,
     HeaderHook,
     Record,
+    misplaced_report,
     prefix_end,
     slot_id,
     unpack_header,
 )
 from .slot import Slot, current_generation, discard_slot
-from .status import LoadStatus, PartitionStatus, ViewState, ViewStatus
+from .status import LoadStatus, Partitioning, PartitionStatus, ViewState, ViewStatus
 from .storage import Storage
 
 if TYPE_CHECKING:
@@ -242,7 +243,11 @@ class View:
         """Apply one consumed batch atomically and wake readers waiting on a position."""
         slot = self.slot
         applied = apply_records(
-            slot, records, track=bool(self.listeners), end_positions=end_positions
+            slot,
+            records,
+            track=bool(self.listeners),
+            end_positions=end_positions,
+            partitions=len(self.end_offsets),
         )
         with self._cond:
             slot.positions.update(applied.positions)
@@ -251,6 +256,10 @@ class View:
             c["records"] += applied.records
             c["bytes"] += applied.nbytes
             c["quarantined"] += applied.quarantined
+            if applied.misplaced:
+                c["misplaced"] += applied.misplaced
+                if slot.misplaced_first is None and applied.misplaced_first is not None:
+                    slot.misplaced_first = orjson.loads(misplaced_report(*applied.misplaced_first))
             counts = slot.schema_counts
             for schema_id, change in applied.schema_delta.items():
                 counts[schema_id] = counts.get(schema_id, 0) + change
@@ -654,4 +663,12 @@ class View:
                 servable=slot.servable,
                 schema_entities={k: n for k, n in sorted(slot.schema_counts.items()) if n},
                 load=self.load,
+                partitioning=None
+                if self.config.partitioner is None
+                else Partitioning(
+                    self.config.partitioner,
+                    slot.counters["misplaced"],
+                    dict(slot.checked_from),
+                    slot.misplaced_first,
+                ),
             )

@@ -98,6 +98,7 @@ def _view_report(store: StateStore, status: ViewStatus, kafka: dict[str, Any]) -
         "records_applied": status.records_applied,
         "bytes_applied": status.bytes_applied,
         "quarantined": status.quarantined,
+        "misplaced": None if status.partitioning is None else status.partitioning.misplaced,
         "lag": lag,
         "generation": status.generation,
         "last_applied_at_ms": status.last_applied_at_ms,
@@ -161,6 +162,11 @@ def _render(report: dict[str, Any]) -> tuple[Table, list[str]]:
             )
         if v["reason"]:
             notes.append(f"{v['name']}: {v['reason']}")
+        if v["misplaced"]:
+            notes.append(
+                f"{v['name']}: {v['misplaced']:,} record(s) in another partition than its "
+                "partitioner gives their key"
+            )
     last = report.get("snapshot")
     if last is not None:
         at = dt.datetime.fromtimestamp(last["at"], dt.UTC).isoformat(timespec="seconds")
@@ -196,6 +202,8 @@ def _line(at: str, v: dict[str, Any]) -> str:
         f"records={v['records_applied']}",
         f"quarantined={v['quarantined']}",
     ]
+    if v["misplaced"] is not None:
+        fields.append(f"misplaced={v['misplaced']}")
     if v["reason"]:
         fields.append(f"reason={json.dumps(v['reason'])}")
     return f"{at} " + " ".join(fields)

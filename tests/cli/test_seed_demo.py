@@ -98,18 +98,25 @@ def test_seed_demo_topics_bootstrap_into_the_live_keys(prefix: str, tmp_path: Pa
     config = write_config(
         tmp_path,
         [
-            {"name": "deliveries", "topic": prefix + "delivery.status", "indexes": ["status"]},
+            {
+                "name": "deliveries",
+                "topic": prefix + "delivery.status",
+                "indexes": ["status"],
+                "partitioner": "murmur2_random",
+            },
             {
                 "name": "patients",
                 "topic": prefix + "patient.records",
                 "value": "avro",
                 "reader_schema": str(PATIENT_SCHEMA),
+                "partitioner": "murmur2_random",
             },
             {
                 "name": "shipments",
                 "topic": prefix + "shipment.state",
                 "value": "protobuf",
                 "indexes": ["status"],
+                "partitioner": "murmur2_random",
             },
         ],
     )
@@ -130,6 +137,12 @@ def test_seed_demo_topics_bootstrap_into_the_live_keys(prefix: str, tmp_path: Pa
     assert view_status(data, "patients")["quarantined"] == 0
     assert view_status(data, "shipments")["keys"] == produced[prefix + "shipment.state"][3]
     assert view_status(data, "shipments")["quarantined"] == 0
+    # seed-demo places keys as the views declare: no record sits elsewhere.
+    assert [view_status(data, v)["misplaced"] for v in ("deliveries", "patients", "shipments")] == [
+        0,
+        0,
+        0,
+    ]
     store = StateStore(load_config(config), read_only=True)
     try:
         patients = list(store.view("patients").iter_entities())

@@ -27,9 +27,6 @@ def canonical(expected: dict[bytes, bytes]) -> dict[bytes, bytes]:
     return {k: orjson.dumps(orjson.loads(v)) for k, v in expected.items()}
 
 
-
-
-
 def updates(
     n_keys: int, n_records: int, seed: int = 7, tombstones: float = 0.1
 ) -> list[tuple[bytes, bytes | None]]:
@@ -215,8 +212,10 @@ def test_missing_topic_can_be_waited_for(
         admin.create_topics([NewTopic(name, 1, 1, config={"cleanup.policy": "compact"})])[
             name
         ].result()
-        produce(name, [("a", b'{"x":1}')])
+        produced = produce(name, [("a", b'{"x":1}')])
         eventually(store.ready, "the store to be ready", timeout=30)
+        # Ready may come before the record (caught up to the empty new topic): wait for it.
+        store.wait_for("v", produced.last_offsets(), timeout=30)
         assert store.get("v", "a") is not None
     admin.delete_topics([name])
 

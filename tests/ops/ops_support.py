@@ -1,5 +1,5 @@
-"""Helpers of the operations tests alone: timestamped records, metrics samples, stored
-state, a server started again and again. Topics, configs, processes and waits are in
+"""Helpers of the operations tests alone: timestamped records, stored state, a server
+started again and again. Topics, configs, processes, metrics samples and waits are in
 tests/support."""
 
 from __future__ import annotations
@@ -11,18 +11,13 @@ from typing import Any
 
 import httpx
 import orjson
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from statestore import StateStore
-from statestore.metrics import StoreCollector
 from tests.support.kafka import produce
 from tests.support.processes import Server
 
 # (key, value or None for a tombstone, partition, timestamp in ms or None for now)
 Rec = tuple[str, Any, int, int | None]
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def send(topic: str, records: Iterable[Rec]) -> list[tuple[int, int]]:
@@ -35,21 +30,6 @@ def send(topic: str, records: Iterable[Rec]) -> list[tuple[int, int]]:
             for key, value, p, ts in records
         ],
     )
-
-
-def samples(store: StateStore) -> Samples:
-    """The store's metrics as Prometheus would scrape them: ``{(name, labels): value}``."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store))
-    return parse(generate_latest(registry).decode())
-
-
-def parse(text: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def keys_of(store: StateStore, view: str) -> list[str]:

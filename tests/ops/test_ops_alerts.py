@@ -10,7 +10,6 @@ from typing import Any, get_args
 
 import pytest
 import yaml
-from ops_support import parse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
@@ -18,6 +17,7 @@ from statestore import PartitionStatus, ViewState, ViewStatus
 from statestore.metrics import StoreFacts, metrics_for, snapshot_metrics
 from statestore.snapshot import SnapshotStatus
 from statestore.status import ViewEvent
+from tests.support.metrics import parse
 from tests.support.processes import REPO
 
 ALERTS = REPO / "docs" / "alerts.yml"

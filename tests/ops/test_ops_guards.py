@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from ops_support import keys_of, samples, send
+from ops_support import keys_of, send
 
 from statestore import Config, StateStore, ViewFailedError, ViewStatus
 from tests.support.kafka import BOOTSTRAP
+from tests.support.metrics import samples
 from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
-from ops_support import parse, send
+from ops_support import send
 
 from statestore import StateStore, load_config
 from statestore.api import create_app
 from tests.support.config import write_config
+from tests.support.metrics import parse
 from tests.support.processes import run
 from tests.support.waits import eventually
 

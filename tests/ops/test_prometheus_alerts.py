@@ -165,9 +165,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], Prometheus]]:
 
 
 def _produce_json(topic: str, records: int, start: int = 0) -> None:
-    producer = Producer(
-        {"bootstrap.servers": BOOTSTRAP, "linger.ms": 20, "enable.idempotence": True}
-    )
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 20})
     for i in range(start, start + records):
         producer.produce(topic, key=f"k{i % 5000}".encode(), value=json.dumps({"i": i}).encode())
         if i % 10_000 == 0:

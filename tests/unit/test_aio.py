@@ -26,7 +26,9 @@ from tests.support.config import store_config
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
     """A store with a JSON view ``v`` indexed on ``n``."""
-    config = store_config(tmp_path / "store", [ViewConfig(name="v", topic="unused", indexes=("n",))])
+    config = store_config(
+        tmp_path / "store", [ViewConfig(name="v", topic="unused", indexes=("n",))]
+    )
     with StateStore(config) as opened:
         yield opened
 

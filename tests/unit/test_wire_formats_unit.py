@@ -374,19 +374,25 @@ def test_the_record_header_is_fixed_size_big_endian() -> None:
 @given(
     partition=st.integers(0, 2**31 - 1),
     start=st.integers(0, 2**62),
-    values=st.tuples(
-        st.integers(0, 2**62), st.integers(0, 2**62), st.integers(0, 2**62), st.integers(0, 2**62)
-    ),
+    values=st.tuples(*[st.integers(0, 2**62)] * 5),
 )
 def test_progress_entries_round_trip(
-    partition: int, start: int, values: tuple[int, int, int, int]
+    partition: int, start: int, values: tuple[int, int, int, int, int]
 ) -> None:
-    """A bulk load's progress entry reads back as (partition, start, reached, records, bytes, quarantined)."""
+    """A bulk load's progress entry reads back as (partition, start, reached, records,
+    bytes, quarantined, misplaced)."""
     assert unpack_progress(progress_key(partition, start), pack_progress(*values)) == (
         partition,
         start,
         *values,
     )
+
+
+def test_progress_entries_written_before_misplaced_records_were_counted_read_as_none() -> None:
+    """An entry of the earlier four-field form (a bulk load begun by an earlier version)
+    reads with no misplaced record."""
+    old = struct.pack(">qqqq", 120, 100, 5000, 3)
+    assert unpack_progress(progress_key(2, 20), old) == (2, 20, 120, 100, 5000, 3, 0)
 
 
 @FEW
