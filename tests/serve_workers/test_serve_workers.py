@@ -235,7 +235,12 @@ def test_readyz_waits_for_the_primary_and_the_copy(
         produced = produce(topic, [("a", '{"n": 1}'), ("b", '{"n": 2}')])
         eventually(lambda: _ready(s), "both workers ready", timeout=90.0)
         want = _reduction(produced.records)
-        for resp in s.from_each_worker(_lookup_all(s, ["a", "b"])).values():
+        # Ready may come before the records (caught up to the new, empty topic): the reads
+        # ask for their position.
+        top = produced.last_offsets()
+        token = ",".join(f"{p}:{o}" for p, o in sorted(top.items()))
+        ask = _lookup_all(s, ["a", "b"], min_position=token, wait_ms="10000")
+        for resp in s.from_each_worker(ask).values():
             assert {i["key"]: i["value"] for i in resp.json()["items"]} == want
     finally:
         admin.delete_topics([topic])[topic].result(timeout=30)
