@@ -155,9 +155,13 @@ class Slot:
         )
         self.checked_from: dict[int, int] = {}
         self.misplaced_first: dict[str, Any] | None = None
+        # The partitioner the stored count was made under (None: none).
+        self._checked_under: str | None = None
         raw = storage.get(META, partitioner_key(self.id))
         if raw is not None:
-            self.checked_from = {int(p): o for p, o in orjson.loads(raw)["from"].items()}
+            checked = orjson.loads(raw)
+            self._checked_under = checked["name"]
+            self.checked_from = {int(p): o for p, o in checked["from"].items()}
         raw = storage.get(META, misplaced_key(self.id))
         if raw is not None:
             self.misplaced_first = orjson.loads(raw)
@@ -198,10 +202,8 @@ class Slot:
         under, start counting again under it. ``checked_from`` is then where the slot
         stands: every record at or past it is checked (a bulk load under way: past the
         furthest offset it read of each partition)."""
-        raw = self.storage.get(META, partitioner_key(self.id))
-        stored = orjson.loads(raw)["name"] if raw is not None else None
         want = self.config.partitioner
-        if stored == want:
+        if self._checked_under == want:
             return
         read = dict(self.positions)
         if self.bulk:  # what the load read so far sits in its staging family
@@ -221,6 +223,7 @@ class Slot:
         self.storage.write(batch)
         self.counters["misplaced"] = 0
         self.misplaced_first = None
+        self._checked_under = want
 
     def make_current(self) -> None:
         """Store that the view is served from this slot (one write)."""

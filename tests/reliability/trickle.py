@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
-import time
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -62,7 +61,7 @@ class Trickle:
                         )
                 self.seq += self.batch
                 self._producer.poll(0)
-            time.sleep(self.interval)  # the pace of the updates, not a wait for a state
+            self.done.wait(self.interval)  # the pace of the updates; ends at once when done
 
     def pause(self) -> None:
         """Stop producing and wait until everything produced so far is in the log."""
