@@ -29,10 +29,37 @@ STATESTORE = str(Path(PYTHON).parent / "statestore")
 BOOTSTRAP = "127.0.0.1:9092"
 REGISTRY = "http://127.0.0.1:8081/apis/ccompat/v7"
 VIEW = "bench"
+# The local S3 server (scripts/local-s3) and its fixed, local-only keys. AWS_REGION is what
+# statestore reads first, AWS_DEFAULT_REGION what boto3 and the measured clients read.
+S3_ENDPOINT = "http://127.0.0.1:9100"
+S3_ENV = {
+    "AWS_ENDPOINT_URL": S3_ENDPOINT,
+    "AWS_ACCESS_KEY_ID": "statestore",
+    "AWS_SECRET_ACCESS_KEY": "statestore-local-secret",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def s3_bucket_client() -> Any:
+    """A boto3 client of the local S3 server, for the bench's own buckets (not a measured one)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=S3_ENDPOINT,
+        region_name=S3_ENV["AWS_REGION"],
+        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        config=Config(
+            s3={"addressing_style": "path"}, request_checksum_calculation="when_required"
+        ),
+    )
 
 
 def free_port() -> int:

@@ -35,20 +35,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .common import log
+from .common import S3_ENDPOINT as ENDPOINT
+from .common import S3_ENV, log, s3_bucket_client
 from .machine import describe, git
 
 OUT = Path(__file__).with_name("s3_clients.json")
 WORKER = Path(__file__).with_name("s3_client_worker.py")
 SCRATCH = Path("/tmp/statestore-s3-bench")
 
-ENDPOINT = "http://127.0.0.1:9100"
-S3_ENV = {
-    "AWS_ENDPOINT_URL": ENDPOINT,
-    "AWS_ACCESS_KEY_ID": "statestore",
-    "AWS_SECRET_ACCESS_KEY": "statestore-local-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 CLIENTS = ("boto3", "minio")
 TUNE_CHUNKS_MB = (8, 16, 32, 64)
 TUNE_THREADS = (2, 4, 8)
@@ -156,27 +150,6 @@ def _source(size_mb: int) -> Path:
     return path
 
 
-def _s3() -> Any:
-    """The project's boto3, for the bucket only (the clients measured run in their venvs)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session(
-        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        region_name=S3_ENV["AWS_DEFAULT_REGION"],
-    ).client(
-        "s3",
-        endpoint_url=ENDPOINT,
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            connect_timeout=3,
-            retries={"max_attempts": 1},
-        ),
-    )
-
-
 def _stats(values: list[float], digits: int = 1) -> dict[str, Any]:
     return {
         "best": round(max(values), digits),
@@ -201,7 +174,7 @@ def main() -> None:
     ap.add_argument("--no-tune", action="store_true", help="skip boto3's upload settings grid")
     args = ap.parse_args()
 
-    s3 = _s3()
+    s3 = s3_bucket_client()
     try:
         s3.list_buckets()
     except Exception as exc:

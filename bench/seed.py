@@ -35,24 +35,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from confluent_kafka.admin import AdminClient
 
 from . import systems, topics
-from .common import BOOTSTRAP, PYTHON, ROOT, STATESTORE, WORK, Run, log, run, write_config
+from .common import (
+    BOOTSTRAP,
+    PYTHON,
+    ROOT,
+    S3_ENV,
+    STATESTORE,
+    WORK,
+    Run,
+    log,
+    run,
+    s3_bucket_client,
+    write_config,
+)
 from .topics import Topic
 
 NAME = "seed"
 BUCKET = "statestore-bench"
 PREFIX = "bench"
-# The local S3 server (scripts/local-s3; its fixed, local-only keys).
-S3_ENV = {
-    "AWS_ENDPOINT_URL": "http://127.0.0.1:9100",
-    "AWS_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "statestore",
-    "AWS_SECRET_ACCESS_KEY": "statestore-local-secret",
-}
 _SEQ = topics.UPDATES_PER_KEY  # the tail is the round after the topic's last
 _RESTORED = re.compile(r"snapshot\.restored .*bytes=(\d+) seconds=([\d.]+)")
 _DONE = re.compile(r"bootstrap\.done view=\S+ records=(\d+) keys=(\d+)")
@@ -114,17 +117,6 @@ def _delete_topic(name: str) -> None:
 
 
 # -- S3 -----------------------------------------------------------------------------------
-
-
-def _s3() -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=S3_ENV["AWS_ENDPOINT_URL"],
-        region_name=S3_ENV["AWS_REGION"],
-        aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
 
 
 def _empty_prefix(client: Any, *, make: bool) -> None:
@@ -315,7 +307,7 @@ def measure(
     # disk during the bootstrap and slow it down: the yardstick of this phase.
     os.sync()
     fill_s = time.monotonic() - began
-    s3 = _s3()
+    s3 = s3_bucket_client()
     _empty_prefix(s3, make=True)
     try:
         # The same command and checks as the bootstrap phase; its store is the source.
