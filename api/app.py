@@ -18,6 +18,7 @@ from .admin import admin_router
 from .auth import Authenticator, authenticate, check_bind
 from .browser import BrowserGuard
 from .changes import changes_router, json_errors
+from .cluster import ClusterRouter, cluster_router
 from .console import console_router
 from .entities import register_anytext
 from .errors import (
@@ -112,6 +113,10 @@ def create_app(
     app.add_middleware(
         EntityFastPath, authenticated=auth.enabled, overrides=app.dependency_overrides
     )
+    # Outside the direct path: on a partitioned cluster's instance, key reads go to the
+    # key's owner first (api/cluster.py); anywhere else it passes every request on.
+    if config.cluster.partitioned:
+        app.add_middleware(ClusterRouter, authenticated=auth.enabled)
     app.add_middleware(
         BrowserGuard,
         bind_host=config.api.host,
@@ -143,10 +148,14 @@ def create_app(
         app.include_router(
             admin_router, dependencies=[Security(authenticate)], responses=error_responses(401, 403)
         )
+        app.include_router(
+            cluster_router, dependencies=[Security(authenticate)], responses=error_responses(401)
+        )
     else:
         app.include_router(router)
         app.include_router(changes_router)
         app.include_router(admin_router)
+        app.include_router(cluster_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

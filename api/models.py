@@ -223,6 +223,50 @@ class PartitioningInfo(BaseModel):
     )
 
 
+class ClusterMember(BaseModel):
+    """One instance of a partitioned cluster, as the answering instance sees it."""
+
+    member: str = Field(description="Its id: `[cluster] instance_id`, or one made at start.")
+    url: str = Field(description="Where the others reach it (`[cluster] advertised_url`).")
+    self: bool = Field(description="Whether this is the instance answering.")
+    alive: bool = Field(description="Whether its membership record is recent.")
+    last_seen_s: float = Field(description="Seconds since its last membership record.")
+    owned: dict[str, list[int]] = Field(description="Per topic, the partitions the group gave it.")
+    serving: dict[str, list[int]] = Field(
+        description="Per view, the owned partitions it has read to the end and answers for."
+    )
+    misplaced: dict[str, int] = Field(
+        description="Per view, records it read in another partition than the partitioner "
+        "gives their key (any: the view answers no key, 409 misplaced_records)."
+    )
+
+
+class ClusterView(BaseModel):
+    """Who answers for each partition of one view."""
+
+    topic: str
+    partitions: int = Field(description="The topic's partition count as last read.")
+    partitioner: str | None
+    owners: dict[str, str | None] = Field(
+        description="Per partition, the member owning it; null while it moves."
+    )
+
+
+class ClusterInfo(BaseModel):
+    """The cluster this instance belongs to (`GET /cluster`)."""
+
+    name: str | None = Field(description="`[cluster] name` (the consumer group); null: replicated.")
+    mode: Literal["replicated", "partitioned"]
+    member: str | None = Field(description="This instance's member id (partitioned only).")
+    joined: bool = Field(
+        description="Whether the group has given this instance its partitions (maybe none)."
+    )
+    rebalances: int = Field(description="Assignment changes this instance has taken part in.")
+    error: str | None = Field(description="Why membership records cannot be read or written now.")
+    members: list[ClusterMember]
+    views: dict[str, ClusterView]
+
+
 class ViewInfo(BaseModel):
     """A view's status at one moment."""
 

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .slot import Slot
     from .storage import Batch
 
-__all__ = ["Applied", "HeaderHook", "Record", "apply_records"]
+__all__ = ["Applied", "HeaderHook", "Record", "apply_records", "drop_partitions"]
 
 
 @dataclass(slots=True)
@@ -257,3 +257,54 @@ def _apply_latest(
             index_changes(slot, batch, stored_key, old, value, parsed)
     out.puts = puts
     out.keys_delta = delta
+
+
+def drop_partitions(
+    slot: Slot, partitions: set[int], chunk: int = 10_000
+) -> tuple[int, dict[int, int]]:
+    """Delete every entity whose stored record came from one of *partitions*, with its
+    index entries, and forget those partitions' positions (a partitioned instance gave
+    them up). Written in batches of *chunk* keys, each with the counters as they then
+    stand; the positions go in the last one, so an interrupted drop is finished by the
+    next (the partitions are still not owned).
+
+    Returns ``(keys deleted, change of each schema's count)``; the caller updates the
+    slot's in-memory counters and positions.
+    """
+    storage = slot.storage
+    cf = slot.entity_cf
+    sid = slot.id
+    indexed = slot.has_indexes
+    schemas = slot.tracks_schemas
+    deleted = 0
+    schema_delta: dict[int, int] = {}
+
+    def counters(batch: Batch) -> None:
+        batch.put(META, counter_key(sid, "keys"), pack_int(slot.counters["keys"] - deleted))
+        for schema_id, change in schema_delta.items():
+            total = slot.schema_counts.get(schema_id, 0) + change
+            batch.put(META, schema_count_key(sid, schema_id), pack_int(total))
+
+    batch = storage.batch()
+    pending = 0
+    for stored_key, data in storage.scan(cf, cache=False):
+        _, partition, _, _, schema_id = unpack_header(data)
+        if partition not in partitions:
+            continue
+        batch.delete(cf, stored_key)
+        if indexed:
+            index_changes(slot, batch, stored_key, data, None)
+        if schemas:
+            schema_delta[schema_id] = schema_delta.get(schema_id, 0) - 1
+        deleted += 1
+        pending += 1
+        if pending >= chunk:
+            counters(batch)
+            storage.write(batch)
+            batch = storage.batch()
+            pending = 0
+    for partition in partitions:
+        batch.delete(META, position_key(sid, partition))
+    counters(batch)
+    storage.write(batch)
+    return deleted, schema_delta

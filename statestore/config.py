@@ -271,6 +271,62 @@ class ApiConfig(_Frozen):
         return f"{scheme}://{host}:{self.port}"
 
 
+class ClusterConfig(_Frozen):
+    """Replicated (every instance holds every view whole) or partitioned (docs/cluster.md)."""
+
+    mode: Literal["replicated", "partitioned"] = "replicated"
+    # The consumer group the instances of one partitioned cluster join.
+    name: str | None = None
+    # Where the other instances reach this one (http://host:port), as they must dial it.
+    advertised_url: str | None = None
+    # Kafka's static membership (group.instance.id): a restart within the session timeout
+    # keeps the instance's partitions without a rebalance.
+    instance_id: str | None = None
+    # A read of a key another instance owns: forwarded to it (true) or answered with a 307.
+    forward: bool = True
+    # How long the group waits for a silent instance before its partitions move.
+    session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    # How often an instance writes its membership record, and how long others wait for it.
+    heartbeat_ms: int = Field(default=1000, ge=100, le=60_000)
+    # An instance reads partitions it was given (and drops those it gave up) once the
+    # group has been quiet this long: instances starting together rebalance several times,
+    # and the first to join must not begin loading every partition. Like Kafka's
+    # group.initial.rebalance.delay.ms, which brokers may set to 0.
+    settle_ms: int = Field(default=2000, ge=0, le=60_000)
+    forward_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("name", "instance_id")
+    @classmethod
+    def _group_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", v):
+            raise ValueError("use 1-200 letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("advertised_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+        ):
+            raise ValueError(f"{v!r} is not a base URL like http://host:8000")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _partitioned_named(self) -> ClusterConfig:
+        if self.mode == "partitioned" and (self.name is None or self.advertised_url is None):
+            raise ValueError("mode = 'partitioned' needs a name and an advertised_url")
+        return self
+
+    @property
+    def partitioned(self) -> bool:
+        return self.mode == "partitioned"
+
+
 class ViewConfig(_Frozen):
     """One view: a compacted topic materialised under a name."""
 
@@ -398,6 +454,7 @@ class Config(_Frozen):
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
     snapshots: SnapshotsConfig = SnapshotsConfig()
+    cluster: ClusterConfig = ClusterConfig()
     views: tuple[ViewConfig, ...]
 
     @field_validator("views")
@@ -423,6 +480,25 @@ class Config(_Frozen):
                     '"http://127.0.0.1:8081/apis/registry/v3"), or a url ending in '
                     "/apis/ccompat/vN it is derived from; a Confluent registry has no global ids"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _partitioned_fits(self) -> Config:
+        if not self.cluster.partitioned:
+            return self
+        for view in self.views:
+            if view.partitioner is None or view.key not in ("string", "bytes"):
+                raise ValueError(
+                    f"view {view.name!r}: a partitioned cluster routes each key to the instance "
+                    "owning its partition, so every view declares its partitioner and has "
+                    "string or bytes keys (the bytes the producer hashed are the key asked for)"
+                )
+        if self.api.workers > 1:
+            raise ValueError("a partitioned cluster serves from one process: [api] workers = 1")
+        if self.snapshots.dest is not None or self.store.seed is not None:
+            raise ValueError(
+                "snapshots hold whole views: a partitioned instance takes none and seeds from none"
+            )
         return self
 
     @field_validator("kafka")

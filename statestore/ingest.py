@@ -100,6 +100,8 @@ class Ingestor:
         self.kafka_trouble: str | None = None
         self.rebuild_requested: str | None = None
         self.rebuilt = threading.Event()
+        # Set when a partitioned cluster's group moved partitions (View.owned changed).
+        self.reassigned = threading.Event()
         self._stalled: dict[int, tuple[int, int, float]] = {}
         self._registry_wait = 0.0
         self._state_before_outage: ViewState = "bootstrapping"
@@ -161,8 +163,12 @@ class Ingestor:
                     reason, self.rebuild_requested = self.rebuild_requested, None
                     self.rebuild(stop, reason)
                     continue
+                if self.reassigned.is_set():
+                    self.reassigned.clear()
+                    self.take_assignment()
+                    continue
                 if self.source is None or not self.caught_up:
-                    if not self.catch_up(stop):
+                    if not self.catch_up(stop) and not self.reassigned.is_set():
                         return
                     continue
                 records = self.source.poll(self.batch_size, self.poll_timeout)
@@ -266,6 +272,9 @@ class Ingestor:
         if view.state != "rebuilding":
             view.set_state("bootstrapping", view.reason if view.servable else self.kafka_trouble)
         partitions = self.client.partitions(topic)
+        view.partition_count = len(partitions)
+        if view.owned is not None:
+            partitions = [p for p in partitions if p in view.owned]
         self._check_topic_identity()
         self._check_tombstone_horizon()
         targets: dict[int, int] = {}
@@ -316,7 +325,7 @@ class Ingestor:
         expected = max(expected, sum(max(0, targets[p] - starts[p]) for p in targets) + records)
         last_report = 0.0
         while True:
-            if stop.is_set():
+            if stop.is_set() or self.reassigned.is_set():
                 return False
             remaining = sum(
                 max(0, end - view.slot.positions.get(p, 0)) for p, end in targets.items()
@@ -341,6 +350,7 @@ class Ingestor:
         view.bootstrapped(elapsed, records)
         view.mark_caught_up()
         view.touch_synced()
+        view.mark_serving(frozenset(targets))
         if view.state != "rebuilding":
             view.set_state("ready", self.note)
         log.info(
@@ -514,11 +524,28 @@ class Ingestor:
             return
         self._check_topic_identity()
         partitions = self.client.partitions(self.view.config.topic)
-        new = [p for p in partitions if p not in self.source.assigned]
+        self.view.partition_count = len(partitions)
+        owned = self.view.owned
+        new = [
+            p for p in partitions if p not in self.source.assigned and (owned is None or p in owned)
+        ]
         if new:
             log.info("ingest.new_partitions view=%s partitions=%s", self.view.name, new)
             self.view.set_targets({p: 0 for p in new if p not in self.view.end_offsets})
             self.source.assign(dict.fromkeys(new, 0))
+
+    def take_assignment(self) -> None:
+        """The group moved partitions: drop those given up, then read what is owned now."""
+        view = self.view
+        self.close()
+        owned = view.owned or frozenset()
+        gone = {p for p in view.slot.positions if p not in owned}
+        if gone:
+            deleted = view.drop_partitions(gone)
+            log.info(
+                "cluster.dropped view=%s partitions=%s keys=%d", view.name, sorted(gone), deleted
+            )
+        log.info("cluster.owned view=%s partitions=%s", view.name, sorted(owned))
 
     def _stale(
         self,

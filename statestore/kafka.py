@@ -19,6 +19,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaException,
+    Producer,
     TopicCollection,
     TopicPartition,
 )
@@ -35,12 +36,15 @@ from .source import TopicClient
 
 # Not re-exported in the package's type stubs, though public at run time.
 ConfigResource: Any = getattr(_admin, "ConfigResource")  # noqa: B009
+NewTopic: Any = getattr(_admin, "NewTopic")  # noqa: B009
 
 __all__ = [
+    "GroupMember",
     "HeaderHook",
     "KafkaClient",
     "KafkaRangeReader",
     "KafkaSource",
+    "MembershipLog",
     "OffsetOutOfRangeError",
     "RangeReader",
     "Source",
@@ -264,6 +268,80 @@ class KafkaClient(TopicClient):
         conf["enable.partition.eof"] = True
         return KafkaRangeReader(conf, topic)
 
+    def group_member(
+        self,
+        group: str,
+        topics: list[str],
+        on_change: Callable[[dict[str, set[int]], dict[str, set[int]]], None],
+        *,
+        instance_id: str | None,
+        session_timeout_ms: int,
+    ) -> GroupMember:
+        conf = self.consumer_config(f"statestore.{group}")
+        conf["group.id"] = group
+        conf["partition.assignment.strategy"] = "cooperative-sticky"
+        conf["session.timeout.ms"] = session_timeout_ms
+        conf["heartbeat.interval.ms"] = max(100, session_timeout_ms // 5)
+        conf["auto.offset.reset"] = "latest"
+        if instance_id is not None:
+            conf["group.instance.id"] = instance_id
+        return GroupMember(conf, topics, on_change)
+
+    def read_whole(self, topic: str, timeout: float = 5.0) -> list[tuple[bytes, bytes | None, int]]:
+        """``(key, value, broker timestamp ms)`` of every record of partition 0 of *topic*
+        up to its end offset now (a small compacted topic); empty when there is none."""
+        try:
+            low, high = self.watermarks(topic, 0, timeout)
+        except KafkaError:
+            return []
+        if high <= low:
+            return []
+        consumer = _consumer(self.consumer_config(f"statestore.read.{topic}"))
+        out: list[tuple[bytes, bytes | None, int]] = []
+        deadline = time.monotonic() + timeout
+        try:
+            consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+            offset = low - 1
+            while offset < high - 1 and time.monotonic() < deadline:
+                for msg in consumer.consume(500, 0.2):
+                    if msg.error() is not None:
+                        continue
+                    offset = msg.offset() or offset
+                    key = msg.key()
+                    if key is not None:
+                        out.append((key, msg.value(), msg.timestamp()[1]))
+        finally:
+            consumer.close()
+        return out
+
+    def membership_log(self, topic: str) -> MembershipLog:
+        """The compacted one-partition topic where a cluster's instances say who they are."""
+        admin = self._admin_client()
+        new = NewTopic(
+            topic,
+            num_partitions=1,
+            replication_factor=-1,
+            config={
+                "cleanup.policy": "compact",
+                "message.timestamp.type": "LogAppendTime",
+                "segment.ms": "600000",
+            },
+        )
+        try:
+            admin.create_topics([new], operation_timeout=self.timeout)[topic].result(self.timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, _KError) and err.code() == _KError.TOPIC_ALREADY_EXISTS):
+                raise KafkaError(f"cannot create the membership topic {topic}: {exc}") from None
+        producer_conf = {
+            k: v
+            for k, v in self._conf.items()
+            if not k.startswith(("fetch.", "queued.", "group.", "auto.", "enable."))
+        }
+        producer_conf.update({"linger.ms": 0, "enable.idempotence": True, "acks": "all"})
+        reader = self.consumer_config(f"statestore.membership.{topic}")
+        return MembershipLog(topic, Producer(producer_conf), _consumer(reader))
+
     def close(self) -> None:
         with self._lock:
             if self._probe is not None:
@@ -439,3 +517,96 @@ def _raise_for(topic: str, msg: Any, err: Any) -> None:
     ):
         raise TopicMissingError(f"topic {topic!r} disappeared: {err.str()}")
     log.warning("kafka.consume_error topic=%s error=%s", topic, err.str())
+
+
+class GroupMember:
+    """One member of a consumer group over some topics, for the assignment alone.
+
+    The group's cooperative-sticky assignment says which partitions this instance owns;
+    no record is read through it (assigned partitions are paused at once), since each
+    view reads its owned partitions with its own source from its stored positions.
+    *on_change* gets ``(added, removed)`` per topic, from the thread that calls ``poll``.
+    """
+
+    def __init__(
+        self,
+        conf: dict[str, Any],
+        topics: list[str],
+        on_change: Callable[[dict[str, set[int]], dict[str, set[int]]], None],
+    ) -> None:
+        self._consumer = _consumer(conf)
+        self._on_change = on_change
+        self.owned: dict[str, set[int]] = {t: set() for t in topics}
+        self.joined = False
+        self._consumer.subscribe(
+            list(topics), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
+        )
+
+    @staticmethod
+    def _split(partitions: list[Any]) -> dict[str, set[int]]:
+        out: dict[str, set[int]] = {}
+        for tp in partitions:
+            out.setdefault(tp.topic, set()).add(tp.partition)
+        return out
+
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        consumer.incremental_assign(partitions)
+        if partitions:
+            consumer.pause(partitions)
+        added = self._split(partitions)
+        for topic, parts in added.items():
+            self.owned.setdefault(topic, set()).update(parts)
+        self.joined = True
+        self._on_change(added, {})
+
+    def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        removed = self._split(partitions)
+        for topic, parts in removed.items():
+            self.owned.get(topic, set()).difference_update(parts)
+        # Told before the group hands them on: the instance stops serving them first.
+        self._on_change({}, removed)
+        consumer.incremental_unassign(partitions)
+
+    def poll(self, timeout: float) -> None:
+        """Serve the group's callbacks; a record that slips through is dropped."""
+        self._consumer.poll(timeout)
+
+    def member_id(self) -> str:
+        try:
+            return str(self._consumer.memberid() or "")
+        except (KafkaException, RuntimeError):
+            return ""
+
+    def close(self) -> None:
+        """Leave the group (a static member stays until its session times out)."""
+        self._consumer.close()
+
+
+class MembershipLog:
+    """Write this instance's membership record; read everyone's, from the log start."""
+
+    def __init__(self, topic: str, producer: Any, reader: Any) -> None:
+        self.topic = topic
+        self._producer = producer
+        self._reader = reader
+        reader.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+
+    def write(self, key: bytes, value: bytes | None) -> None:
+        self._producer.produce(self.topic, key=key, value=value)
+        self._producer.poll(0)
+
+    def flush(self, timeout: float) -> None:
+        self._producer.flush(timeout)
+
+    def read(self, timeout: float) -> list[tuple[bytes, bytes | None, int]]:
+        """``(key, value, broker timestamp in ms)`` of the records read within *timeout*."""
+        out: list[tuple[bytes, bytes | None, int]] = []
+        for msg in self._reader.consume(500, timeout):
+            if msg.error() is not None or msg.key() is None:
+                continue
+            out.append((msg.key(), msg.value(), msg.timestamp()[1]))
+        return out
+
+    def close(self) -> None:
+        self._reader.close()
+        self._producer.flush(5.0)

@@ -16,9 +16,11 @@ import orjson
 from .bulk import BulkSettings
 from .changes import DEFAULT_BUFFER, DEFAULT_BUFFER_BYTES, ChangeFeed, Subscription
 from .closing import Closing
+from .cluster import Cluster, members_of
 from .config import Config, ViewConfig, usable_cores
 from .cursor import CursorSigner
 from .errors import (
+    ConfigError,
     KafkaError,
     NotReadyError,
     StateStoreError,
@@ -114,6 +116,8 @@ class StateStore(Closing):
         self.started_at: float | None = None
         self.starts = read_starts(self.storage)
         self._lag_thread: threading.Thread | None = None
+        # A partitioned cluster's membership and routing (start() joins it).
+        self.cluster: Cluster | None = None
         for vc in config.views:
             view = self._make_view(vc)
             reason = view.prepare()
@@ -276,6 +280,8 @@ class StateStore(Closing):
         if self.started_at is None:
             self.starts = count_start(self.storage)
             self.started_at = time.time()
+        if self.config.cluster.partitioned and self.cluster is None:
+            self.cluster = self._join_cluster()
         for name in self._views:
             if name in self._threads and self._threads[name].is_alive():
                 continue
@@ -293,6 +299,31 @@ class StateStore(Closing):
                 daemon=True,
             )
             self._snapshot_thread.start()
+
+    def _join_cluster(self) -> Cluster:
+        """Join the partitioned cluster: the views read only the partitions the group gives."""
+        client = self.client
+        if not isinstance(client, KafkaClient):
+            raise ConfigError("a partitioned cluster needs Kafka's consumer groups")
+        cluster = Cluster(
+            self.config.cluster,
+            client,
+            self._views,
+            lambda view: self._ingestor(view.name).reassigned.set(),
+        )
+        cluster.start()
+        return cluster
+
+    def cluster_members(self, timeout: float = 5.0) -> list[dict[str, Any]] | None:
+        """The members of this store's partitioned cluster as the membership topic has them
+        now (None: a replicated store); works beside the running instances."""
+        name = self.config.cluster.name
+        client = self.client
+        if not self.config.cluster.partitioned or name is None:
+            return None
+        if not isinstance(client, KafkaClient):
+            return []
+        return members_of(client, name, timeout)
 
     def _snapshot_ready(self) -> bool:
         return any(v.servable for v in self._views.values())
@@ -344,6 +375,9 @@ class StateStore(Closing):
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop consuming: the batch in flight is finished, then the threads end."""
+        if self.cluster is not None:
+            # Leave the group first: the partitions move to the others at once.
+            self.cluster.close()
         self._stop.set()
         deadline = time.monotonic() + timeout
         others = [t for t in (self._lag_thread, self._snapshot_thread) if t is not None]
@@ -520,6 +554,9 @@ class StateStore(Closing):
 
         A view that is rebuilding beside a caught-up copy is ready: it serves that copy.
         """
+        if self.cluster is not None and not self.cluster.settled:
+            # Not until it answers for every partition the group gave it.
+            return False
         return all(
             v.state in ("ready", "degraded") or (v.state == "rebuilding" and v.servable)
             for v in self._views.values()

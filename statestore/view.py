@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from .apply import Applied, apply_records
+from .apply import Applied, apply_records, drop_partitions
 from .codecs import KeyCodec, ValueCodec, key_codec, value_codec
 from .config import ViewConfig
 from .cursor import CursorSigner
@@ -125,6 +125,13 @@ class View:
         self._applied_batches = 0
         self._position_cache: tuple[tuple[int, int], str] | None = None
         self._watchers: list[Callable[[], None]] = []
+        # The topic's partition count as last read (the partitioner's modulus).
+        self.partition_count = 0
+        # A partitioned cluster's instance: the partitions the group gave it (None: every
+        # partition, a replicated view), and those of them it has read to the end since it
+        # got them, which alone it answers for.
+        self.owned: frozenset[int] | None = None
+        self.serving: frozenset[int] = frozenset()
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call *callback* after every change of positions or state, from the thread that made
@@ -185,6 +192,8 @@ class View:
             generation=generation,
         )
         shadow.state = "rebuilding"
+        shadow.owned = self.owned
+        shadow.partition_count = self.partition_count
         shadow.prepare()
         return shadow
 
@@ -247,7 +256,7 @@ class View:
             records,
             track=bool(self.listeners),
             end_positions=end_positions,
-            partitions=len(self.end_offsets),
+            partitions=self.partition_count or len(self.end_offsets),
         )
         with self._cond:
             slot.positions.update(applied.positions)
@@ -317,8 +326,44 @@ class View:
             self._applied_batches += 1
             self._changed()
 
+    def mine(self, ends: dict[int, int]) -> dict[int, int]:
+        """*ends* of the partitions this view reads (a partitioned instance: those it owns)."""
+        owned = self.owned
+        return ends if owned is None else {p: o for p, o in ends.items() if p in owned}
+
+    def set_owned(self, owned: frozenset[int]) -> None:
+        """The group moved partitions: stop answering for those given up at once."""
+        with self._cond:
+            self.owned = owned
+            self.serving = self.serving & owned
+            self.end_offsets = self.mine(self.end_offsets)
+            self._polled_ends = self.mine(self._polled_ends)
+            self._changed()
+
+    def mark_serving(self, partitions: frozenset[int]) -> None:
+        """*partitions* were read to the end offsets: answer for those still owned."""
+        with self._cond:
+            owned = self.owned
+            self.serving = self.serving | (partitions if owned is None else partitions & owned)
+            self._changed()
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Delete what the store holds of *partitions* (given up); the keys deleted."""
+        slot = self.slot
+        deleted, schema_delta = drop_partitions(slot, partitions)
+        with self._cond:
+            slot.counters["keys"] -= deleted
+            for schema_id, change in schema_delta.items():
+                slot.schema_counts[schema_id] = slot.schema_counts.get(schema_id, 0) + change
+            for p in partitions:
+                slot.positions.pop(p, None)
+            self._applied_batches += 1
+            self._changed()
+        return deleted
+
     def set_targets(self, ends: dict[int, int], *, replace: bool = False) -> None:
         """The end offsets lag is measured against: *replace* them all, or update some."""
+        ends = self.mine(ends)
         with self._cond:
             if replace:
                 self.end_offsets = dict(ends)
@@ -350,7 +395,7 @@ class View:
     def observe_ends(self, ends: dict[int, int]) -> None:
         """End offsets polled for lag alone (the ingest loop's own stay as they are)."""
         with self._cond:
-            self._polled_ends = dict(ends)
+            self._polled_ends = dict(self.mine(ends))
 
     def forget_positions(self) -> None:
         """Read again from each partition's log start (a stale view kept as it is)."""

@@ -120,12 +120,19 @@ def _status_report(store: StateStore) -> dict[str, Any]:
             "seconds": snap.last_seconds,
             "size": snap.last_size,
         }
-    return {
+    report: dict[str, Any] = {
         "store": str(store.config.store.path),
         "kafka": kafka,
         "views": views,
         "snapshot": last,
     }
+    cluster = store.config.cluster
+    if cluster.partitioned and cluster.name is not None:
+        members = None
+        if kafka["reachable"] is not False:
+            members = store.cluster_members(STATUS_KAFKA_TIMEOUT_S)
+        report["cluster"] = {"name": cluster.name, "mode": cluster.mode, "members": members}
+    return report
 
 
 def _report(cfg: Config) -> dict[str, Any]:
@@ -166,6 +173,18 @@ def _render(report: dict[str, Any]) -> tuple[Table, list[str]]:
             notes.append(
                 f"{v['name']}: {v['misplaced']:,} record(s) in another partition than its "
                 "partitioner gives their key"
+            )
+    cluster = report.get("cluster")
+    if cluster is not None:
+        if cluster["members"] is None:
+            notes.append(f"cluster {cluster['name']}: members unknown (Kafka unreachable)")
+        for m in cluster["members"] or []:
+            owned = "; ".join(
+                f"{t} {','.join(map(str, ps)) or '-'}" for t, ps in m["owned"].items()
+            )
+            notes.append(
+                f"cluster {cluster['name']}: {m['member']} at {m['url']} owns {owned or 'nothing'}"
+                f" (heard {m['last_seen_s']} s ago)"
             )
     last = report.get("snapshot")
     if last is not None:

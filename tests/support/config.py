@@ -38,12 +38,13 @@ def write_config(
     tokens: Sequence[Mapping[str, Any]] = (),
     registry: str | None = None,
     log: Mapping[str, Any] | None = None,
+    cluster: Mapping[str, Any] | None = None,
     name: str = "statestore.toml",
 ) -> Path:
     """A config file *directory*/*name* over *views*: the broker at *bootstrap* (plus *kafka*
     settings), its store at *store* (beside the file by default), [api] on *port* (a free
     one by default) with *api* settings and *tokens*, and when given a schema *registry*
-    and [log] settings (``log={"format": "json"}``)."""
+    and [log] settings (``log={"format": "json"}``) and [cluster] settings."""
     lines = ["[kafka]", *_table({"bootstrap.servers": bootstrap, **(kafka or {})}), ""]
     lines += [
         "[store]",
@@ -56,6 +57,8 @@ def write_config(
         lines += ["[schema_registry]", *_table({"url": registry}), ""]
     if log is not None:
         lines += ["[log]", *_table(log), ""]
+    if cluster is not None:
+        lines += ["[cluster]", *_table(cluster), ""]
     for view in views:
         lines += ["[[views]]", *_table(view), ""]
     path = directory / name

@@ -185,11 +185,16 @@ def test_every_error_of_a_file_is_listed_on_its_own_line(tmp_path: Path) -> None
             '[schema_registry]\napicurio_url = "http://u:secret@127.0.0.1:8081"',
             r"schema_registry\.apicurio_url: .*BASIC_AUTH_USER_INFO",
         ),
-        ('[cluster]\nmode = "replicated"', r"cluster: unknown setting"),
+        ('[clusters]\nmode = "replicated"', r"clusters: unknown setting"),
+        ("[cluster]\nstandbys = 1", r"cluster\.standbys: unknown setting"),
+        (
+            "[cluster]\nsession_timeout_ms = 10",
+            r"cluster\.session_timeout_ms: .*greater than or equal to 1000",
+        ),
     ],
 )
 def test_each_bad_section_setting_is_named(tmp_path: Path, section: str, message: str) -> None:
-    """Every bound and choice of [store], [api], [snapshots], [log] and [schema_registry]
+    """Every bound and choice of [store], [api], [snapshots], [log], [schema_registry] and [cluster]
     is checked at load, the message naming the table and the setting."""
     with pytest.raises(ConfigError, match=message) as raised:
         load_text(tmp_path, section + "\n" + VIEW)

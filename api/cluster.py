@@ -1,0 +1,406 @@
+"""Any instance of a partitioned cluster answers for any key (docs/cluster.md).
+
+:class:`ClusterRouter` sits outside the direct path and FastAPI. On an instance of a
+partitioned cluster (``store.cluster`` set) it routes the key reads by the partition
+their key hashes to (:meth:`statestore.cluster.Cluster.route`):
+
+- ``GET /views/{view}/entities/{key}``: answered here when this instance serves the
+  partition; else forwarded to the owner (one hop, the caller's token, the owner's
+  status, body and position header passed back, ``X-Statestore-Owner`` naming it), or
+  answered with a 307 to the owner when ``[cluster] forward = false``.
+- ``POST /views/{view}/lookup``: split by owner, the parts asked in parallel, the
+  answers put back in the order asked, their positions merged into one header.
+- A view with records in other partitions than its partitioner puts their keys (counted
+  by any instance) answers 409 ``misplaced_records`` for every key: such a key could be
+  "not found" where it is routed while it exists elsewhere.
+- A key whose partition is moving (no owner yet, two claims, or loading here) is a 503
+  ``partition_moving`` with ``Retry-After``: never a 404 for a key that exists elsewhere.
+- ``min_position`` is narrowed to the partitions of the keys asked, so each owner waits
+  only for what it holds.
+- Reads that span every partition (scans, index queries, the change stream) are not
+  gathered across instances yet: they answer 501 ``not_partitioned`` rather than a part.
+
+A forwarded request carries ``X-Statestore-Forwarded``; an instance that does not serve
+the key of such a request answers 503 instead of forwarding it again, so a routing table
+that is briefly wrong costs a retry, never a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+import orjson
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from statestore import StateStoreError
+from statestore.cluster import Route
+from statestore.position import format_position, parse_position
+
+from .auth import authenticate_request, require_view
+from .deps import DEFAULT_WAIT_MS, get_store, resolve_view
+from .entities import ENTITY_PATH, LOOKUP_PATH, exact_tail
+from .errors import ApiError, handled_error
+from .fastpath import _json_body, _lookup_keys, _read_body, _replay
+from .models import POSITION_HEADER, ClusterInfo, json_response
+
+if TYPE_CHECKING:
+    from statestore import StateStore
+    from statestore.cluster import Cluster
+    from statestore.view import View
+
+__all__ = ["FORWARDED_HEADER", "OWNER_HEADER", "ClusterRouter", "cluster_router"]
+
+FORWARDED_HEADER = "X-Statestore-Forwarded"
+OWNER_HEADER = "X-Statestore-Owner"
+_FORWARDED = FORWARDED_HEADER.lower().encode()
+# Request headers a forwarded call carries; response headers passed back.
+_ASKED = (b"authorization", b"accept", b"x-request-id")
+_ANSWERED = ("content-type", "retry-after", "www-authenticate", POSITION_HEADER.lower())
+# A view's reads over every partition (not gathered across instances yet).
+_WHOLE_VIEW = re.compile(r"^/views/[^/]+/(entities/?$|by/|changes)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One routed request: what each handler of :class:`ClusterRouter` needs."""
+
+    request: Request
+    store: StateStore
+    cluster: Cluster
+    match: re.Match[str]
+    receive: Receive
+    send: Send
+
+
+cluster_router = APIRouter(tags=["cluster"])
+
+
+@cluster_router.get(
+    "/cluster",
+    response_model=ClusterInfo,
+    summary="The cluster's members and who answers for each partition",
+)
+async def cluster_info(request: Request) -> Response:
+    """A replicated instance (the default) answers its mode alone: every instance holds
+    every view. A partitioned one answers its members (URL, owned partitions, those it
+    answers for, how recently each was heard from) and, per view, each partition's owner
+    (null while it moves)."""
+    store = get_store(request)
+    cluster = store.cluster
+    if cluster is None:
+        info: dict[str, Any] = {
+            "name": None,
+            "mode": "replicated",
+            "member": None,
+            "joined": True,
+            "rebalances": 0,
+            "error": None,
+            "members": [],
+            "views": {},
+        }
+    else:
+        info = cluster.describe()
+    return json_response(info)
+
+
+class ClusterRouter:
+    """Route key reads to the instance owning the key's partition; pass the rest on."""
+
+    def __init__(self, app: ASGIApp, *, authenticated: bool) -> None:
+        self.app = app
+        self.authenticated = authenticated
+        self._entity = compile_path(ENTITY_PATH)[0]
+        self._lookup = compile_path(LOOKUP_PATH)[0]
+        self._client: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = scope.get("app")
+        store: StateStore | None = getattr(getattr(app, "state", None), "store", None)
+        cluster = store.cluster if store is not None else None
+        if scope["type"] != "http" or store is None or cluster is None:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if method in ("GET", "HEAD") and (match := self._entity.match(path)) is not None:
+            handler = self._get
+        elif method == "POST" and (match := self._lookup.match(path)) is not None:
+            handler = self._lookup_split
+        elif method in ("GET", "HEAD") and (match := _WHOLE_VIEW.match(path)) is not None:
+            handler = self._whole_view
+        else:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await handler(_Call(request, store, cluster, match, receive, send))
+        except (ApiError, StateStoreError) as exc:
+            response = await handled_error(request, exc)
+        if response is not None:  # None: the app answered
+            await response(scope, receive, send)
+
+    async def _whole_view(self, call: _Call) -> Response | None:
+        raise ApiError(
+            501,
+            "not_partitioned",
+            "this instance holds only its partitions of a partitioned view; scans, index "
+            "queries and change streams are not gathered across instances yet: read keys "
+            "(GET .../entities/{key} or POST .../lookup), which any instance answers",
+        )
+
+    # -- one key ---------------------------------------------------------------------------
+
+    async def _get(self, call: _Call) -> Response | None:
+        request, store, cluster, match = call.request, call.store, call.cluster, call.match
+        scope = request.scope
+        name = match["view"]
+        view = await self._view(request, store, name)
+        key = exact_tail(request, f"/views/{name}/entities/", match["key"])
+        route = cluster.route(view, view.key_codec.from_text(key))
+        scope["query_string"] = _narrowed(scope.get("query_string", b""), {route.partition})
+        if route.kind == "local":
+            await self.app(scope, call.receive, call.send)
+            return None
+        _check_routable(route, scope)
+        if not cluster.config.forward:
+            return _redirect(route, scope)
+        return await self._forward(cluster, route, scope, scope["method"], None)
+
+    # -- many keys -------------------------------------------------------------------------
+
+    async def _lookup_split(self, call: _Call) -> Response | None:
+        request, store, cluster, match = call.request, call.store, call.cluster, call.match
+        scope, receive = request.scope, call.receive
+        body = await _read_body(receive) if _json_body(scope) else b""
+        if body is None:
+            return None
+        keys = _lookup_keys(body) if body else None
+        most = int(scope["app"].state.config.api.max_lookup_keys)
+        if keys is None or len(keys) > most:
+            # The app's own validation answers (422, 413, too_many_keys) as it does anywhere.
+            await self.app(scope, _replay(body, receive), call.send)
+            return None
+        name = match["view"]
+        view = await self._view(request, store, name)
+        routes = [cluster.route(view, view.key_codec.from_text(k)) for k in keys]
+        query = scope.get("query_string", b"")
+        if all(r.kind == "local" for r in routes):
+            scope["query_string"] = _narrowed(query, {r.partition for r in routes})
+            await self.app(scope, _replay(body, receive), call.send)
+            return None
+        for r in routes:
+            if r.kind != "local":
+                _check_routable(r, scope)
+        return await self._gather(cluster, name, keys, routes, request, query)
+
+    async def _gather(
+        self,
+        cluster: Cluster,
+        name: str,
+        keys: list[str],
+        routes: list[Route],
+        request: Request,
+        query: bytes,
+    ) -> Response:
+        """Ask each owner for its keys at once; one answer in the order the keys were asked."""
+        groups: dict[str | None, list[int]] = {}
+        for i, r in enumerate(routes):
+            groups.setdefault(r.url if r.kind == "remote" else None, []).append(i)
+        if not cluster.config.forward:
+            owners = sorted(u for u in groups if u is not None)
+            if len(groups) == 1:
+                return _redirect(routes[0], request.scope)
+            raise ApiError(
+                409,
+                "keys_span_owners",
+                f"these keys are held by {len(groups)} instances ({', '.join(owners)} and "
+                "maybe this one) and [cluster] forward = false: split the lookup by owner "
+                "(GET /cluster names them)",
+            )
+        scope = request.scope
+        path = scope.get("raw_path") or scope["path"].encode()
+        if isinstance(path, bytes):
+            path = path.split(b"?", 1)[0].decode("latin-1")
+
+        async def part(url: str | None, indexes: list[int]) -> tuple[list[int], Response]:
+            asked = [keys[i] for i in indexes]
+            narrowed = _narrowed(query, {routes[i].partition for i in indexes})
+            if url is None:
+                params = dict(parse_qsl(narrowed.decode("latin-1")))
+                ctx = await resolve_view(
+                    request,
+                    name,
+                    params.get("min_position"),
+                    _wait_ms(params.get("wait_ms")),
+                    readable=True,
+                )
+                found = await run_in_threadpool(ctx.store.lookup, name, asked)
+                items = [None if e is None else e.to_dict() for e in found]
+                return indexes, json_response({"items": items}, headers=ctx.headers)
+            route = routes[indexes[0]]
+            return indexes, await self._forward(
+                cluster,
+                route,
+                scope,
+                "POST",
+                orjson.dumps({"keys": asked}),
+                path=path,
+                query=narrowed,
+            )
+
+        answers: list[tuple[list[int], Response]] = await asyncio.gather(
+            *(part(u, ix) for u, ix in groups.items())
+        )
+        items: list[Any] = [None] * len(keys)
+        position: dict[int, int] = {}
+        for indexes, response in answers:
+            if response.status_code != 200:
+                return response
+            data = orjson.loads(bytes(response.body))
+            for i, item in zip(indexes, data["items"], strict=True):
+                items[i] = item
+            text = response.headers.get(POSITION_HEADER)
+            if text:
+                position.update(parse_position(text))
+        headers = {POSITION_HEADER: format_position(dict(sorted(position.items())))}
+        return json_response({"items": items}, headers=headers)
+
+    # -- shared ----------------------------------------------------------------------------
+
+    async def _view(self, request: Request, store: StateStore, name: str) -> View:
+        """The view asked for, with the caller's token checked as the route checks it."""
+        if self.authenticated:
+            await authenticate_request(request)
+        require_view(request, name)
+        return store.view(name)
+
+    async def _forward(
+        self,
+        cluster: Cluster,
+        route: Route,
+        scope: Scope,
+        method: str,
+        body: bytes | None,
+        *,
+        path: str | None = None,
+        query: bytes | None = None,
+    ) -> Response:
+        """The owner's answer to this request, passed back as it is (one hop)."""
+        assert route.url is not None
+        url = _target(route, scope, path=path, query=query)
+        headers = {FORWARDED_HEADER: cluster.member}
+        for name, value in scope.get("headers", ()):
+            if name in _ASKED:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+        if body is not None:
+            headers["content-type"] = "application/json"
+        try:
+            answer = await self._http().request(
+                method, url, headers=headers, content=body, timeout=cluster.config.forward_timeout_s
+            )
+        except httpx.TimeoutException:
+            raise ApiError(
+                504,
+                "owner_timeout",
+                f"the instance owning partition {route.partition} ({route.member}) did not "
+                f"answer within {cluster.config.forward_timeout_s:g} s",
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                503,
+                "owner_unavailable",
+                f"the instance owning partition {route.partition} ({route.member}) cannot be "
+                f"reached: {type(exc).__name__}; retry shortly (a dead owner's partitions move)",
+                headers={"Retry-After": "1"},
+            ) from None
+        passed = {k: v for k, v in answer.headers.items() if k.lower() in _ANSWERED}
+        passed[OWNER_HEADER] = route.member or ""
+        return Response(answer.content, status_code=answer.status_code, headers=passed)
+
+    def _http(self) -> httpx.AsyncClient:
+        """One connection pool per event loop (a test client may run several loops)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client[0] is not loop:
+            self._client = (loop, httpx.AsyncClient(follow_redirects=False, trust_env=False))
+        return self._client[1]
+
+
+def _redirect(route: Route, scope: Scope) -> Response:
+    """307 to the same request on the owner (``[cluster] forward = false``)."""
+    response = RedirectResponse(_target(route, scope), status_code=307)
+    response.headers[OWNER_HEADER] = route.member or ""
+    return response
+
+
+def _wait_ms(text: str | None) -> int:
+    try:
+        return max(0, int(text)) if text is not None else DEFAULT_WAIT_MS
+    except ValueError:
+        raise ApiError(422, "invalid_request", "query.wait_ms: not an integer") from None
+
+
+def _check_routable(route: Route, scope: Scope) -> None:
+    """409 for a view whose records are misplaced; 503 for a key no instance serves now,
+    or one that was forwarded here already."""
+    if route.kind == "refused":
+        raise ApiError(409, "misplaced_records", route.reason)
+    if route.kind == "moving":
+        raise ApiError(
+            503,
+            "partition_moving",
+            f"{route.reason}; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    if any(name == _FORWARDED for name, _ in scope.get("headers", ())):
+        raise ApiError(
+            503,
+            "partition_moving",
+            f"partition {route.partition} was forwarded here but is owned by {route.member} "
+            "now (it moved); retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+
+def _target(
+    route: Route, scope: Scope, *, path: str | None = None, query: bytes | None = None
+) -> str:
+    """The owner's URL for this request: the same raw path and query string."""
+    if path is None:
+        raw = scope.get("raw_path")
+        path = raw.split(b"?", 1)[0].decode("latin-1") if isinstance(raw, bytes) else scope["path"]
+    if query is None:
+        query = scope.get("query_string", b"")
+    url = f"{route.url}{path}"
+    return f"{url}?{query.decode('latin-1')}" if query else url
+
+
+def _narrowed(query: bytes, partitions: Iterable[int]) -> bytes:
+    """*query* with ``min_position`` kept to *partitions* (each owner waits for its own)."""
+    if b"min_position" not in query:
+        return query
+    wanted = set(partitions)
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    out = []
+    for name, value in pairs:
+        if name == "min_position":
+            try:
+                position = parse_position(value)
+            except ValueError:
+                return query  # the route's validation answers it
+            kept = {p: o for p, o in position.items() if p in wanted}
+            if not kept:
+                continue
+            value = format_position(kept)
+        out.append((name, value))
+    return urlencode(out, safe=":,").encode("latin-1")

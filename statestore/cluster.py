@@ -1,0 +1,416 @@
+"""Partitioned views across instances: who owns which partition, and where it answers.
+
+Kafka does the membership. Every instance of a ``[cluster]`` joins one consumer group
+(named ``[cluster] name``) over the views' topics with the cooperative-sticky assignor,
+and reads only the partitions the group gives it (:class:`~statestore.kafka.GroupMember`;
+each view reads its own partitions from its stored positions, as a replicated one reads
+all). The routing table rides on Kafka too: each instance writes a small record to the
+compacted topic ``_statestore.cluster.<name>`` (its URL, the partitions it owns, those it
+answers for) every ``heartbeat_ms``, and reads everyone's from the log start.
+
+Invariants:
+
+- An instance answers for a key only when its partition is one the group gave it *and*
+  that it has read to the end since (``View.serving``). A partition it gave up is
+  dropped from ``serving`` before the group hands it on (``on_revoke``), then deleted
+  from the store by the view's ingest thread.
+- A key elsewhere resolves to one owner: the one fresh member record claiming its
+  partition. None (a dead owner not yet replaced) or two (a dead owner's record not yet
+  stale beside its successor's) is "moving": 503 with Retry-After, never a guess.
+- Freshness is judged by this instance's own clock: when it last received a member's
+  record (records read at start count from their broker time), so no two clocks are
+  compared.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from .config import ClusterConfig
+from .partitioners import partitioner
+
+if TYPE_CHECKING:
+    from .kafka import GroupMember, KafkaClient, MembershipLog
+    from .view import View
+
+__all__ = ["Cluster", "Route", "members_of", "membership_topic"]
+
+log = logging.getLogger(__name__)
+
+# A member whose record is older than this many heartbeats is taken for gone.
+STALE_HEARTBEATS = 3
+# A gone member's record is deleted (tombstoned) by whoever sees it this much later.
+FORGET_AFTER_S = 600.0
+
+
+def membership_topic(name: str) -> str:
+    return f"_statestore.cluster.{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a key of a view is answered."""
+
+    kind: Literal["local", "remote", "moving", "refused"]
+    partition: int
+    url: str | None = None
+    member: str | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _Peer:
+    member: str
+    url: str
+    owned: dict[str, frozenset[int]]
+    serving: dict[str, list[int]]
+    misplaced: dict[str, int]
+    seen: float  # time.monotonic() on this instance
+
+
+class Cluster:
+    """This instance's membership in a partitioned cluster, and the routing table."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        client: KafkaClient,
+        views: dict[str, View],
+        on_owned: Callable[[View], None],
+    ) -> None:
+        assert config.name is not None and config.advertised_url is not None
+        self.config = config
+        self.name = config.name
+        self.url = config.advertised_url
+        self.member = config.instance_id or f"{self.name}-{uuid.uuid4().hex[:12]}"
+        self._client = client
+        self._views = views
+        self._on_owned = on_owned
+        self._topics = sorted({v.config.topic for v in views.values()})
+        self._place = {
+            name: partitioner(v.config.partitioner)
+            for name, v in views.items()
+            if v.config.partitioner is not None
+        }
+        self._peers: dict[str, _Peer] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._group: GroupMember | None = None
+        self._log: MembershipLog | None = None
+        self._heartbeat = config.heartbeat_ms / 1000
+        self._stale_after = max(self._heartbeat * STALE_HEARTBEATS, 3.0)
+        self._next_beat = 0.0
+        # Views whose partitions changed: they take them once the group has been quiet for
+        # settle_ms (instances starting together cause a burst of rebalances).
+        self._unsettled: set[str] = set()
+        self._settle_at = 0.0
+        self.rebalances = 0
+        self.error: str | None = None
+
+    # -- membership ----------------------------------------------------------------------
+
+    @property
+    def joined(self) -> bool:
+        """Whether the group has given this instance its first assignment (maybe empty)."""
+        return self._group is not None and self._group.joined
+
+    @property
+    def settled(self) -> bool:
+        """Joined, quiet, and answering for every partition the group gave this instance."""
+        return (
+            self.joined
+            and not self._unsettled
+            and all(v.serving == v.owned for v in self._views.values())
+        )
+
+    def start(self) -> None:
+        for view in self._views.values():
+            view.set_owned(frozenset())
+        self._log = self._client.membership_log(membership_topic(self.name))
+        self._group = self._client.group_member(
+            self.name,
+            self._topics,
+            self._assigned,
+            instance_id=self.config.instance_id,
+            session_timeout_ms=self.config.session_timeout_ms,
+        )
+        self._thread = threading.Thread(target=self._run, name="cluster", daemon=True)
+        self._thread.start()
+        log.info(
+            "cluster.joining name=%s member=%s url=%s topics=%s",
+            self.name,
+            self.member,
+            self.url,
+            ",".join(self._topics),
+        )
+
+    def _assigned(self, added: dict[str, set[int]], removed: dict[str, set[int]]) -> None:
+        """The group's callback (on this module's thread): views take their new partitions."""
+        assert self._group is not None
+        self.rebalances += 1
+        for view in self._views.values():
+            topic = view.config.topic
+            if topic not in added and topic not in removed:
+                continue
+            # Given-up partitions stop answering now; reading the new set waits for quiet.
+            view.set_owned(frozenset(self._group.owned.get(topic, set())))
+            self._unsettled.add(view.name)
+        self._settle_at = time.monotonic() + self.config.settle_ms / 1000
+        log.info(
+            "cluster.assignment member=%s added=%s removed=%s",
+            self.member,
+            _text(added),
+            _text(removed),
+        )
+        # Peers learn at once what this instance no longer answers for.
+        self._next_beat = 0.0
+
+    def _run(self) -> None:
+        group, mlog = self._group, self._log
+        assert group is not None and mlog is not None
+        while not self._stop.is_set():
+            try:
+                group.poll(0.05)
+                self._read(mlog.read(0.05))
+                now = time.monotonic()
+                if self._unsettled and now >= self._settle_at:
+                    for name in sorted(self._unsettled):
+                        self._on_owned(self._views[name])
+                    self._unsettled.clear()
+                if now >= self._next_beat:
+                    mlog.write(self.member.encode(), orjson.dumps(self._record()))
+                    self._next_beat = now + self._heartbeat
+                    self._forget_gone(mlog)
+                self.error = None
+            except Exception as exc:  # the loop must outlive a broker outage
+                if self.error is None:
+                    log.warning("cluster.trouble member=%s reason=%s", self.member, exc)
+                self.error = str(exc)
+                self._stop.wait(1.0)
+
+    def _record(self) -> dict[str, Any]:
+        assert self._group is not None
+        return {
+            "member": self.member,
+            "url": self.url,
+            "owned": {t: sorted(ps) for t, ps in self._group.owned.items()},
+            "serving": {n: sorted(v.serving) for n, v in self._views.items()},
+            "misplaced": {n: v.slot.counters["misplaced"] for n, v in self._views.items()},
+        }
+
+    def _read(self, records: list[tuple[bytes, bytes | None, int]]) -> None:
+        if not records:
+            return
+        now = time.monotonic()
+        wall = time.time() * 1000
+        with self._lock:
+            for key, value, at_ms in records:
+                member = key.decode("utf-8", "replace")
+                if value is None:
+                    self._peers.pop(member, None)
+                    continue
+                try:
+                    data = orjson.loads(value)
+                    peer = _Peer(
+                        member=member,
+                        url=str(data["url"]),
+                        owned={t: frozenset(int(p) for p in ps) for t, ps in data["owned"].items()},
+                        serving={n: [int(p) for p in ps] for n, ps in data["serving"].items()},
+                        misplaced={n: int(c) for n, c in data.get("misplaced", {}).items()},
+                        # A record read late (at start) is as old as the broker says it is.
+                        seen=now - max(0.0, (wall - at_ms) / 1000) if at_ms > 0 else now,
+                    )
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                    log.warning("cluster.bad_record member=%s", member)
+                    continue
+                self._peers[member] = peer
+
+    def _forget_gone(self, mlog: MembershipLog) -> None:
+        """Tombstone the records of members gone long ago (kill -9 leaves them behind)."""
+        now = time.monotonic()
+        with self._lock:
+            gone = [m for m, p in self._peers.items() if now - p.seen > FORGET_AFTER_S]
+        for member in gone:
+            if member != self.member:
+                mlog.write(member.encode(), None)
+
+    def close(self) -> None:
+        """Leave the group and remove this instance's record. Safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+            self._thread = None
+        if self._group is not None:
+            try:
+                self._group.close()
+            except Exception as exc:
+                log.warning("cluster.leave_failed member=%s reason=%s", self.member, exc)
+            self._group = None
+        if self._log is not None:
+            try:
+                self._log.write(self.member.encode(), None)
+                self._log.close()
+            except Exception as exc:
+                log.warning("cluster.record_left member=%s reason=%s", self.member, exc)
+            self._log = None
+
+    # -- routing -------------------------------------------------------------------------
+
+    def route(self, view: View, stored_key: bytes) -> Route:
+        """Where the key *stored_key* of *view* is answered (string and bytes keys: the
+        stored key is the Kafka key)."""
+        count = view.partition_count
+        place = self._place.get(view.name)
+        if not count or place is None:
+            return Route("moving", -1, reason="the topic's partitions are not known yet")
+        partition = place(stored_key, count)
+        refused = self._misplaced(view)
+        if refused:
+            return Route("refused", partition, reason=refused)
+        owned = view.owned
+        if owned is not None and partition in owned:
+            if partition in view.serving:
+                return Route("local", partition)
+            return Route(
+                "moving", partition, reason=f"partition {partition} is loading on this instance"
+            )
+        topic = view.config.topic
+        now = time.monotonic()
+        with self._lock:
+            claims = [
+                p
+                for p in self._peers.values()
+                if p.member != self.member
+                and now - p.seen <= self._stale_after
+                and partition in p.owned.get(topic, ())
+            ]
+        if len(claims) == 1:
+            return Route("remote", partition, url=claims[0].url, member=claims[0].member)
+        if not claims:
+            reason = f"partition {partition} has no owner now (it is moving)"
+        else:
+            reason = f"partition {partition} is claimed by {len(claims)} instances (it is moving)"
+        return Route("moving", partition, reason=reason)
+
+    def _misplaced(self, view: View) -> str:
+        """Why reads of *view* are refused: records that sit where its partitioner does
+        not put them, on this instance or another (a key routed by the partitioner could be
+        answered "not found" while it exists); empty when there are none."""
+        found = {self.member: view.slot.counters["misplaced"]}
+        now = time.monotonic()
+        with self._lock:
+            for p in self._peers.values():
+                if p.member != self.member and now - p.seen <= self._stale_after:
+                    found[p.member] = p.misplaced.get(view.name, 0)
+        counted = {m: n for m, n in found.items() if n}
+        if not counted:
+            return ""
+        where = ", ".join(f"{n} on {m}" for m, n in sorted(counted.items()))
+        return (
+            f"view {view.name!r} has records in other partitions than its partitioner "
+            f"{view.config.partitioner!r} puts their keys ({where}): a key could be answered "
+            "'not found' while it exists, so no key is answered. Produce with the partitioner "
+            "the view declares (or declare the one used), then rebuild the view; see GET "
+            f"/views/{view.name} for the first misplaced record"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The routing table as this instance sees it (``GET /cluster``)."""
+        now = time.monotonic()
+        with self._lock:
+            peers = [p for p in self._peers.values() if p.member != self.member]
+        alive = [p for p in peers if now - p.seen <= self._stale_after]
+        group = self._group
+        members: list[dict[str, Any]] = [
+            {
+                "member": self.member,
+                "url": self.url,
+                "self": True,
+                "alive": True,
+                "last_seen_s": 0.0,
+                "owned": {t: sorted(ps) for t, ps in group.owned.items()} if group else {},
+                "serving": {n: sorted(v.serving) for n, v in self._views.items()},
+                "misplaced": {n: v.slot.counters["misplaced"] for n, v in self._views.items()},
+            }
+        ]
+        for p in sorted(peers, key=lambda p: p.member):
+            members.append(
+                {
+                    "member": p.member,
+                    "url": p.url,
+                    "self": False,
+                    "alive": p in alive,
+                    "last_seen_s": round(now - p.seen, 3),
+                    "owned": {t: sorted(ps) for t, ps in p.owned.items()},
+                    "serving": p.serving,
+                    "misplaced": p.misplaced,
+                }
+            )
+        views: dict[str, Any] = {}
+        for name, view in self._views.items():
+            topic = view.config.topic
+            owners: dict[str, str | None] = {}
+            for partition in range(view.partition_count):
+                if view.owned is not None and partition in view.owned:
+                    owners[str(partition)] = self.member
+                    continue
+                claims = [p.member for p in alive if partition in p.owned.get(topic, ())]
+                owners[str(partition)] = claims[0] if len(claims) == 1 else None
+            views[name] = {
+                "topic": topic,
+                "partitions": view.partition_count,
+                "partitioner": view.config.partitioner,
+                "owners": owners,
+            }
+        return {
+            "name": self.name,
+            "mode": "partitioned",
+            "member": self.member,
+            "joined": self.joined,
+            "rebalances": self.rebalances,
+            "error": self.error,
+            "members": members,
+            "views": views,
+        }
+
+
+def members_of(client: KafkaClient, name: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The members of cluster *name* as its membership topic has them now (for
+    ``statestore status``, beside the running instances): each one's record and the
+    seconds since the broker appended it."""
+    latest: dict[str, tuple[bytes | None, int]] = {}
+    for key, value, at_ms in client.read_whole(membership_topic(name), timeout):
+        latest[key.decode("utf-8", "replace")] = (value, at_ms)
+    now_ms = time.time() * 1000
+    out = []
+    for member, (value, at_ms) in sorted(latest.items()):
+        if value is None:
+            continue
+        try:
+            data = orjson.loads(value)
+            out.append(
+                {
+                    "member": member,
+                    "url": str(data["url"]),
+                    "owned": {t: sorted(int(p) for p in ps) for t, ps in data["owned"].items()},
+                    "serving": data.get("serving", {}),
+                    "misplaced": data.get("misplaced", {}),
+                    "last_seen_s": round(max(0.0, now_ms - at_ms) / 1000, 1),
+                }
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return out
+
+
+def _text(parts: dict[str, set[int]]) -> str:
+    return ";".join(f"{t}:{','.join(map(str, sorted(ps)))}" for t, ps in sorted(parts.items()))

@@ -1,0 +1,435 @@
+"""A partitioned cluster of `statestore serve` processes on loopback ports, against the
+real broker: Kafka's consumer group shares the partitions out, any instance answers for
+any key, a killed instance's partitions move, a joining one takes some, tokens hold on
+forwarded calls, and a producer's other partitioner is caught.
+
+The oracle is the producer: what librdkafka wrote where (its delivery reports), reduced
+per key. Nothing here computes a hash or asks the store how it routes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.config import write_config
+from tests.support.processes import Server, clean_env, free_port, run
+from tests.support.waits import eventually
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 6
+KEYS = 300
+SESSION_MS = 6000  # the broker's group.min.session.timeout.ms
+VIEW = "v"
+TOKEN_ENV = "TEST_CLUSTER_TOKEN"
+TOKEN = "cluster-test-token-1"
+
+
+class Instances:
+    """`statestore serve` processes of one partitioned cluster over one topic."""
+
+    def __init__(self, root: Path, topic: str, *, partitioner: str = "murmur2_random") -> None:
+        self.root = root
+        self.topic = topic
+        self.partitioner = partitioner
+        self.name = f"c-{root.name[-20:].strip('_')}-{time.monotonic_ns() % 10**9}"
+        self.servers: list[Server] = []
+        self.cluster: dict[str, Any] = {}
+        self.api: dict[str, Any] = {"allow_anonymous": True}
+        self.tokens: list[dict[str, Any]] = []
+
+    def start(self, n: int = 1) -> list[Server]:
+        started = []
+        for _ in range(n):
+            d = self.root / f"i{len(self.servers)}"
+            d.mkdir()
+            port = free_port()
+            config = write_config(
+                d,
+                [{"name": VIEW, "topic": self.topic, "partitioner": self.partitioner}],
+                port=port,
+                api=self.api,
+                tokens=self.tokens,
+                log={"format": "json"},
+                cluster={
+                    "mode": "partitioned",
+                    "name": self.name,
+                    "advertised_url": f"http://127.0.0.1:{port}",
+                    "session_timeout_ms": SESSION_MS,
+                    **self.cluster,
+                },
+            )
+            server = Server(config, port, d, d / "serve.log", env=clean_env(**{TOKEN_ENV: TOKEN}))
+            self.servers.append(server)
+            started.append(server)
+        for server in started:
+            server.wait_ready(timeout=120)
+        return started
+
+    def serving(
+        self, produce: Callable[..., Any], n: int, *, check: bool = True
+    ) -> tuple[list[Server], Any, dict[str, Any]]:
+        """The test's records produced, then *n* instances settled (and, with *check*, each
+        answering every key as the reduction says): the servers, what was produced, and
+        the reduction."""
+        produced = _produce_keys(produce, self.topic)
+        expected = expected_of(produced)
+        servers = self.start(n)
+        wait_settled(servers)
+        for server in servers if check else ():
+            eventually(lambda s=server: not check_reads(s, all_keys(), expected), "all keys", 60)
+        return servers, produced, expected
+
+    def live(self) -> list[Server]:
+        return [s for s in self.servers if s.alive()]
+
+    def close(self) -> None:
+        for s in self.servers:
+            if s.alive():
+                s.close()
+
+
+@pytest.fixture
+def instances(tmp_path: Path, topic_factory: Callable[..., str]) -> Iterator[Instances]:
+    cluster = Instances(tmp_path, topic_factory(PARTITIONS))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def _headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _table(server: Server) -> dict[str, Any] | None:
+    try:
+        r = server.http.get("/cluster", headers=_headers())
+    except httpx.TransportError:
+        return None
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def settled(servers: list[Server]) -> bool:
+    """Every live instance sees the same owner for every partition, the owners are the
+    live instances, and each serves what it owns."""
+    tables = [_table(s) for s in servers]
+    if any(t is None or not t["joined"] for t in tables):
+        return False
+    owners = [t["views"][VIEW]["owners"] for t in tables if t is not None]
+    if len(owners[0]) != PARTITIONS or None in owners[0].values():
+        return False
+    if any(o != owners[0] for o in owners):
+        return False
+    selves = {}
+    for t in tables:
+        assert t is not None
+        me = next(m for m in t["members"] if m["self"])
+        topic_owned = next(iter(me["owned"].values()), [])
+        if sorted(me["serving"][VIEW]) != sorted(topic_owned):
+            return False
+        selves[me["member"]] = me
+    # Each instance that owns something is live; and all live instances own some (6 >= n).
+    return set(owners[0].values()) == set(selves)
+
+
+def wait_settled(servers: list[Server], timeout: float = 90) -> None:
+    eventually(lambda: settled(servers), f"{len(servers)} instances settling", timeout)
+
+
+def expected_of(produced: Any) -> dict[str, Any]:
+    """Key -> value (decoded JSON) of the producer's reduction; deleted keys absent."""
+    import orjson
+
+    return {k.decode(): orjson.loads(v) for k, v in produced.latest().items()}
+
+
+def check_reads(server: Server, keys: list[str], expected: dict[str, Any]) -> list[str]:
+    """Each key read from *server*: the problems (empty: every answer is the reduction's)."""
+    problems = []
+    for key in keys:
+        r = server.http.get(f"/views/{VIEW}/entities/{key}", headers=_headers())
+        if key in expected:
+            if r.status_code != 200 or r.json()["value"] != expected[key]:
+                problems.append(f"{key}: {r.status_code} {r.text[:200]}")
+        elif r.status_code != 404 or r.json()["error"]["code"] != "not_found":
+            problems.append(f"{key} (deleted): {r.status_code} {r.text[:200]}")
+    return problems
+
+
+def _produce_keys(
+    produce: Callable[..., Any], topic: str, partitioner: str = "murmur2_random"
+) -> Any:
+    records: list[tuple[str, str | None]] = [
+        (f"key-{i:04d}", f'{{"i": {i}, "round": 1}}') for i in range(KEYS)
+    ]
+    records += [(f"key-{i:04d}", f'{{"i": {i}, "round": 2}}') for i in range(0, KEYS, 3)]
+    records += [(f"key-{i:04d}", None) for i in range(0, KEYS, 10)]
+    return produce(topic, records, partitioner=partitioner)
+
+
+def all_keys() -> list[str]:
+    return [f"key-{i:04d}" for i in range(KEYS)]
+
+
+def test_every_key_from_every_instance(instances: Instances, produce: Callable[..., Any]) -> None:
+    """Three instances split the partitions; each answers every key (its own, or the
+    owner's answer forwarded with the owner named) exactly as the producer's reduction,
+    lookups are split by owner and come back in order with every partition's position,
+    and a position read from one instance is waited for by whichever answers."""
+    servers, produced, expected = instances.serving(produce, 3, check=False)
+    table = _table(servers[0])
+    assert table is not None
+    owners = table["views"][VIEW]["owners"]
+    urls = {m["member"]: m["url"] for m in table["members"]}
+    assert len(set(owners.values())) == 3  # 6 partitions over 3 instances: 2 each
+    ends = produced.last_offsets()
+    for server in servers:
+        eventually(
+            lambda server=server: not check_reads(server, all_keys()[:1], expected),
+            "first read",
+            60,
+        )
+        assert check_reads(server, all_keys(), expected) == []
+        # Forwarded answers name their owner, and it is the one GET /cluster names.
+        mine = next(m["member"] for m in _table(server)["members"] if m["self"])  # type: ignore[index]
+        forwarded = 0
+        for key in all_keys()[:40]:
+            r = server.http.get(f"/views/{VIEW}/entities/{key}", headers=_headers())
+            owner = r.headers.get("x-statestore-owner")
+            if owner is not None:
+                forwarded += 1
+                assert owner != mine and owner in urls
+        assert forwarded > 0
+        # One lookup over every key: in order, nulls for deleted keys, every partition's
+        # position in one header.
+        keys = [*all_keys(), "never-written"]
+        r = server.http.post(f"/views/{VIEW}/lookup", json={"keys": keys}, headers=_headers())
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        assert [None if i is None else i["value"] for i in items] == [expected.get(k) for k in keys]
+        position = dict(
+            tuple(map(int, part.split(":")))  # type: ignore[misc]
+            for part in r.headers["x-statestore-position"].split(",")
+        )
+        assert position == {p: ends.get(p, -1) for p in range(PARTITIONS)}
+    # `statestore status` beside the running instances names the members and what each owns.
+    config = instances.root / "i0" / "statestore.toml"
+    done = run(
+        ["-c", config, "status", "--json"], instances.root, env=clean_env(**{TOKEN_ENV: TOKEN})
+    )
+    assert done.returncode == 0, done.stderr
+    members = json.loads(done.stdout)["cluster"]["members"]
+    assert {m["url"] for m in members} == {s.url for s in servers}
+    owned = sorted(p for m in members for p in m["owned"][instances.topic])
+    assert owned == list(range(PARTITIONS))
+    shown = run(["-c", config, "status"], instances.root, env=clean_env(**{TOKEN_ENV: TOKEN}))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count(f"cluster {instances.name}: ") == 3
+    # Read-your-writes across instances: a write's whole position, waited for anywhere.
+    wrote = produce(
+        instances.topic, [("key-0001", '{"i": 1, "round": 3}')], partitioner="murmur2_random"
+    )
+    (p, offset, _, _) = wrote.records[0]
+    position = ",".join(f"{q}:{offset if q == p else ends.get(q, -1)}" for q in range(PARTITIONS))
+    for server in servers:
+        r = server.http.get(
+            f"/views/{VIEW}/entities/key-0001",
+            params={"min_position": position, "wait_ms": 20000},
+            headers=_headers(),
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["value"] == {"i": 1, "round": 3}
+
+
+def test_a_killed_instance_moves_its_partitions(
+    instances: Instances, produce: Callable[..., Any]
+) -> None:
+    """kill -9 of one instance: while its partitions move, its keys answer 503 with
+    Retry-After (never a 404 or another value); once the group has moved them (the
+    session timeout) and the new owners loaded them, every key answers from both others."""
+    servers, _, expected = instances.serving(produce, 3)
+    victim, survivors = servers[0], servers[1:]
+    seen: dict[int, int] = {}
+    wrong: list[str] = []
+    victim.popen.kill()
+    victim.popen.wait(30)
+    killed = time.monotonic()
+
+    def whole() -> bool:
+        good = True
+        for server in survivors:
+            for key in all_keys():
+                r = server.http.get(f"/views/{VIEW}/entities/{key}", headers=_headers())
+                seen[r.status_code] = seen.get(r.status_code, 0) + 1
+                if r.status_code == 503:
+                    assert r.headers.get("retry-after") == "1"
+                    assert r.json()["error"]["code"] in ("partition_moving", "owner_unavailable")
+                    good = False
+                elif key in expected:
+                    if r.status_code != 200 or r.json()["value"] != expected[key]:
+                        wrong.append(f"{key}: {r.status_code} {r.text[:200]}")
+                elif r.status_code != 404:
+                    wrong.append(f"{key} (deleted): {r.status_code} {r.text[:200]}")
+        return good
+
+    eventually(whole, "every key answered again after kill -9", SESSION_MS / 1000 + 90)
+    moved_after = time.monotonic() - killed
+    assert wrong == []
+    assert seen.get(503, 0) > 0  # the move was seen, and answered as a move
+    wait_settled(survivors)
+    print(
+        f"failover: every key answered {moved_after:.1f} s after kill -9 (session {SESSION_MS} ms)"
+    )
+
+
+def test_a_joining_instance_takes_partitions_without_errors(
+    instances: Instances, produce: Callable[..., Any]
+) -> None:
+    """Two instances serve; a third joins while a reader keeps asking the first for every
+    key: each answer is the reduction's or a 503 of a moving partition, and afterwards
+    all three own partitions and answer every key."""
+    servers, _, expected = instances.serving(produce, 2)
+    stop = threading.Event()
+    wrong: list[str] = []
+    counts = {"ok": 0, "moving": 0}
+
+    def reader() -> None:
+        with httpx.Client(base_url=servers[0].url, timeout=30) as http:
+            while not stop.is_set():
+                for key in all_keys():
+                    r = http.get(f"/views/{VIEW}/entities/{key}", headers=_headers())
+                    if r.status_code == 503 and r.json()["error"]["code"] == "partition_moving":
+                        counts["moving"] += 1
+                    elif (
+                        key in expected
+                        and r.status_code == 200
+                        and r.json()["value"] == expected[key]
+                    ) or (key not in expected and r.status_code == 404):
+                        counts["ok"] += 1
+                    else:
+                        wrong.append(f"{key}: {r.status_code} {r.text[:200]}")
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        joined = instances.start(1)
+        wait_settled(instances.live())
+        assert len(set(_table(servers[0])["views"][VIEW]["owners"].values())) == 3  # type: ignore[index]
+        for server in instances.live():
+            eventually(lambda s=server: not check_reads(s, all_keys(), expected), "all keys", 60)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert wrong == []
+    assert counts["ok"] > 0
+    assert check_reads(joined[0], all_keys(), expected) == []
+
+
+def test_without_forwarding_a_key_elsewhere_is_a_redirect(
+    instances: Instances, produce: Callable[..., Any]
+) -> None:
+    """``forward = false``: a key another instance owns is a 307 to the same path there,
+    which answers it; a lookup spanning owners is a 409 that says to split it."""
+    instances.cluster = {"forward": False}
+    servers, _, expected = instances.serving(produce, 2, check=False)
+    urls = {s.url for s in servers}
+    redirected = 0
+    for key in all_keys()[:60]:
+        r = servers[0].http.get(f"/views/{VIEW}/entities/{key}", params={"wait_ms": 5})
+        if r.status_code == 307:
+            redirected += 1
+            location = r.headers["location"]
+            assert location.startswith(tuple(urls - {servers[0].url}))
+            assert location.endswith(f"/views/{VIEW}/entities/{key}?wait_ms=5")
+            answer = httpx.get(location)
+        else:
+            answer = r
+        if key in expected:
+            assert answer.status_code == 200 and answer.json()["value"] == expected[key]
+        else:
+            assert answer.status_code == 404
+    assert redirected > 0
+    r = servers[0].http.post(f"/views/{VIEW}/lookup", json={"keys": all_keys()})
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "keys_span_owners"
+
+
+def test_tokens_hold_on_forwarded_calls(instances: Instances, produce: Callable[..., Any]) -> None:
+    """With tokens: the caller's token travels with a forwarded read and the owner checks
+    it; no token is a 401 at the first instance; a call that claims to be forwarded but
+    carries no token is a 401 at the owner too."""
+    instances.api = {}
+    instances.tokens = [{"env": TOKEN_ENV, "views": [VIEW], "name": "reader"}]
+    servers, _, expected = instances.serving(produce, 2)
+    key = next(k for k in all_keys() if k in expected)
+    for server in servers:
+        assert server.http.get(f"/views/{VIEW}/entities/{key}").status_code == 401
+        r = server.http.post(f"/views/{VIEW}/lookup", json={"keys": all_keys()})
+        assert r.status_code == 401
+        bad = {"Authorization": "Bearer not-the-token"}
+        assert server.http.get(f"/views/{VIEW}/entities/{key}", headers=bad).status_code == 401
+    for server in servers:
+        r = server.http.get(
+            f"/views/{VIEW}/entities/{key}", headers={"X-Statestore-Forwarded": "someone"}
+        )
+        assert r.status_code == 401
+
+
+def test_a_producer_with_another_partitioner_is_caught(
+    instances: Instances, produce: Callable[..., Any]
+) -> None:
+    """Records produced with librdkafka's default (consistent_random) into a cluster that
+    declares murmur2: the instances count them, GET /cluster shows where, and no key is
+    answered (409 misplaced_records, naming the partitioner), rather than a wrong 404."""
+    instances.partitioner = "murmur2"
+    produce(
+        instances.topic,
+        [(f"key-{i:04d}", f'{{"i": {i}}}') for i in range(KEYS)],
+        partitioner="consistent_random",
+    )
+    servers = instances.start(2)
+    wait_settled(servers)
+
+    def counted() -> bool:
+        table = _table(servers[0])
+        return table is not None and sum(m["misplaced"][VIEW] for m in table["members"]) > 0
+
+    eventually(counted, "misplaced records counted", 60)
+    for server in servers:
+        for key in all_keys()[:20]:
+            r = server.http.get(f"/views/{VIEW}/entities/{key}")
+            assert r.status_code == 409, r.text
+            error = r.json()["error"]
+            assert error["code"] == "misplaced_records"
+            assert "'murmur2'" in error["message"]
+        r = server.http.post(f"/views/{VIEW}/lookup", json={"keys": all_keys()[:5]})
+        assert r.status_code == 409
+
+
+def test_reads_over_every_partition_are_refused_not_partial(
+    instances: Instances, produce: Callable[..., Any]
+) -> None:
+    """A scan, an index query or a change stream of a partitioned view would see one
+    instance's partitions only: each is a 501 that says so."""
+    _produce_keys(produce, instances.topic)
+    servers = instances.start(1)
+    wait_settled(servers)
+    for path in (
+        f"/views/{VIEW}/entities",
+        f"/views/{VIEW}/by/i?value=1",
+        f"/views/{VIEW}/changes",
+    ):
+        r = servers[0].http.get(path)
+        assert r.status_code == 501, (path, r.text)
+        assert r.json()["error"]["code"] == "not_partitioned"

@@ -1,0 +1,267 @@
+"""A partitioned instance without a broker: reading only owned partitions, dropping those
+given up (with their index entries), the routing table's decisions, the narrowing of
+``min_position``, and the [cluster] settings refused.
+
+The real-broker side (the consumer group, three serving processes) is
+tests/cluster/test_partitioned.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from statestore import ConfigError, StateStore, ViewConfig
+from statestore.api.cluster import _narrowed
+from statestore.cluster import Cluster
+from statestore.config import ClusterConfig, load_config
+from statestore.ingest import Ingestor
+from statestore.testing import MemoryKafka
+from statestore.view import View
+from tests.support.config import store_config
+
+PARTITIONS = 4
+
+
+def _store(tmp_path: Path, kafka: MemoryKafka, **view: Any) -> StateStore:
+    vc = ViewConfig(name="v", topic="t", indexes=("g",), partitioner="consistent", **view)
+    return StateStore(store_config(tmp_path / "store", [vc]), client=kafka)
+
+
+def _fill(kafka: MemoryKafka) -> dict[int, dict[bytes, bytes]]:
+    """60 keys over 4 partitions (some updated, some deleted): per partition, the reduction."""
+    topic = kafka.create_topic("t", PARTITIONS)
+    out: dict[int, dict[bytes, bytes]] = {p: {} for p in range(PARTITIONS)}
+    for i in range(60):
+        key = f"k{i:03d}".encode()
+        value = orjson.dumps({"g": i % 5, "i": i})
+        partition, _ = topic.produce(key, value)
+        out[partition][key] = value
+        if i % 7 == 0:
+            topic.produce(key, None)
+            del out[partition][key]
+    return out
+
+
+def _keys(view: View) -> set[bytes]:
+    return {e.key.encode() for e in view.iter_entities()}
+
+
+def _indexed(view: View) -> set[str]:
+    found: set[str] = set()
+    for g in range(5):
+        found.update(e.key for e in view.by("g", g, limit=1000).items)
+    return found
+
+
+def _assert_holds(
+    view: View, by_partition: dict[int, dict[bytes, bytes]], partitions: list[int]
+) -> None:
+    """*view* holds exactly the keys of *partitions*: entities, index entries, the key
+    count, positions, status, and it answers for them."""
+    held = {k: v for p in partitions for k, v in by_partition[p].items()}
+    assert _keys(view) == set(held)
+    assert _indexed(view) == {k.decode() for k in held}
+    assert view.slot.counters["keys"] == len(held)
+    assert sorted(view.slot.positions) == partitions
+    assert [p.partition for p in view.status().partitions] == partitions
+    assert view.serving == frozenset(partitions)
+
+
+def test_a_view_reads_only_its_partitions_and_drops_those_given_up(tmp_path: Path) -> None:
+    """Owning partitions 0 and 1, the view holds their keys alone; given 1 and 2 instead,
+    partition 0's keys, index entries and position are gone and 2's are read."""
+    kafka = MemoryKafka()
+    by_partition = _fill(kafka)
+    stop = threading.Event()
+    with _store(tmp_path, kafka) as store:
+        view = store.view("v")
+        view.set_owned(frozenset({0, 1}))
+        ingestor = Ingestor(view, kafka)
+        assert ingestor.catch_up(stop)
+        _assert_holds(view, by_partition, [0, 1])
+
+        view.set_owned(frozenset({1, 2}))
+        assert view.serving == frozenset({1})  # stops answering for 0 at once
+        ingestor.take_assignment()
+        assert ingestor.catch_up(stop)
+        _assert_holds(view, by_partition, [1, 2])
+        ingestor.close()
+
+
+def test_a_drop_survives_a_restart(tmp_path: Path) -> None:
+    """What a drop wrote is the store's: reopened, the counters and positions agree."""
+    kafka = MemoryKafka()
+    by_partition = _fill(kafka)
+    stop = threading.Event()
+    with _store(tmp_path, kafka) as store:
+        view = store.view("v")
+        view.set_owned(frozenset(range(PARTITIONS)))
+        ingestor = Ingestor(view, kafka)
+        assert ingestor.catch_up(stop)
+        view.set_owned(frozenset({3}))
+        ingestor.take_assignment()
+        ingestor.close()
+    with _store(tmp_path, kafka) as store:
+        view = store.view("v")
+        assert _keys(view) == set(by_partition[3])
+        assert view.slot.counters["keys"] == len(by_partition[3])
+        assert sorted(view.slot.positions) == [3]
+
+
+# -- the routing table -------------------------------------------------------------------
+
+
+@pytest.fixture
+def owning_0(tmp_path: Path) -> Iterator[tuple[View, Cluster]]:
+    """A store's view owning partition 0 of 4, and its cluster's routing table (no broker)."""
+    kafka = MemoryKafka()
+    kafka.create_topic("t", PARTITIONS)
+    config = ClusterConfig(mode="partitioned", name="c", advertised_url="http://127.0.0.1:1")
+    with _store(tmp_path, kafka) as store:
+        cluster = Cluster(config, kafka, store.views, lambda view: None)  # type: ignore[arg-type]
+        view = store.view("v")
+        view.partition_count = PARTITIONS
+        view.set_owned(frozenset({0}))
+        yield view, cluster
+
+
+def _record(member: str, owned: list[int], **extra: Any) -> bytes:
+    return orjson.dumps(
+        {
+            "member": member,
+            "url": f"http://{member}:8000",
+            "owned": {"t": owned},
+            "serving": {"v": owned},
+            **extra,
+        }
+    )
+
+
+def _key_in(partition: int) -> bytes:
+    from statestore.partitioners import partitioner
+
+    place = partitioner("consistent")
+    return next(k for i in range(1000) if place(k := f"x{i}".encode(), PARTITIONS) == partition)
+
+
+def test_each_partition_resolves_to_one_owner_or_moves(owning_0: tuple[View, Cluster]) -> None:
+    view, cluster = owning_0
+    now_ms = int(time.time() * 1000)
+    cluster._read(
+        [
+            (b"a", _record("a", [1, 2]), now_ms),
+            (b"b", _record("b", [2]), now_ms),
+            (b"old", _record("old", [3]), now_ms - 60_000),  # silent for a minute
+        ]
+    )
+    route = cluster.route(view, _key_in(0))
+    assert (route.kind, route.partition) == ("moving", 0)  # owned, not read yet
+    assert "loading" in route.reason
+    view.mark_serving(frozenset({0}))
+    assert cluster.route(view, _key_in(0)).kind == "local"
+    one = cluster.route(view, _key_in(1))
+    assert (one.kind, one.url, one.member) == ("remote", "http://a:8000", "a")
+    two = cluster.route(view, _key_in(2))
+    assert two.kind == "moving" and "claimed by 2" in two.reason
+    stale = cluster.route(view, _key_in(3))
+    assert stale.kind == "moving" and "no owner" in stale.reason
+    # b leaves (its record deleted): 2 is a's alone.
+    cluster._read([(b"b", None, now_ms)])
+    assert cluster.route(view, _key_in(2)).url == "http://a:8000"
+    owners = cluster.describe()["views"]["v"]["owners"]
+    assert owners == {"0": cluster.member, "1": "a", "2": "a", "3": None}
+    # A record that is not one is skipped; the table keeps what it had.
+    cluster._read([(b"a", b"not json", now_ms)])
+    assert cluster.route(view, _key_in(1)).member == "a"
+
+
+def test_misplaced_records_anywhere_refuse_every_key(owning_0: tuple[View, Cluster]) -> None:
+    view, cluster = owning_0
+    view.mark_serving(frozenset({0}))
+    now_ms = int(time.time() * 1000)
+    cluster._read([(b"a", _record("a", [1, 2, 3], misplaced={"v": 4}), now_ms)])
+    for partition in range(PARTITIONS):
+        route = cluster.route(view, _key_in(partition))
+        assert route.kind == "refused"
+        assert "4 on a" in route.reason and "'consistent'" in route.reason
+    cluster._read([(b"a", _record("a", [1, 2, 3], misplaced={"v": 0}), now_ms)])
+    assert cluster.route(view, _key_in(0)).kind == "local"
+
+
+# -- min_position, narrowed to the partitions asked --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "partitions", "narrowed"),
+    [
+        (b"", {0}, b""),
+        (b"wait_ms=5", {0}, b"wait_ms=5"),
+        (b"min_position=0:5,1:7,2:9&wait_ms=5", {1}, b"min_position=1:7&wait_ms=5"),
+        (b"min_position=0:5,1:7&wait_ms=5", {1, 0}, b"min_position=0:5,1:7&wait_ms=5"),
+        (b"min_position=0:5&wait_ms=5", {3}, b"wait_ms=5"),
+        (b"min_position=nonsense", {0}, b"min_position=nonsense"),
+    ],
+)
+def test_min_position_keeps_the_partitions_asked(
+    query: bytes, partitions: set[int], narrowed: bytes
+) -> None:
+    assert _narrowed(query, partitions) == narrowed
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+def _load(
+    tmp_path: Path, cluster: str, view: str = 'partitioner = "murmur2"', extra: str = ""
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'{extra}\n[cluster]\n{cluster}\n[[views]]\nname = "v"\ntopic = "t"\n{view}\n',
+        encoding="utf-8",
+    )
+    load_config(path, environ={})
+
+
+GOOD = 'mode = "partitioned"\nname = "c"\nadvertised_url = "http://10.0.0.5:8000"'
+
+
+def test_a_partitioned_cluster_loads(tmp_path: Path) -> None:
+    _load(tmp_path, GOOD)
+    _load(tmp_path, 'mode = "replicated"', view="")  # the default needs nothing
+
+
+@pytest.mark.parametrize(
+    ("cluster", "view", "extra", "said"),
+    [
+        ('mode = "partitioned"\nname = "c"', 'partitioner = "murmur2"', "", "advertised_url"),
+        (GOOD, "", "", "declares its partitioner"),
+        (GOOD, 'partitioner = "murmur2"\nkey = "json"', "", "string or bytes keys"),
+        (GOOD, 'partitioner = "murmur2"', "[api]\nworkers = 2", "workers = 1"),
+        (GOOD, 'partitioner = "murmur2"', '[snapshots]\ndest = "/tmp/s"', "snapshots hold"),
+        (
+            'mode = "partitioned"\nname = "c"\nadvertised_url = "ftp://x"',
+            'partitioner = "murmur2"',
+            "",
+            "not a base URL",
+        ),
+        (
+            'mode = "partitioned"\nname = "c d"\nadvertised_url = "http://x:1"',
+            'partitioner = "murmur2"',
+            "",
+            "letters, digits",
+        ),
+        ('mode = "sharded"', "", "", "mode"),
+    ],
+)
+def test_settings_a_partitioned_cluster_cannot_use_are_refused(
+    tmp_path: Path, cluster: str, view: str, extra: str, said: str
+) -> None:
+    with pytest.raises(ConfigError, match=said):
+        _load(tmp_path, cluster, view, extra)
