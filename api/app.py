@@ -18,7 +18,7 @@ from .admin import admin_router
 from .auth import Authenticator, authenticate, check_bind
 from .browser import BrowserGuard
 from .changes import changes_router, json_errors
-from .cluster import ClusterRouter, cluster_router
+from .cluster import ClusterRouter, close_forwarding, cluster_router
 from .console import console_router
 from .entities import register_anytext
 from .errors import (
@@ -86,6 +86,7 @@ def create_app(
             yield
         finally:
             app.state.store = None
+            await close_forwarding(app.state)
             await anyio.to_thread.run_sync(opened.close)
             log.info("api.store_closed path=%s", config.store.path)
 

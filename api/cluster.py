@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
-import httpx
+import aiohttp
 import orjson
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
@@ -59,7 +59,13 @@ if TYPE_CHECKING:
     from statestore.cluster import Cluster
     from statestore.view import View
 
-__all__ = ["FORWARDED_HEADER", "OWNER_HEADER", "ClusterRouter", "cluster_router"]
+__all__ = [
+    "FORWARDED_HEADER",
+    "OWNER_HEADER",
+    "ClusterRouter",
+    "close_forwarding",
+    "cluster_router",
+]
 
 FORWARDED_HEADER = "X-Statestore-Forwarded"
 OWNER_HEADER = "X-Statestore-Owner"
@@ -122,7 +128,6 @@ class ClusterRouter:
         self.authenticated = authenticated
         self._entity = compile_path(ENTITY_PATH)[0]
         self._lookup = compile_path(LOOKUP_PATH)[0]
-        self._client: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = scope.get("app")
@@ -305,18 +310,23 @@ class ClusterRouter:
                 headers[name.decode("latin-1")] = value.decode("latin-1")
         if body is not None:
             headers["content-type"] = "application/json"
+        session = _session(scope)
+        timeout = aiohttp.ClientTimeout(total=cluster.config.forward_timeout_s)
         try:
-            answer = await self._http().request(
-                method, url, headers=headers, content=body, timeout=cluster.config.forward_timeout_s
-            )
-        except httpx.TimeoutException:
+            async with session.request(
+                method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
+            ) as answer:
+                content = await answer.read()
+                status = answer.status
+                passed = {k: v for k, v in answer.headers.items() if k.lower() in _ANSWERED}
+        except TimeoutError:
             raise ApiError(
                 504,
                 "owner_timeout",
                 f"the instance owning partition {route.partition} ({route.member}) did not "
                 f"answer within {cluster.config.forward_timeout_s:g} s",
             ) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise ApiError(
                 503,
                 "owner_unavailable",
@@ -324,16 +334,31 @@ class ClusterRouter:
                 f"reached: {type(exc).__name__}; retry shortly (a dead owner's partitions move)",
                 headers={"Retry-After": "1"},
             ) from None
-        passed = {k: v for k, v in answer.headers.items() if k.lower() in _ANSWERED}
         passed[OWNER_HEADER] = route.member or ""
-        return Response(answer.content, status_code=answer.status_code, headers=passed)
+        return Response(content, status_code=status, headers=passed)
 
-    def _http(self) -> httpx.AsyncClient:
-        """One connection pool per event loop (a test client may run several loops)."""
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client[0] is not loop:
-            self._client = (loop, httpx.AsyncClient(follow_redirects=False, trust_env=False))
-        return self._client[1]
+
+def _session(scope: Scope) -> aiohttp.ClientSession:
+    """The app's connection pool to the other instances, made on first use on this event
+    loop (a test client may run several loops); the app's lifespan closes it."""
+    state = scope["app"].state
+    loop = asyncio.get_running_loop()
+    held: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = getattr(
+        state, "forwarding", None
+    )
+    if held is None or held[0] is not loop or held[1].closed:
+        session = aiohttp.ClientSession(trust_env=False, auto_decompress=True)
+        state.forwarding = (loop, session)
+        return session
+    return held[1]
+
+
+async def close_forwarding(state: Any) -> None:
+    """Close the connection pool :func:`_session` made (the app's lifespan, at shutdown)."""
+    held = getattr(state, "forwarding", None)
+    state.forwarding = None
+    if held is not None and held[0] is asyncio.get_running_loop():
+        await held[1].close()
 
 
 def _redirect(route: Route, scope: Scope) -> Response:

@@ -90,6 +90,8 @@ def write_config(
     workers: int | None = None,
     bulk_min_records: int | None = None,
     kafka: dict[str, Any] | None = None,
+    partitioner: str | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> Path:
     """A statestore TOML config with one view named ``bench`` over *topic*.
 
@@ -127,8 +129,11 @@ def write_config(
         f'topic = "{topic}"',
         f'value = "{value}"',
         f"indexes = {json.dumps(list(indexes))}",
+        *([f'partitioner = "{partitioner}"'] if partitioner else []),
         "",
     ]
+    if cluster:
+        lines += ["[cluster]", *(f"{k} = {json.dumps(v)}" for k, v in cluster.items()), ""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 

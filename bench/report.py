@@ -605,6 +605,72 @@ def _seed(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _cluster(results: dict[str, Any]) -> list[str]:
+    """The partitioned cluster's section: ready, held, REST with forwarding, failover."""
+    c = results.get("cluster")
+    if not c:
+        return []
+    one, many = c["replicated_rest"], c["cluster_rest"]
+    rows = [
+        [
+            "process start → ready s",
+            f"**{_f(c['replicated_ready_s'], 2)}**",
+            f"**{_f(c['cluster_ready_s'], 2)}** (all {c['instances']} ready, every partition "
+            "answered for)",
+        ],
+        [
+            "keys held per instance",
+            _f(c["replicated_keys"]),
+            " / ".join(_f(k) for k in c["cluster_keys"]),
+        ],
+        [
+            "CPU s to be ready per instance (workers included)",
+            _f(c.get("replicated_cpu_s"), 1),
+            " / ".join(_f(x, 1) for x in c.get("cluster_cpu_s", [])),
+        ],
+        [
+            "store on disk per instance MB",
+            _f(c["replicated_store_mb"], 1),
+            " / ".join(_f(m, 1) for m in c["cluster_store_mb"]),
+        ],
+        [
+            "partitions owned",
+            str(c["partitions"]),
+            " / ".join(str(n) for n in c["owned_partitions"]),
+        ],
+        [
+            f"REST GET, {one['clients']} clients, req/s (p50 / p99 ms)",
+            f"{_f(one['req_per_s'])} ({_f(one['p50_ms'], 2)} / {_f(one['p99_ms'], 2)})",
+            f"{_f(many['req_per_s'])} ({_f(many['p50_ms'], 2)} / {_f(many['p99_ms'], 2)}) on one "
+            f"instance, {c['forwarded_share']:.0%} of the keys forwarded",
+        ],
+        [
+            "kill -9 of one instance → every sampled key answered again s",
+            "—",
+            f"**{_f(c['failover_s'], 2)}** (session timeout {c['session_timeout_ms']} ms; "
+            f"answers meanwhile: {c['failover_answers']})",
+        ],
+    ]
+    return [
+        "### A partitioned cluster",
+        "",
+        f"On **{c['topic']}** ({c['records']:,} records, {c['keys']:,} keys, "
+        f"{c['partitions']} partitions): one replicated `statestore serve` on a fresh store, "
+        f"then {c['instances']} `statestore serve` processes of one partitioned cluster "
+        '(`[cluster] mode = "partitioned"`, docs/cluster.md) started together on fresh '
+        "stores, all on this machine: they share its cores and disk with each other and the "
+        "broker, so the cluster cannot be ready sooner here than one instance; the CPU "
+        "seconds each spent are what a machine of its own would have to give. The "
+        "cluster's ready time includes joining the group and `settle_ms` (2 s). REST: "
+        "the lookups phase's GET script (random live keys) with wrk. Failover: a sample of "
+        "600 live keys asked of a survivor, from the kill until all answer 200 (a 503 while "
+        "a partition moves is counted, never a 404).",
+        "",
+        _table(["", "replicated (1 instance)", f"partitioned ({c['instances']} instances)"], rows),
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
     meta = results["meta"]
     m = meta["machine"]
@@ -833,6 +899,7 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
             parts += [f"![RSS during bootstrap]({images['rss']})", ""]
     parts += model.markdown(results)
     parts += _seed(results)
+    parts += _cluster(results)
     if results.get("errors"):
         parts += ["### Errors in this run", ""]
         parts += [f"- {e['step']}: `{e['error'][:300]}`" for e in results["errors"]]

@@ -259,7 +259,7 @@ def _run_here(
         on_read=lambda n: owner.reading(0, n),
         batch_size=settings.batch_size,
         placement=view.slot.placement,
-        partitions=len(view.end_offsets),
+        partitions=view.partition_count or len(view.end_offsets),
     )
     try:
         return stager.run(reader, pieces, stop.is_set)
@@ -301,7 +301,7 @@ def _run_workers(
                 budget_bytes=budget,
                 batch_size=settings.batch_size,
                 log_level=logging.getLogger("statestore").getEffectiveLevel(),
-                partitions=len(view.end_offsets),
+                partitions=view.partition_count or len(view.end_offsets),
             )
             workers.append(Process.start(spec.worker, spec))
         return _collect(view, workers, owner, stop, trouble)

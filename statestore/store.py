@@ -249,6 +249,7 @@ class StateStore(Closing):
     ) -> dict[str, ViewStatus]:
         """Catch the views up to the end offsets of now, in parallel; block until done."""
         self._writable("bootstrap")
+        self._whole("bootstrap")
         names = self._names(views)
         self._run_all(
             [
@@ -285,6 +286,10 @@ class StateStore(Closing):
         for name in self._views:
             if name in self._threads and self._threads[name].is_alive():
                 continue
+            if self.cluster is not None:
+                # Started by the group's first assignment, so that the first load reads
+                # the partitions owned (in bulk), not none.
+                continue
             self._follow(name)
         if self._lag_thread is None or not self._lag_thread.is_alive():
             self._lag_thread = threading.Thread(target=self._poll_ends, name="lag", daemon=True)
@@ -305,14 +310,19 @@ class StateStore(Closing):
         client = self.client
         if not isinstance(client, KafkaClient):
             raise ConfigError("a partitioned cluster needs Kafka's consumer groups")
-        cluster = Cluster(
-            self.config.cluster,
-            client,
-            self._views,
-            lambda view: self._ingestor(view.name).reassigned.set(),
-        )
+        cluster = Cluster(self.config.cluster, client, self._views, self._owned_changed)
         cluster.start()
         return cluster
+
+    def _owned_changed(self, view: View) -> None:
+        """The group settled on new partitions for *view*: read them (the first time, start
+        following), drop those given up (the cluster's thread calls this)."""
+        thread = self._threads.get(view.name)
+        if thread is None or not thread.is_alive():
+            if not self._stop.is_set():
+                self._follow(view.name)
+        else:
+            self._ingestor(view.name).reassigned.set()
 
     def cluster_members(self, timeout: float = 5.0) -> list[dict[str, Any]] | None:
         """The members of this store's partitioned cluster as the membership topic has them
@@ -421,6 +431,9 @@ class StateStore(Closing):
         """
         self._writable("rebuild")
         names = self._names(views)
+        if self.cluster is None:
+            # Offline: there is no group to say which partitions are this instance's.
+            self._whole("rebuild")
         offline: list[str] = []
         for name in names:
             ing = self._ingestor(name)
@@ -491,6 +504,16 @@ class StateStore(Closing):
             raise NotReadyError(f"the store was opened read-only; cannot {what}")
         if self._closed:
             raise NotReadyError(f"the store is closed; cannot {what}")
+
+    def _whole(self, what: str) -> None:
+        """Refuse *what* over every partition for an instance of a partitioned cluster."""
+        if self.config.cluster.partitioned:
+            raise ConfigError(
+                f"cannot {what} a partitioned cluster's store outside `statestore serve`: an "
+                "instance reads only the partitions Kafka's consumer group gives it, which it "
+                "learns by joining the group (start `statestore serve`; POST "
+                "/views/{view}/rebuild to a running instance rebuilds its partitions)"
+            )
 
     def _names(self, views: list[str] | None) -> list[str]:
         if not views:

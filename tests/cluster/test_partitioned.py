@@ -45,6 +45,7 @@ class Instances:
         self.cluster: dict[str, Any] = {}
         self.api: dict[str, Any] = {"allow_anonymous": True}
         self.tokens: list[dict[str, Any]] = []
+        self.store: dict[str, Any] = {}
 
     def start(self, n: int = 1) -> list[Server]:
         started = []
@@ -58,6 +59,7 @@ class Instances:
                 port=port,
                 api=self.api,
                 tokens=self.tokens,
+                store_options=self.store,
                 log={"format": "json"},
                 cluster={
                     "mode": "partitioned",
@@ -186,13 +188,17 @@ def test_every_key_from_every_instance(instances: Instances, produce: Callable[.
     """Three instances split the partitions; each answers every key (its own, or the
     owner's answer forwarded with the owner named) exactly as the producer's reduction,
     lookups are split by owner and come back in order with every partition's position,
-    and a position read from one instance is waited for by whichever answers."""
+    and a position read from one instance is waited for by whichever answers. Each
+    instance's first load is a bulk load by two worker processes of its partitions."""
+    instances.store = {"bulk_min_records": 1, "bootstrap_workers": 2}
     servers, produced, expected = instances.serving(produce, 3, check=False)
     table = _table(servers[0])
     assert table is not None
     owners = table["views"][VIEW]["owners"]
     urls = {m["member"]: m["url"] for m in table["members"]}
     assert len(set(owners.values())) == 3  # 6 partitions over 3 instances: 2 each
+    # Bulk loads of a share of the partitions check placement against all of them.
+    assert all(m["misplaced"][VIEW] == 0 for m in table["members"])
     ends = produced.last_offsets()
     for server in servers:
         eventually(

@@ -265,3 +265,19 @@ def test_settings_a_partitioned_cluster_cannot_use_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=said):
         _load(tmp_path, cluster, view, extra)
+
+
+def test_a_partitioned_store_is_not_loaded_whole_outside_serve(tmp_path: Path) -> None:
+    """`statestore bootstrap` (and an offline rebuild) would read every partition: refused,
+    saying that the group decides which are the instance's."""
+    kafka = MemoryKafka()
+    _fill(kafka)
+    cluster = ClusterConfig(mode="partitioned", name="c", advertised_url="http://127.0.0.1:1")
+    with _store(tmp_path, kafka) as plain:
+        config = plain.config.model_copy(update={"cluster": cluster})
+    with StateStore(config, client=kafka) as store:
+        with pytest.raises(ConfigError, match="consumer group gives it"):
+            store.bootstrap()
+        with pytest.raises(ConfigError, match="consumer group gives it"):
+            store.rebuild()
+        assert store.view("v").slot.counters["keys"] == 0
