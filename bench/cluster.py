@@ -34,7 +34,7 @@ from typing import Any
 import psutil
 
 from . import rest, topics
-from .common import STATESTORE, VIEW, free_port, fresh_dir, log, write_config
+from .common import STATESTORE, VIEW, free_port, fresh_dir, log, stop, write_config
 
 NAME = "cluster"
 INSTANCES = 3
@@ -99,13 +99,7 @@ class _Instance:
         return int(body["keys"]) if status == 200 and body else -1
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         self.log.close()
 
 

@@ -62,6 +62,17 @@ def s3_bucket_client() -> Any:
     )
 
 
+def stop(proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """SIGTERM *proc* if it runs, and wait; SIGKILL if it outlives *timeout*."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on at the moment."""
     with socket.socket() as s:

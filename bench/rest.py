@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .common import PYTHON, ROOT, STATESTORE, VIEW, log
+from .common import PYTHON, ROOT, STATESTORE, VIEW, log, stop
 from .topics import TOMBSTONE_EVERY
 
 _GET_LUA = """
@@ -100,13 +100,7 @@ class Server:
         raise RuntimeError("bench server did not become ready")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
 
 def _ms(text: str) -> float:
