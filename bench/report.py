@@ -605,9 +605,9 @@ def _seed(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def _cluster(results: dict[str, Any]) -> list[str]:
-    """The partitioned cluster's section: ready, held, REST with forwarding, failover."""
-    c = results.get("cluster")
+def _cluster(c: dict[str, Any] | None) -> list[str]:
+    """The partitioned cluster's section (the cluster phase's results): ready, held, REST
+    with forwarding, failover."""
     if not c:
         return []
     one, many = c["replicated_rest"], c["cluster_rest"]
@@ -899,7 +899,7 @@ def markdown(results: dict[str, Any], images: dict[str, str]) -> str:
             parts += [f"![RSS during bootstrap]({images['rss']})", ""]
     parts += model.markdown(results)
     parts += _seed(results)
-    parts += _cluster(results)
+    parts += _cluster(results.get("cluster"))
     if results.get("errors"):
         parts += ["### Errors in this run", ""]
         parts += [f"- {e['step']}: `{e['error'][:300]}`" for e in results["errors"]]
