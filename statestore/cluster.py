@@ -36,6 +36,7 @@ import orjson
 
 from .config import ClusterConfig
 from .partitioners import partitioner
+from .status import ClusterFacts
 
 if TYPE_CHECKING:
     from .kafka import GroupMember, KafkaClient, MembershipLog
@@ -321,6 +322,22 @@ class Cluster:
             "'not found' while it exists, so no key is answered. Produce with the partitioner "
             "the view declares (or declare the one used), then rebuild the view; see GET "
             f"/views/{view.name} for the first misplaced record"
+        )
+
+    def facts(self) -> ClusterFacts:
+        """The figures ``/metrics`` shows of the cluster."""
+        now = time.monotonic()
+        with self._lock:
+            alive = sum(
+                1
+                for p in self._peers.values()
+                if p.member != self.member and now - p.seen <= self._stale_after
+            )
+        return ClusterFacts(
+            members_alive=alive + 1,
+            rebalances=self.rebalances,
+            owned={n: len(v.owned or ()) for n, v in self._views.items()},
+            serving={n: len(v.serving) for n, v in self._views.items()},
         )
 
     def describe(self) -> dict[str, Any]:

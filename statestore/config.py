@@ -587,7 +587,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
                 registry.setdefault("secrets", {})[dotted] = value
             else:
                 registry[prop] = value
-        elif section in ("store", "api", "log", "snapshots"):
+        elif section in ("store", "api", "log", "snapshots", "cluster"):
             raw.setdefault(section, {})[rest.lower()] = value
 
 

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ._version import __version__
-from .status import PartitionStatus, ViewEvent, ViewState, ViewStatus
+from .status import ClusterFacts, PartitionStatus, ViewEvent, ViewState, ViewStatus
 
 if TYPE_CHECKING:
     from .snapshot import SnapshotStatus
@@ -93,6 +93,10 @@ class _MeteredSnapshots(Protocol):
     def status(self) -> SnapshotStatus: ...
 
 
+class _MeteredCluster(Protocol):
+    def facts(self) -> ClusterFacts: ...
+
+
 class MeteredStore(Protocol):
     """What the collector reads of a store (a :class:`~statestore.StateStore` is one)."""
 
@@ -107,6 +111,9 @@ class MeteredStore(Protocol):
 
     @property
     def views(self) -> Mapping[str, _MeteredView]: ...
+
+    @property
+    def cluster(self) -> _MeteredCluster | None: ...
 
     def status(self) -> list[ViewStatus]: ...
 
@@ -130,6 +137,8 @@ class StoreCollector(Collector):
         yield build_info()
         yield from metrics_for(statuses, StoreFacts(store.starts, store.started_at))
         yield from snapshot_metrics(store.snapshots.status)
+        if store.cluster is not None:
+            yield from cluster_metrics(store.cluster.facts(), self._views)
         shown = {s.name for s in statuses}
         families = [next(iter(v.freshness.collect())) for n, v in store.views.items() if n in shown]
         if families:
@@ -137,6 +146,35 @@ class StoreCollector(Collector):
             for other in families[1:]:
                 merged.samples.extend(other.samples)
             yield merged
+
+
+def cluster_metrics(
+    facts: ClusterFacts, views: Callable[[str], bool] | None = None
+) -> Iterator[Metric]:
+    """A partitioned cluster's instance: members, rebalances, partitions owned and served."""
+    yield GaugeMetricFamily(
+        "statestore_cluster_members",
+        "Instances of this partitioned cluster whose membership record is recent (this one "
+        "included).",
+        value=facts.members_alive,
+    )
+    rebalances = CounterMetricFamily(
+        "statestore_cluster_rebalances",
+        "Assignment changes of the consumer group this instance took part in.",
+    )
+    rebalances.add_metric([], facts.rebalances)
+    yield rebalances
+    partitions = GaugeMetricFamily(
+        "statestore_cluster_partitions",
+        "Partitions of the view's topic the group gave this instance (state=owned) and, of "
+        "those, the ones it has read to the end and answers for (state=serving).",
+        labels=["view", "state"],
+    )
+    for view, n in facts.owned.items():
+        if views is None or views(view):
+            partitions.add_metric([view, "owned"], n)
+            partitions.add_metric([view, "serving"], facts.serving.get(view, 0))
+    yield partitions
 
 
 def snapshot_metrics(status: SnapshotStatus) -> Iterator[Metric]:

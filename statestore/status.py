@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["LoadStatus", "PartitionStatus", "Partitioning", "ViewEvent", "ViewState", "ViewStatus"]
+__all__ = [
+    "ClusterFacts",
+    "LoadStatus",
+    "PartitionStatus",
+    "Partitioning",
+    "ViewEvent",
+    "ViewState",
+    "ViewStatus",
+]
 
 ViewState = Literal[
     "starting", "bootstrapping", "ready", "rebuilding", "degraded", "failed", "stopped"
@@ -68,6 +76,16 @@ class Partitioning:
     misplaced: int
     checked_from: dict[int, int] = field(default_factory=dict)
     first: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterFacts:
+    """A partitioned cluster as one instance sees it, for its metrics."""
+
+    members_alive: int  # this instance included
+    rebalances: int  # assignment changes this instance took part in
+    owned: dict[str, int]  # per view, partitions the group gave this instance
+    serving: dict[str, int]  # per view, those of them it answers for
 
 
 @dataclass(frozen=True, slots=True)

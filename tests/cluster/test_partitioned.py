@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.support.config import write_config
+from tests.support.metrics import parse
 from tests.support.processes import Server, clean_env, free_port, run
 from tests.support.waits import eventually
 
@@ -229,6 +230,13 @@ def test_every_key_from_every_instance(instances: Instances, produce: Callable[.
             for part in r.headers["x-statestore-position"].split(",")
         )
         assert position == {p: ends.get(p, -1) for p in range(PARTITIONS)}
+    # /metrics: the members, and per instance 2 partitions owned and served.
+    for server in servers:
+        found = parse(server.http.get("/metrics").text)
+        assert found[("statestore_cluster_members", ())] == 3
+        assert found[("statestore_cluster_partitions", (("state", "owned"), ("view", VIEW)))] == 2
+        assert found[("statestore_cluster_partitions", (("state", "serving"), ("view", VIEW)))] == 2
+        assert found[("statestore_cluster_rebalances_total", ())] >= 1
     # `statestore status` beside the running instances names the members and what each owns.
     config = instances.root / "i0" / "statestore.toml"
     done = run(

@@ -281,3 +281,26 @@ def test_a_partitioned_store_is_not_loaded_whole_outside_serve(tmp_path: Path) -
         with pytest.raises(ConfigError, match="consumer group gives it"):
             store.rebuild()
         assert store.view("v").slot.counters["keys"] == 0
+
+
+def test_each_instance_takes_its_own_settings_from_the_environment(tmp_path: Path) -> None:
+    """One file for every pod; the pod's URL and member id from ``STATESTORE_CLUSTER__*``."""
+    path = tmp_path / "c.toml"
+    path.write_text('[[views]]\nname = "v"\ntopic = "t"\npartitioner = "murmur2"\n')
+    config = load_config(
+        path,
+        environ={
+            "STATESTORE_CLUSTER__MODE": "partitioned",
+            "STATESTORE_CLUSTER__NAME": "c",
+            "STATESTORE_CLUSTER__ADVERTISED_URL": "http://p-0.statestore:8000",
+            "STATESTORE_CLUSTER__INSTANCE_ID": "p-0",
+            "STATESTORE_CLUSTER__FORWARD": "false",
+        },
+    )
+    assert config.cluster == ClusterConfig(
+        mode="partitioned",
+        name="c",
+        advertised_url="http://p-0.statestore:8000",
+        instance_id="p-0",
+        forward=False,
+    )
