@@ -17,8 +17,12 @@ their key hashes to (:meth:`statestore.cluster.Cluster.route`):
   ``partition_moving`` with ``Retry-After``: never a 404 for a key that exists elsewhere.
 - ``min_position`` is narrowed to the partitions of the keys asked, so each owner waits
   only for what it holds.
-- Reads that span every partition (scans, index queries, the change stream) are not
-  gathered across instances yet: they answer 501 ``not_partitioned`` rather than a part.
+- ``GET /views/{view}/entities`` (a scan): every owner is asked for its keys from the
+  cursor on, in parallel; the pages are merged in key order, and the next cursor names
+  the last key given, so any instance continues it, across moves (a partition no one
+  answers for is a 503).
+- Index queries and the change stream are not gathered across instances yet: they
+  answer 501 ``not_partitioned`` rather than a part of the view.
 
 A forwarded request carries ``X-Statestore-Forwarded``; an instance that does not serve
 the key of such a request answers 503 instead of forwarding it again, so a routing table
@@ -28,6 +32,8 @@ that is briefly wrong costs a retry, never a loop.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,7 +54,7 @@ from statestore.cluster import Route
 from statestore.position import format_position, parse_position
 
 from .auth import authenticate_request, require_view
-from .deps import DEFAULT_WAIT_MS, get_store, resolve_view
+from .deps import DEFAULT_PAGE_SIZE, DEFAULT_WAIT_MS, get_store, resolve_view
 from .entities import ENTITY_PATH, LOOKUP_PATH, exact_tail
 from .errors import ApiError, handled_error
 from .fastpath import _json_body, _lookup_keys, _read_body, _replay
@@ -73,8 +79,13 @@ _FORWARDED = FORWARDED_HEADER.lower().encode()
 # Request headers a forwarded call carries; response headers passed back.
 _ASKED = (b"authorization", b"accept", b"x-request-id")
 _ANSWERED = ("content-type", "retry-after", "www-authenticate", POSITION_HEADER.lower())
-# A view's reads over every partition (not gathered across instances yet).
-_WHOLE_VIEW = re.compile(r"^/views/[^/]+/(entities/?$|by/|changes)")
+# The scan route, gathered from every owner.
+SCAN_PATH = "/views/{view}/entities"
+# A view's other reads over every partition (not gathered across instances yet).
+_WHOLE_VIEW = re.compile(r"^/views/[^/]+/(entities/$|by/|changes)")
+# A gathered scan's cursor: not signed (any instance may be asked for the next page, and
+# it says no more than a `start`), checked against the request it continues.
+_CURSOR_MARK = "g1."
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +139,7 @@ class ClusterRouter:
         self.authenticated = authenticated
         self._entity = compile_path(ENTITY_PATH)[0]
         self._lookup = compile_path(LOOKUP_PATH)[0]
+        self._scan = compile_path(SCAN_PATH)[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = scope.get("app")
@@ -142,6 +154,8 @@ class ClusterRouter:
             handler = self._get
         elif method == "POST" and (match := self._lookup.match(path)) is not None:
             handler = self._lookup_split
+        elif method == "GET" and (match := self._scan.match(path)) is not None:
+            handler = self._scan_gather
         elif method in ("GET", "HEAD") and (match := _WHOLE_VIEW.match(path)) is not None:
             handler = self._whole_view
         else:
@@ -159,9 +173,10 @@ class ClusterRouter:
         raise ApiError(
             501,
             "not_partitioned",
-            "this instance holds only its partitions of a partitioned view; scans, index "
-            "queries and change streams are not gathered across instances yet: read keys "
-            "(GET .../entities/{key} or POST .../lookup), which any instance answers",
+            "this instance holds only its partitions of a partitioned view; index queries and "
+            "change streams are not gathered across instances yet: read keys (GET "
+            ".../entities/{key}, POST .../lookup) or scan (GET .../entities), which any "
+            "instance answers",
         )
 
     # -- one key ---------------------------------------------------------------------------
@@ -281,6 +296,86 @@ class ClusterRouter:
         headers = {POSITION_HEADER: format_position(dict(sorted(position.items())))}
         return json_response({"items": items}, headers=headers)
 
+    # -- every key in order ------------------------------------------------------------------
+
+    async def _scan_gather(self, call: _Call) -> Response | None:
+        """A page of a scan over every partition: each owner's keys from the cursor on,
+        merged in key order; the next page's cursor is the last key given (any instance
+        continues it). An owner asked for its part (a forwarded call) answers from what it
+        stores, and the asker keeps the keys of the partitions that owner answers for."""
+        request, store, cluster = call.request, call.store, call.cluster
+        scope = request.scope
+        if _is_forwarded(scope):
+            await self.app(scope, call.receive, call.send)
+            return None
+        name = call.match["view"]
+        view = await self._view(request, store, name)
+        q = request.query_params
+        prefix, start, end = q.get("prefix", ""), q.get("start", ""), q.get("end", "")
+        limit = _page_size(q.get("limit"), int(scope["app"].state.config.api.max_page_size))
+        codec = view.key_codec
+        low = start
+        after = q.get("after")
+        if after is not None:
+            last = _open_cursor(after, name, prefix, start, end)
+            successor = codec.to_text(codec.from_text(last) + b"\x00")
+            if not low or codec.from_text(successor) > codec.from_text(low):
+                low = successor
+        owners, moving = cluster.serving_owners(view)
+        if moving is not None:
+            _check_routable(moving, scope)
+        params = {"prefix": prefix, "start": low, "end": end, "limit": str(limit)}
+        query = urlencode({k: v for k, v in params.items() if v}).encode("latin-1")
+
+        async def part(url: str | None, partitions: frozenset[int]) -> _Part:
+            if url is None:
+                page = await run_in_threadpool(
+                    store.scan, name, prefix, limit=limit, start=low or None, end=end or None
+                )
+                kept = [e.to_dict() for e in page.items if e.partition in partitions]
+                last = page.items[-1].key if page.next is not None and page.items else None
+                return _Part(kept, last, view.position_text(), None)
+            route = Route("remote", -1, url=url, member=url)
+            answer = await self._forward(
+                cluster, route, scope, "GET", None, path=f"/views/{name}/entities", query=query
+            )
+            if answer.status_code != 200:
+                return _Part([], None, "", answer)
+            data = orjson.loads(bytes(answer.body))
+            items = data["items"]
+            kept = [i for i in items if i["partition"] in partitions]
+            last = items[-1]["key"] if data["next"] is not None and items else None
+            return _Part(kept, last, answer.headers.get(POSITION_HEADER, ""), None)
+
+        parts: list[_Part] = await asyncio.gather(*(part(u, ps) for u, ps in owners.items()))
+        for p in parts:
+            if p.failed is not None:
+                return p.failed
+        bounds = [codec.from_text(p.last) for p in parts if p.last is not None]
+        bound = min(bounds) if bounds else None
+        merged = sorted(
+            (
+                (codec.from_text(item["key"]), item)
+                for p in parts
+                for item in p.items
+                if bound is None or codec.from_text(item["key"]) <= bound
+            ),
+            key=lambda pair: pair[0],
+        )
+        next_key: bytes | None = bound
+        if len(merged) > limit:
+            merged = merged[:limit]
+            next_key = merged[-1][0]
+        cursor = None
+        if next_key is not None:
+            cursor = _cursor(codec.to_text(next_key), name, prefix, start, end)
+        position: dict[int, int] = {}
+        for p in parts:
+            if p.position:
+                position.update(parse_position(p.position))
+        headers = {POSITION_HEADER: format_position(dict(sorted(position.items())))}
+        return json_response({"items": [i for _, i in merged], "next": cursor}, headers=headers)
+
     # -- shared ----------------------------------------------------------------------------
 
     async def _view(self, request: Request, store: StateStore, name: str) -> View:
@@ -361,6 +456,61 @@ async def close_forwarding(state: Any) -> None:
         await held[1].close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One owner's part of a gathered scan: the items of the partitions it answers for, the
+    last key it gave when it has more (None: it gave all), its position, or its failure."""
+
+    items: list[dict[str, Any]]
+    last: str | None
+    position: str
+    failed: Response | None
+
+
+def _is_forwarded(scope: Scope) -> bool:
+    return any(name == _FORWARDED for name, _ in scope.get("headers", ()))
+
+
+def _page_size(text: str | None, most: int) -> int:
+    if text is None:
+        return min(DEFAULT_PAGE_SIZE, most)
+    try:
+        limit = int(text)
+    except ValueError:
+        raise ApiError(422, "invalid_request", "query.limit: not an integer") from None
+    if not 1 <= limit <= most:
+        raise ApiError(422, "invalid_request", f"query.limit: must be between 1 and {most}")
+    return limit
+
+
+def _cursor(key: str, view: str, prefix: str, start: str, end: str) -> str:
+    data = orjson.dumps({"v": view, "k": key, "p": prefix, "s": start, "e": end})
+    return _CURSOR_MARK + base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _open_cursor(cursor: str, view: str, prefix: str, start: str, end: str) -> str:
+    """The last key a gathered page gave; 422 for a cursor of another scan or none."""
+    try:
+        if not cursor.startswith(_CURSOR_MARK):
+            raise ValueError("not a gathered scan's cursor")
+        body = cursor[len(_CURSOR_MARK) :]
+        data = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        key = data["k"]
+        same = (data["v"], data["p"], data["s"], data["e"]) == (view, prefix, start, end)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise ApiError(
+            422, "invalid_cursor", "the cursor is not one this scan gave; start from the first page"
+        ) from None
+    if not same or not isinstance(key, str):
+        raise ApiError(
+            422,
+            "invalid_cursor",
+            "the cursor belongs to another scan (view, prefix or key range); pass the same "
+            "ones as the page that gave it",
+        )
+    return key
+
+
 def _redirect(route: Route, scope: Scope) -> Response:
     """307 to the same request on the owner (``[cluster] forward = false``)."""
     response = RedirectResponse(_target(route, scope), status_code=307)
@@ -387,7 +537,7 @@ def _check_routable(route: Route, scope: Scope) -> None:
             f"{route.reason}; retry shortly",
             headers={"Retry-After": "1"},
         )
-    if any(name == _FORWARDED for name, _ in scope.get("headers", ())):
+    if _is_forwarded(scope):
         raise ApiError(
             503,
             "partition_moving",

@@ -302,6 +302,35 @@ class Cluster:
             reason = f"partition {partition} is claimed by {len(claims)} instances (it is moving)"
         return Route("moving", partition, reason=reason)
 
+    def serving_owners(self, view: View) -> tuple[dict[str | None, frozenset[int]], Route | None]:
+        """Who answers for each partition of *view* now, for a read over all of them:
+        ``{url (None: this instance): its partitions}``, or the first partition no one
+        answers for (or two claim) as a route that is not local."""
+        count = view.partition_count
+        if not count:
+            return {}, Route("moving", -1, reason="the topic's partitions are not known yet")
+        refused = self._misplaced(view)
+        if refused:
+            return {}, Route("refused", -1, reason=refused)
+        now = time.monotonic()
+        with self._lock:
+            peers = [
+                p
+                for p in self._peers.values()
+                if p.member != self.member and now - p.seen <= self._stale_after
+            ]
+        owners: dict[str | None, set[int]] = {}
+        for partition in range(count):
+            if partition in view.serving:
+                owners.setdefault(None, set()).add(partition)
+                continue
+            claims = [p for p in peers if partition in p.serving.get(view.name, ())]
+            if len(claims) != 1:
+                reason = f"partition {partition} is answered for by {len(claims)} instances now"
+                return {}, Route("moving", partition, reason=f"{reason} (it is moving)")
+            owners.setdefault(claims[0].url, set()).add(partition)
+        return {url: frozenset(ps) for url, ps in owners.items()}, None
+
     def _misplaced(self, view: View) -> str:
         """Why reads of *view* are refused: records that sit where its partitioner does
         not put them, on this instance or another (a key routed by the partitioner could be

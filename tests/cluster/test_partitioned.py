@@ -431,19 +431,56 @@ def test_a_producer_with_another_partitioner_is_caught(
         assert r.status_code == 409
 
 
-def test_reads_over_every_partition_are_refused_not_partial(
+def test_a_scan_is_gathered_from_every_owner_in_key_order(
     instances: Instances, produce: Callable[..., Any]
 ) -> None:
-    """A scan, an index query or a change stream of a partitioned view would see one
-    instance's partitions only: each is a 501 that says so."""
+    """Paging through a scan, each page asked of another instance: every live key once, in
+    key order, with prefixes and ranges; a cursor of another scan is refused."""
+    servers, _, expected = instances.serving(produce, 3)
+
+    def pages(params: dict[str, str], limit: int) -> list[str]:
+        keys: list[str] = []
+        cursor = None
+        for turn in range(1000):
+            asked = {**params, "limit": str(limit), **({"after": cursor} if cursor else {})}
+            r = servers[turn % 3].http.get(
+                f"/views/{VIEW}/entities", params=asked, headers=_headers()
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert len(body["items"]) <= limit
+            for item in body["items"]:
+                assert item["value"] == expected[item["key"]]
+            keys += [item["key"] for item in body["items"]]
+            cursor = body["next"]
+            if cursor is None:
+                return keys
+        raise AssertionError("the scan did not end")
+
+    everything = sorted(expected)
+    assert pages({}, 37) == everything
+    assert pages({}, 1000) == everything
+    assert pages({"prefix": "key-01"}, 9) == [k for k in everything if k.startswith("key-01")]
+    ranged = pages({"start": "key-0100", "end": "key-0200"}, 25)
+    assert ranged == [k for k in everything if "key-0100" <= k < "key-0200"]
+    first = servers[0].http.get(f"/views/{VIEW}/entities", params={"limit": "5"}).json()
+    other = servers[1].http.get(
+        f"/views/{VIEW}/entities", params={"prefix": "key-02", "after": first["next"]}
+    )
+    assert other.status_code == 422 and other.json()["error"]["code"] == "invalid_cursor"
+    forged = servers[1].http.get(f"/views/{VIEW}/entities", params={"after": "nonsense"})
+    assert forged.status_code == 422 and forged.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_index_queries_and_change_streams_are_refused_not_partial(
+    instances: Instances, produce: Callable[..., Any]
+) -> None:
+    """An index query or a change stream of a partitioned view would see one instance's
+    partitions only: each is a 501 that says so."""
     _produce_keys(produce, instances.topic)
     servers = instances.start(1)
     wait_settled(servers)
-    for path in (
-        f"/views/{VIEW}/entities",
-        f"/views/{VIEW}/by/i?value=1",
-        f"/views/{VIEW}/changes",
-    ):
+    for path in (f"/views/{VIEW}/by/i?value=1", f"/views/{VIEW}/by/i/1", f"/views/{VIEW}/changes"):
         r = servers[0].http.get(path)
         assert r.status_code == 501, (path, r.text)
         assert r.json()["error"]["code"] == "not_partitioned"

@@ -19,6 +19,7 @@ import pytest
 
 from statestore import ConfigError, StateStore, ViewConfig
 from statestore.api.cluster import _narrowed
+from statestore.api.errors import ApiError
 from statestore.cluster import Cluster
 from statestore.config import ClusterConfig, load_config
 from statestore.ingest import Ingestor
@@ -304,3 +305,21 @@ def test_each_instance_takes_its_own_settings_from_the_environment(tmp_path: Pat
         instance_id="p-0",
         forward=False,
     )
+
+
+def test_a_gathered_scans_cursor_continues_only_its_own_scan() -> None:
+    from statestore.api.cluster import _cursor, _open_cursor
+
+    cursor = _cursor("key-0042", "v", "key-0", "", "key-1")
+    assert _open_cursor(cursor, "v", "key-0", "", "key-1") == "key-0042"
+    for other in (
+        ("w", "key-0", "", "key-1"),
+        ("v", "key-", "", "key-1"),
+        ("v", "key-0", "a", "key-1"),
+    ):
+        with pytest.raises(ApiError, match="another scan"):
+            _open_cursor(cursor, *other)
+    for junk in ("", "g1.", "g1.!!!", cursor[3:], "g1." + "e30"):
+        with pytest.raises(ApiError) as raised:
+            _open_cursor(junk, "v", "key-0", "", "key-1")
+        assert raised.value.code == "invalid_cursor"
