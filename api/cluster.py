@@ -35,7 +35,7 @@ import asyncio
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
@@ -49,9 +49,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from statestore import StateStoreError
+from statestore import StateStoreError, UnknownIndexError
 from statestore.cluster import Route
+from statestore.indexes import parse_index_value
 from statestore.position import format_position, parse_position
+from statestore.view import Page
 
 from .auth import authenticate_request, require_view
 from .deps import DEFAULT_PAGE_SIZE, DEFAULT_WAIT_MS, get_store, resolve_view
@@ -81,6 +83,7 @@ _ASKED = (b"authorization", b"accept", b"x-request-id")
 _ANSWERED = ("content-type", "retry-after", "www-authenticate", POSITION_HEADER.lower())
 # The scan route, gathered from every owner.
 SCAN_PATH = "/views/{view}/entities"
+BY_PATH = "/views/{view}/by/{field}/{value:anytext}"
 # A view's other reads over every partition (not gathered across instances yet).
 _WHOLE_VIEW = re.compile(r"^/views/[^/]+/(entities/$|by/|changes)")
 # A gathered scan's cursor: not signed (any instance may be asked for the next page, and
@@ -140,6 +143,7 @@ class ClusterRouter:
         self._entity = compile_path(ENTITY_PATH)[0]
         self._lookup = compile_path(LOOKUP_PATH)[0]
         self._scan = compile_path(SCAN_PATH)[0]
+        self._by = compile_path(BY_PATH)[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = scope.get("app")
@@ -156,6 +160,8 @@ class ClusterRouter:
             handler = self._lookup_split
         elif method == "GET" and (match := self._scan.match(path)) is not None:
             handler = self._scan_gather
+        elif method == "GET" and (match := self._by.match(path)) is not None:
+            handler = self._by_gather
         elif method in ("GET", "HEAD") and (match := _WHOLE_VIEW.match(path)) is not None:
             handler = self._whole_view
         else:
@@ -222,9 +228,9 @@ class ClusterRouter:
         for r in routes:
             if r.kind != "local":
                 _check_routable(r, scope)
-        return await self._gather(cluster, name, keys, routes, request, query)
+        return await self._lookup_parts(cluster, name, keys, routes, request, query)
 
-    async def _gather(
+    async def _lookup_parts(
         self,
         cluster: Cluster,
         name: str,
@@ -249,9 +255,7 @@ class ClusterRouter:
                 "(GET /cluster names them)",
             )
         scope = request.scope
-        path = scope.get("raw_path") or scope["path"].encode()
-        if isinstance(path, bytes):
-            path = path.split(b"?", 1)[0].decode("latin-1")
+        path = _raw_path(scope)
 
         async def part(url: str | None, indexes: list[int]) -> tuple[list[int], Response]:
             asked = [keys[i] for i in indexes]
@@ -299,46 +303,93 @@ class ClusterRouter:
     # -- every key in order ------------------------------------------------------------------
 
     async def _scan_gather(self, call: _Call) -> Response | None:
-        """A page of a scan over every partition: each owner's keys from the cursor on,
-        merged in key order; the next page's cursor is the last key given (any instance
-        continues it). An owner asked for its part (a forwarded call) answers from what it
-        stores, and the asker keeps the keys of the partitions that owner answers for."""
-        request, store, cluster = call.request, call.store, call.cluster
-        scope = request.scope
-        if _is_forwarded(scope):
-            await self.app(scope, call.receive, call.send)
+        """A scan over every partition (``GET /views/{view}/entities``), gathered."""
+        request, store = call.request, call.store
+        if _is_forwarded(request.scope):
+            # An owner's part of a gathered read: what this instance stores.
+            await self.app(request.scope, call.receive, call.send)
             return None
         name = call.match["view"]
         view = await self._view(request, store, name)
         q = request.query_params
-        prefix, start, end = q.get("prefix", ""), q.get("start", ""), q.get("end", "")
-        limit = _page_size(q.get("limit"), int(scope["app"].state.config.api.max_page_size))
+        prefix, end = q.get("prefix", ""), q.get("end", "")
+        fixed = {"prefix": prefix, "start": q.get("start", ""), "end": end}
+
+        async def local(low: str, limit: int) -> Page:
+            page: Page = await run_in_threadpool(
+                store.scan, name, prefix, limit=limit, start=low or None, end=end or None
+            )
+            return page
+
+        ident = {"view": name, **fixed}
+        return await self._gather(call, view, f"/views/{name}/entities", fixed, local, ident)
+
+    async def _by_gather(self, call: _Call) -> Response | None:
+        """The entities whose indexed field equals a value (``GET /views/{view}/by/{field}/
+        {value}``), gathered in key order."""
+        request, store = call.request, call.store
+        scope = request.scope
+        if _is_forwarded(scope):
+            await self.app(scope, call.receive, call.send)
+            return None
+        name, field = call.match["view"], call.match["field"]
+        view = await self._view(request, store, name)
+        if field not in view.config.indexes:
+            raise UnknownIndexError(name, field, view.config.indexes)
+        text = exact_tail(request, f"/views/{name}/by/{field}/", call.match["value"])
+        value = parse_index_value(text)
+        fixed = {"start": request.query_params.get("start", "")}
+
+        async def local(low: str, limit: int) -> Page:
+            page: Page = await run_in_threadpool(
+                store.by, name, field, value, limit=limit, start=low or None
+            )
+            return page
+
+        ident = {"view": name, "field": field, "value": text, **fixed}
+        return await self._gather(call, view, _raw_path(scope), fixed, local, ident)
+
+    async def _gather(
+        self,
+        call: _Call,
+        view: View,
+        path: str,
+        fixed: dict[str, str],
+        local: Callable[[str, int], Awaitable[Page]],
+        ident: dict[str, str],
+    ) -> Response:
+        """A page of a read over every partition in key order: each owner asked for its
+        keys from the cursor on (its ``start``), in parallel, the pages merged; the next
+        cursor names the last key given, so any instance continues it, and a partition
+        that moved between pages is read from its new owner. An owner answers from what
+        it stores; the keys of the partitions it answers for are kept."""
+        request, cluster = call.request, call.cluster
+        scope = request.scope
+        limit = _page_size(
+            request.query_params.get("limit"), int(scope["app"].state.config.api.max_page_size)
+        )
         codec = view.key_codec
-        low = start
-        after = q.get("after")
+        low = fixed.get("start", "")
+        after = request.query_params.get("after")
         if after is not None:
-            last = _open_cursor(after, name, prefix, start, end)
-            successor = codec.to_text(codec.from_text(last) + b"\x00")
+            last = codec.from_text(_open_cursor(after, ident))
+            successor = codec.to_text(last + b"\x00")
             if not low or codec.from_text(successor) > codec.from_text(low):
                 low = successor
         owners, moving = cluster.serving_owners(view)
         if moving is not None:
             _check_routable(moving, scope)
-        params = {"prefix": prefix, "start": low, "end": end, "limit": str(limit)}
+        params = {**fixed, "start": low, "limit": str(limit)}
         query = urlencode({k: v for k, v in params.items() if v}).encode("latin-1")
 
         async def part(url: str | None, partitions: frozenset[int]) -> _Part:
             if url is None:
-                page = await run_in_threadpool(
-                    store.scan, name, prefix, limit=limit, start=low or None, end=end or None
-                )
+                page = await local(low, limit)
                 kept = [e.to_dict() for e in page.items if e.partition in partitions]
                 last = page.items[-1].key if page.next is not None and page.items else None
                 return _Part(kept, last, view.position_text(), None)
             route = Route("remote", -1, url=url, member=url)
-            answer = await self._forward(
-                cluster, route, scope, "GET", None, path=f"/views/{name}/entities", query=query
-            )
+            answer = await self._forward(cluster, route, scope, "GET", None, path=path, query=query)
             if answer.status_code != 200:
                 return _Part([], None, "", answer)
             data = orjson.loads(bytes(answer.body))
@@ -366,9 +417,7 @@ class ClusterRouter:
         if len(merged) > limit:
             merged = merged[:limit]
             next_key = merged[-1][0]
-        cursor = None
-        if next_key is not None:
-            cursor = _cursor(codec.to_text(next_key), name, prefix, start, end)
+        cursor = None if next_key is None else _cursor(codec.to_text(next_key), ident)
         position: dict[int, int] = {}
         for p in parts:
             if p.position:
@@ -483,32 +532,37 @@ def _page_size(text: str | None, most: int) -> int:
     return limit
 
 
-def _cursor(key: str, view: str, prefix: str, start: str, end: str) -> str:
-    data = orjson.dumps({"v": view, "k": key, "p": prefix, "s": start, "e": end})
+def _cursor(key: str, ident: dict[str, str]) -> str:
+    data = orjson.dumps({"k": key, "q": ident})
     return _CURSOR_MARK + base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
-def _open_cursor(cursor: str, view: str, prefix: str, start: str, end: str) -> str:
-    """The last key a gathered page gave; 422 for a cursor of another scan or none."""
+def _open_cursor(cursor: str, ident: dict[str, str]) -> str:
+    """The last key a gathered page gave; 422 for a cursor of another read or none."""
     try:
         if not cursor.startswith(_CURSOR_MARK):
-            raise ValueError("not a gathered scan's cursor")
+            raise ValueError("not a gathered read's cursor")
         body = cursor[len(_CURSOR_MARK) :]
         data = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        key = data["k"]
-        same = (data["v"], data["p"], data["s"], data["e"]) == (view, prefix, start, end)
+        key, same = data["k"], data["q"] == ident
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise ApiError(
-            422, "invalid_cursor", "the cursor is not one this scan gave; start from the first page"
+            422, "invalid_cursor", "the cursor is not one this read gave; start from the first page"
         ) from None
     if not same or not isinstance(key, str):
         raise ApiError(
             422,
             "invalid_cursor",
-            "the cursor belongs to another scan (view, prefix or key range); pass the same "
-            "ones as the page that gave it",
+            "the cursor belongs to another read (view, prefix, key range, index or value); "
+            "pass the same ones as the page that gave it",
         )
     return key
+
+
+def _raw_path(scope: Scope) -> str:
+    """The request's path as the client sent it (still percent-encoded)."""
+    raw = scope.get("raw_path")
+    return raw.split(b"?", 1)[0].decode("latin-1") if isinstance(raw, bytes) else scope["path"]
 
 
 def _redirect(route: Route, scope: Scope) -> Response:
@@ -552,8 +606,7 @@ def _target(
 ) -> str:
     """The owner's URL for this request: the same raw path and query string."""
     if path is None:
-        raw = scope.get("raw_path")
-        path = raw.split(b"?", 1)[0].decode("latin-1") if isinstance(raw, bytes) else scope["path"]
+        path = _raw_path(scope)
     if query is None:
         query = scope.get("query_string", b"")
     url = f"{route.url}{path}"

@@ -163,11 +163,16 @@ def find_by(
         ),
     ],
     after: After = None,
+    start: Annotated[
+        str, Query(description="Only keys from this one on (inclusive); empty: from the first.")
+    ] = "",
 ) -> Response:
     """Entities whose indexed `field` equals `value`, in key order, `limit` at a time."""
     _check_index(ctx, field)
     text = exact_tail(request, f"/views/{ctx.name}/by/{field}/", value)
-    page = ctx.store.by(ctx.name, field, parse_index_value(text), after=after, limit=limit)
+    page = ctx.store.by(
+        ctx.name, field, parse_index_value(text), after=after, limit=limit, start=start or None
+    )
     items = [e.to_dict() for e in page.items]
     return json_response({"items": items, "next": page.next}, headers=ctx.headers)
 

@@ -94,10 +94,17 @@ class ViewReader:
         return self._view.scan(prefix, after, limit, start=start, end=end)
 
     def by(
-        self, field: str, value: IndexValue, *, limit: int = 100, after: str | None = None
+        self,
+        field: str,
+        value: IndexValue,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        start: str | None = None,
     ) -> Page:
-        """Entities whose indexed *field* equals *value*, in key order."""
-        return self._view.by(field, value, after, limit)
+        """Entities whose indexed *field* equals *value*, in key order (from the key
+        *start* on, inclusive, when given)."""
+        return self._view.by(field, value, after, limit, start=start)
 
     def by_range(
         self,

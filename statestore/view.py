@@ -495,8 +495,17 @@ class View:
         found = self.storage.scan(slot.entity_cf, begin, high)
         return Page(*self._page(scope, ((key, self.entity(key, d)) for key, d in found), limit))
 
-    def by(self, field: str, value: Any, after: str | None = None, limit: int = 100) -> Page:
-        """A page of entities whose indexed *field* equals *value*, in key order."""
+    def by(
+        self,
+        field: str,
+        value: Any,
+        after: str | None = None,
+        limit: int = 100,
+        *,
+        start: str | None = None,
+    ) -> Page:
+        """A page of entities whose indexed *field* equals *value*, in key order, from the
+        key *start* on (inclusive) when given."""
         slot = self.slot
         if field not in slot.index_cfs:
             raise UnknownIndexError(self.name, field, self.config.indexes)
@@ -506,14 +515,14 @@ class View:
         cf = slot.index_cfs[field]
         prefix = index_value_key(value)
         scope = f"by:{self.name}:{slot.generation}:{field}:{prefix.hex()}"
-        start = prefix
+        begin = prefix + self.key_codec.from_text(start) if start else prefix
         if after:
-            start = prefix + self.signer.open(scope, after) + b"\x00"
+            begin = max(begin, prefix + self.signer.open(scope, after) + b"\x00")
         n = len(prefix)
         path = slot.index_paths[field]
 
         def matches() -> Iterator[tuple[bytes, Entity]]:
-            for ikey, _ in self.storage.scan(cf, start, prefix_end(prefix)):
+            for ikey, _ in self.storage.scan(cf, begin, prefix_end(prefix)):
                 key = ikey[n:]
                 data = self.storage.get(slot.entity_cf, key)
                 if data is None:

@@ -56,7 +56,14 @@ class Instances:
             port = free_port()
             config = write_config(
                 d,
-                [{"name": VIEW, "topic": self.topic, "partitioner": self.partitioner}],
+                [
+                    {
+                        "name": VIEW,
+                        "topic": self.topic,
+                        "partitioner": self.partitioner,
+                        "indexes": ["round"],
+                    }
+                ],
                 port=port,
                 api=self.api,
                 tokens=self.tokens,
@@ -434,17 +441,18 @@ def test_a_producer_with_another_partitioner_is_caught(
 def test_a_scan_is_gathered_from_every_owner_in_key_order(
     instances: Instances, produce: Callable[..., Any]
 ) -> None:
-    """Paging through a scan, each page asked of another instance: every live key once, in
-    key order, with prefixes and ranges; a cursor of another scan is refused."""
+    """Paging through a scan, or an index query, each page asked of another instance:
+    every matching live key once, in key order, with prefixes and ranges; a cursor of
+    another read is refused."""
     servers, _, expected = instances.serving(produce, 3)
 
-    def pages(params: dict[str, str], limit: int) -> list[str]:
+    def pages(params: dict[str, str], limit: int, path: str = "entities") -> list[str]:
         keys: list[str] = []
         cursor = None
         for turn in range(1000):
             asked = {**params, "limit": str(limit), **({"after": cursor} if cursor else {})}
             r = servers[turn % 3].http.get(
-                f"/views/{VIEW}/entities", params=asked, headers=_headers()
+                f"/views/{VIEW}/{path}", params=asked, headers=_headers()
             )
             assert r.status_code == 200, r.text
             body = r.json()
@@ -470,17 +478,27 @@ def test_a_scan_is_gathered_from_every_owner_in_key_order(
     assert other.status_code == 422 and other.json()["error"]["code"] == "invalid_cursor"
     forged = servers[1].http.get(f"/views/{VIEW}/entities", params={"after": "nonsense"})
     assert forged.status_code == 422 and forged.json()["error"]["code"] == "invalid_cursor"
+    for n in (1, 2):
+        matching = [k for k in everything if expected[k]["round"] == n]
+        assert pages({}, 13, f"by/round/{n}") == matching
+        assert pages({"start": "key-0150"}, 7, f"by/round/{n}") == [
+            k for k in matching if k >= "key-0150"
+        ]
+    elsewhere = servers[2].http.get(f"/views/{VIEW}/by/round/2", params={"after": first["next"]})
+    assert elsewhere.status_code == 422
+    unknown = servers[0].http.get(f"/views/{VIEW}/by/colour/red")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_index"
 
 
-def test_index_queries_and_change_streams_are_refused_not_partial(
+def test_index_ranges_and_change_streams_are_refused_not_partial(
     instances: Instances, produce: Callable[..., Any]
 ) -> None:
-    """An index query or a change stream of a partitioned view would see one instance's
+    """An index range or a change stream of a partitioned view would see one instance's
     partitions only: each is a 501 that says so."""
     _produce_keys(produce, instances.topic)
     servers = instances.start(1)
     wait_settled(servers)
-    for path in (f"/views/{VIEW}/by/i?value=1", f"/views/{VIEW}/by/i/1", f"/views/{VIEW}/changes"):
+    for path in (f"/views/{VIEW}/by/round?start=1", f"/views/{VIEW}/changes"):
         r = servers[0].http.get(path)
         assert r.status_code == 501, (path, r.text)
         assert r.json()["error"]["code"] == "not_partitioned"

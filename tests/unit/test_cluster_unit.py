@@ -307,19 +307,39 @@ def test_each_instance_takes_its_own_settings_from_the_environment(tmp_path: Pat
     )
 
 
-def test_a_gathered_scans_cursor_continues_only_its_own_scan() -> None:
+def test_a_gathered_reads_cursor_continues_only_its_own_read() -> None:
     from statestore.api.cluster import _cursor, _open_cursor
 
-    cursor = _cursor("key-0042", "v", "key-0", "", "key-1")
-    assert _open_cursor(cursor, "v", "key-0", "", "key-1") == "key-0042"
-    for other in (
-        ("w", "key-0", "", "key-1"),
-        ("v", "key-", "", "key-1"),
-        ("v", "key-0", "a", "key-1"),
-    ):
-        with pytest.raises(ApiError, match="another scan"):
-            _open_cursor(cursor, *other)
+    ident = {"view": "v", "prefix": "key-0", "start": "", "end": "key-1"}
+    cursor = _cursor("key-0042", ident)
+    assert _open_cursor(cursor, ident) == "key-0042"
+    for name, other in (("view", "w"), ("prefix", "key-"), ("start", "a")):
+        with pytest.raises(ApiError, match="another read"):
+            _open_cursor(cursor, {**ident, name: other})
     for junk in ("", "g1.", "g1.!!!", cursor[3:], "g1." + "e30"):
         with pytest.raises(ApiError) as raised:
-            _open_cursor(junk, "v", "key-0", "", "key-1")
+            _open_cursor(junk, ident)
         assert raised.value.code == "invalid_cursor"
+
+
+def test_an_index_query_starts_at_a_key(tmp_path: Path) -> None:
+    """``by(..., start=)``, which a gathered index query asks of each owner: the matching
+    keys from *start* on, in key order, combined with a cursor, also through the reader."""
+    kafka = MemoryKafka()
+    by_partition = _fill(kafka)
+    with _store(tmp_path, kafka) as store:
+        store.bootstrap()
+        matching = sorted(
+            k.decode()
+            for held in by_partition.values()
+            for k, v in held.items()
+            if orjson.loads(v)["g"] == 2
+        )
+        view = store.view("v")
+        assert [e.key for e in view.by("g", 2, limit=100).items] == matching
+        assert [e.key for e in view.by("g", 2, limit=100, start="k030").items] == [
+            k for k in matching if k >= "k030"
+        ]
+        first = view.by("g", 2, limit=2, start="k010")
+        rest = store.by("v", "g", 2, after=first.next, limit=100, start="k010")
+        assert [e.key for e in first.items + rest.items] == [k for k in matching if k >= "k010"]
