@@ -76,8 +76,11 @@ __all__ = [
 ]
 
 FORWARDED_HEADER = "X-Statestore-Forwarded"
+# Asks the instance a call is forwarded to for its standby copy of the key's partition.
+STANDBY_HEADER = "X-Statestore-Standby"
 OWNER_HEADER = "X-Statestore-Owner"
 _FORWARDED = FORWARDED_HEADER.lower().encode()
+_STANDBY = STANDBY_HEADER.lower().encode()
 # Request headers a forwarded call carries; response headers passed back.
 _ASKED = (b"authorization", b"accept", b"x-request-id")
 _ANSWERED = ("content-type", "retry-after", "www-authenticate", POSITION_HEADER.lower())
@@ -195,13 +198,29 @@ class ClusterRouter:
         key = exact_tail(request, f"/views/{name}/entities/", match["key"])
         route = cluster.route(view, view.key_codec.from_text(key))
         scope["query_string"] = _narrowed(scope.get("query_string", b""), {route.partition})
+        standby = route.standby
+        here = standby is not None and standby.kind == "local"
+        if _has(scope, _STANDBY):
+            route = _standby_here(route)
         if route.kind == "local":
+            # Its own partition; or another instance, whose owner did not answer, asks
+            # this one's standby copy.
             await self.app(scope, call.receive, call.send)
             return None
         _check_routable(route, scope)
         if not cluster.config.forward:
             return _redirect(route, scope)
-        return await self._forward(cluster, route, scope, scope["method"], None)
+        try:
+            return await self._forward(cluster, route, scope, scope["method"], None)
+        except ApiError as exc:
+            if exc.code != "owner_unavailable" or standby is None:
+                raise
+        # The owner is gone and the group has not noticed yet: a standby copy answers.
+        if here:
+            await self.app(scope, call.receive, call.send)
+            return None
+        assert standby is not None
+        return await self._forward(cluster, standby, scope, scope["method"], None, standby=True)
 
     # -- many keys -------------------------------------------------------------------------
 
@@ -220,6 +239,9 @@ class ClusterRouter:
         name = match["view"]
         view = await self._view(request, store, name)
         routes = [cluster.route(view, view.key_codec.from_text(k)) for k in keys]
+        if _has(scope, _STANDBY):
+            # Asked for standby copies: this instance's answer where it keeps one.
+            routes = [_standby_here(r) for r in routes]
         query = scope.get("query_string", b"")
         if all(r.kind == "local" for r in routes):
             scope["query_string"] = _narrowed(query, {r.partition for r in routes})
@@ -281,6 +303,7 @@ class ClusterRouter:
                 orjson.dumps({"keys": asked}),
                 path=path,
                 query=narrowed,
+                standby=any(routes[i].copy for i in indexes),
             )
 
         answers: list[tuple[list[int], Response]] = await asyncio.gather(
@@ -444,11 +467,15 @@ class ClusterRouter:
         *,
         path: str | None = None,
         query: bytes | None = None,
+        standby: bool = False,
     ) -> Response:
-        """The owner's answer to this request, passed back as it is (one hop)."""
+        """The owner's answer to this request, passed back as it is (one hop); with
+        *standby*, the answer of the instance keeping a standby copy of the partition."""
         assert route.url is not None
         url = _target(route, scope, path=path, query=query)
         headers = {FORWARDED_HEADER: cluster.member}
+        if standby or route.copy:
+            headers[STANDBY_HEADER] = "1"
         for name, value in scope.get("headers", ()):
             if name in _ASKED:
                 headers[name.decode("latin-1")] = value.decode("latin-1")
@@ -516,8 +543,18 @@ class _Part:
     failed: Response | None
 
 
+def _standby_here(route: Route) -> Route:
+    """*route*, or this instance's standby copy when it keeps one of the partition."""
+    standby = route.standby
+    return standby if standby is not None and standby.kind == "local" else route
+
+
+def _has(scope: Scope, header: bytes) -> bool:
+    return any(name == header for name, _ in scope.get("headers", ()))
+
+
 def _is_forwarded(scope: Scope) -> bool:
-    return any(name == _FORWARDED for name, _ in scope.get("headers", ()))
+    return _has(scope, _FORWARDED)
 
 
 def _page_size(text: str | None, most: int) -> int:

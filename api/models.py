@@ -235,6 +235,10 @@ class ClusterMember(BaseModel):
     serving: dict[str, list[int]] = Field(
         description="Per view, the owned partitions it has read to the end and answers for."
     )
+    standby: dict[str, list[int]] = Field(
+        description="Per view, the partitions it keeps a standby copy of, read to the end "
+        "(`[cluster] standbys = 1`)."
+    )
     misplaced: dict[str, int] = Field(
         description="Per view, records it read in another partition than the partitioner "
         "gives their key (any: the view answers no key, 409 misplaced_records)."

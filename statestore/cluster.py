@@ -65,6 +65,11 @@ class Route:
     url: str | None = None
     member: str | None = None
     reason: str = ""
+    # Where to ask when the owner cannot be reached: an instance with a standby copy (a
+    # "local" route: this one).
+    standby: Route | None = None
+    # This route leads to a standby copy, not to the owner.
+    copy: bool = False
 
 
 @dataclass(slots=True)
@@ -73,6 +78,7 @@ class _Peer:
     url: str
     owned: dict[str, frozenset[int]]
     serving: dict[str, list[int]]
+    standing_by: dict[str, list[int]]
     misplaced: dict[str, int]
     seen: float  # time.monotonic() on this instance
 
@@ -183,6 +189,8 @@ class Cluster:
                 group.poll(0.05)
                 self._read(mlog.read(0.05))
                 now = time.monotonic()
+                if self.config.standbys:
+                    self._keep_standbys()
                 if self._unsettled and now >= self._settle_at:
                     for name in sorted(self._unsettled):
                         self._on_owned(self._views[name])
@@ -198,6 +206,48 @@ class Cluster:
                 self.error = str(exc)
                 self._stop.wait(1.0)
 
+    def _keep_standbys(self) -> None:
+        """Recompute which partitions this instance keeps standby copies of: each
+        partition's copy is kept by the next live member after its owner, in member id
+        order. A change is read (or dropped) once the group has been quiet."""
+        assert self._group is not None
+        now = time.monotonic()
+        with self._lock:
+            peers = [
+                p
+                for p in self._peers.values()
+                if p.member != self.member and now - p.seen <= self._stale_after
+            ]
+        ring = sorted([self.member, *(p.member for p in peers)])
+        if len(ring) < 2:
+            return
+        after = {m: ring[(i + 1) % len(ring)] for i, m in enumerate(ring)}
+        for view in self._views.values():
+            topic = view.config.topic
+            mine = self._group.owned.get(topic, set())
+            standby = set()
+            for partition in range(view.partition_count):
+                if partition in mine:
+                    continue
+                owners = [p.member for p in peers if partition in p.owned.get(topic, ())]
+                if len(owners) == 1:
+                    if after[owners[0]] == self.member:
+                        standby.add(partition)
+                elif partition in view.standby:
+                    # Its owner is gone (or two claim it): the copy is what answers now.
+                    standby.add(partition)
+            if frozenset(standby) != view.standby:
+                log.info(
+                    "cluster.standby member=%s view=%s partitions=%s",
+                    self.member,
+                    view.name,
+                    sorted(standby),
+                )
+                view.set_standby(frozenset(standby))
+                self._unsettled.add(view.name)
+                self._settle_at = max(self._settle_at, now + self.config.settle_ms / 1000)
+                self._next_beat = 0.0
+
     def _record(self) -> dict[str, Any]:
         assert self._group is not None
         return {
@@ -205,6 +255,7 @@ class Cluster:
             "url": self.url,
             "owned": {t: sorted(ps) for t, ps in self._group.owned.items()},
             "serving": {n: sorted(v.serving) for n, v in self._views.items()},
+            "standby": {n: sorted(v.standing_by) for n, v in self._views.items()},
             "misplaced": {n: v.slot.counters["misplaced"] for n, v in self._views.items()},
         }
 
@@ -226,6 +277,9 @@ class Cluster:
                         url=str(data["url"]),
                         owned={t: frozenset(int(p) for p in ps) for t, ps in data["owned"].items()},
                         serving={n: [int(p) for p in ps] for n, ps in data["serving"].items()},
+                        standing_by={
+                            n: [int(p) for p in ps] for n, ps in data.get("standby", {}).items()
+                        },
                         misplaced={n: int(c) for n, c in data.get("misplaced", {}).items()},
                         # A record read late (at start) is as old as the broker says it is.
                         seen=now - max(0.0, (wall - at_ms) / 1000) if at_ms > 0 else now,
@@ -278,8 +332,10 @@ class Cluster:
         if refused:
             return Route("refused", partition, reason=refused)
         owned = view.owned
+        here = partition in view.serving or partition in view.standing_by
         if owned is not None and partition in owned:
-            if partition in view.serving:
+            if here:
+                # Its own, or the standby copy it kept while the partition becomes its own.
                 return Route("local", partition)
             return Route(
                 "moving", partition, reason=f"partition {partition} is loading on this instance"
@@ -287,20 +343,37 @@ class Cluster:
         topic = view.config.topic
         now = time.monotonic()
         with self._lock:
-            claims = [
+            fresh = [
                 p
                 for p in self._peers.values()
-                if p.member != self.member
-                and now - p.seen <= self._stale_after
-                and partition in p.owned.get(topic, ())
+                if p.member != self.member and now - p.seen <= self._stale_after
             ]
+        claims = [p for p in fresh if partition in p.owned.get(topic, ())]
+        standby = self._standby_route(view, partition, fresh, here)
         if len(claims) == 1:
-            return Route("remote", partition, url=claims[0].url, member=claims[0].member)
+            owner = claims[0]
+            if standby is not None and partition not in owner.serving.get(view.name, ()):
+                # The new owner is still reading it: the standby copy answers meanwhile.
+                return standby
+            return Route("remote", partition, url=owner.url, member=owner.member, standby=standby)
+        if standby is not None:
+            return standby
         if not claims:
             reason = f"partition {partition} has no owner now (it is moving)"
         else:
             reason = f"partition {partition} is claimed by {len(claims)} instances (it is moving)"
         return Route("moving", partition, reason=reason)
+
+    def _standby_route(
+        self, view: View, partition: int, fresh: list[_Peer], here: bool
+    ) -> Route | None:
+        """Where a standby copy of *partition* is read to the end: here, or a peer."""
+        if here:
+            return Route("local", partition, member=self.member, copy=True)
+        for p in fresh:
+            if partition in p.standing_by.get(view.name, ()):
+                return Route("remote", partition, url=p.url, member=p.member, copy=True)
+        return None
 
     def serving_owners(self, view: View) -> tuple[dict[str | None, frozenset[int]], Route | None]:
         """Who answers for each partition of *view* now, for a read over all of them:
@@ -325,6 +398,11 @@ class Cluster:
                 owners.setdefault(None, set()).add(partition)
                 continue
             claims = [p for p in peers if partition in p.serving.get(view.name, ())]
+            if not claims and partition in view.standing_by:
+                owners.setdefault(None, set()).add(partition)
+                continue
+            if not claims:
+                claims = [p for p in peers if partition in p.standing_by.get(view.name, ())][:1]
             if len(claims) != 1:
                 reason = f"partition {partition} is answered for by {len(claims)} instances now"
                 return {}, Route("moving", partition, reason=f"{reason} (it is moving)")
@@ -385,6 +463,7 @@ class Cluster:
                 "last_seen_s": 0.0,
                 "owned": {t: sorted(ps) for t, ps in group.owned.items()} if group else {},
                 "serving": {n: sorted(v.serving) for n, v in self._views.items()},
+                "standby": {n: sorted(v.standing_by) for n, v in self._views.items()},
                 "misplaced": {n: v.slot.counters["misplaced"] for n, v in self._views.items()},
             }
         ]
@@ -398,6 +477,7 @@ class Cluster:
                     "last_seen_s": round(now - p.seen, 3),
                     "owned": {t: sorted(ps) for t, ps in p.owned.items()},
                     "serving": p.serving,
+                    "standby": p.standing_by,
                     "misplaced": p.misplaced,
                 }
             )

@@ -284,6 +284,10 @@ class ClusterConfig(_Frozen):
     instance_id: str | None = None
     # A read of a key another instance owns: forwarded to it (true) or answered with a 307.
     forward: bool = True
+    # 1: each instance also keeps a standby copy of some partitions it does not own (each
+    # partition's copy on the next instance after its owner), which answers while the
+    # partition moves and makes it ready at once when the group hands it to that instance.
+    standbys: int = Field(default=0, ge=0, le=1)
     # How long the group waits for a silent instance before its partitions move.
     session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     # How often an instance writes its membership record, and how long others wait for it.

@@ -273,8 +273,9 @@ class Ingestor:
             view.set_state("bootstrapping", view.reason if view.servable else self.kafka_trouble)
         partitions = self.client.partitions(topic)
         view.partition_count = len(partitions)
-        if view.owned is not None:
-            partitions = [p for p in partitions if p in view.owned]
+        reads = view.reads
+        if reads is not None:
+            partitions = [p for p in partitions if p in reads]
         self._check_topic_identity()
         self._check_tombstone_horizon()
         targets: dict[int, int] = {}
@@ -525,9 +526,9 @@ class Ingestor:
         self._check_topic_identity()
         partitions = self.client.partitions(self.view.config.topic)
         self.view.partition_count = len(partitions)
-        owned = self.view.owned
+        reads = self.view.reads
         new = [
-            p for p in partitions if p not in self.source.assigned and (owned is None or p in owned)
+            p for p in partitions if p not in self.source.assigned and (reads is None or p in reads)
         ]
         if new:
             log.info("ingest.new_partitions view=%s partitions=%s", self.view.name, new)
@@ -535,17 +536,23 @@ class Ingestor:
             self.source.assign(dict.fromkeys(new, 0))
 
     def take_assignment(self) -> None:
-        """The group moved partitions: drop those given up, then read what is owned now."""
+        """The group moved partitions (or standby copies changed): drop those given up,
+        then read what is owned (or kept as a standby copy) now."""
         view = self.view
         self.close()
-        owned = view.owned or frozenset()
-        gone = {p for p in view.slot.positions if p not in owned}
+        reads = view.reads or frozenset()
+        gone = {p for p in view.slot.positions if p not in reads}
         if gone:
             deleted = view.drop_partitions(gone)
             log.info(
                 "cluster.dropped view=%s partitions=%s keys=%d", view.name, sorted(gone), deleted
             )
-        log.info("cluster.owned view=%s partitions=%s", view.name, sorted(owned))
+        log.info(
+            "cluster.owned view=%s partitions=%s standby=%s",
+            view.name,
+            sorted(view.owned or ()),
+            sorted(view.standby),
+        )
 
     def _stale(
         self,

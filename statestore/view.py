@@ -128,10 +128,11 @@ class View:
         # The topic's partition count as last read (the partitioner's modulus).
         self.partition_count = 0
         # A partitioned cluster's instance: the partitions the group gave it (None: every
-        # partition, a replicated view), and those of them it has read to the end since it
-        # got them, which alone it answers for.
+        # partition, a replicated view), those it keeps a standby copy of for another
+        # instance, and those of either it has read to the end since it took them.
         self.owned: frozenset[int] | None = None
-        self.serving: frozenset[int] = frozenset()
+        self.standby: frozenset[int] = frozenset()
+        self._caught: frozenset[int] = frozenset()
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call *callback* after every change of positions or state, from the thread that made
@@ -193,6 +194,7 @@ class View:
         )
         shadow.state = "rebuilding"
         shadow.owned = self.owned
+        shadow.standby = self.standby
         shadow.partition_count = self.partition_count
         shadow.prepare()
         return shadow
@@ -326,25 +328,54 @@ class View:
             self._applied_batches += 1
             self._changed()
 
+    @property
+    def reads(self) -> frozenset[int] | None:
+        """The partitions this view reads: None for all (a replicated view), else those
+        it owns and those it keeps standby copies of."""
+        return None if self.owned is None else self.owned | self.standby
+
+    @property
+    def serving(self) -> frozenset[int]:
+        """Owned partitions read to the end since they were taken: those it answers for."""
+        return self._caught if self.owned is None else self._caught & self.owned
+
+    @property
+    def standing_by(self) -> frozenset[int]:
+        """Standby copies read to the end (a failover can be answered from them at once)."""
+        return self._caught & self.standby
+
     def mine(self, ends: dict[int, int]) -> dict[int, int]:
-        """*ends* of the partitions this view reads (a partitioned instance: those it owns)."""
-        owned = self.owned
-        return ends if owned is None else {p: o for p, o in ends.items() if p in owned}
+        """*ends* of the partitions this view reads."""
+        reads = self.reads
+        return ends if reads is None else {p: o for p, o in ends.items() if p in reads}
 
     def set_owned(self, owned: frozenset[int]) -> None:
-        """The group moved partitions: stop answering for those given up at once."""
+        """The group moved partitions: stop answering for those given up at once (a
+        partition kept as a standby copy stays read)."""
         with self._cond:
             self.owned = owned
-            self.serving = self.serving & owned
-            self.end_offsets = self.mine(self.end_offsets)
-            self._polled_ends = self.mine(self._polled_ends)
-            self._changed()
+            self._narrow()
+
+    def set_standby(self, standby: frozenset[int]) -> None:
+        """The partitions to keep standby copies of (those owned are not among them)."""
+        with self._cond:
+            self.standby = standby
+            self._narrow()
+
+    def _narrow(self) -> None:
+        reads = self.reads
+        if reads is not None:
+            self._caught = self._caught & reads
+        self.end_offsets = self.mine(self.end_offsets)
+        self._polled_ends = self.mine(self._polled_ends)
+        self._changed()
 
     def mark_serving(self, partitions: frozenset[int]) -> None:
-        """*partitions* were read to the end offsets: answer for those still owned."""
+        """*partitions* were read to the end offsets: answer for those still read (owned,
+        or kept as standby copies)."""
         with self._cond:
-            owned = self.owned
-            self.serving = self.serving | (partitions if owned is None else partitions & owned)
+            reads = self.reads
+            self._caught = self._caught | (partitions if reads is None else partitions & reads)
             self._changed()
 
     def drop_partitions(self, partitions: set[int]) -> int:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -343,3 +344,54 @@ def test_an_index_query_starts_at_a_key(tmp_path: Path) -> None:
         first = view.by("g", 2, limit=2, start="k010")
         rest = store.by("v", "g", 2, after=first.next, limit=100, start="k010")
         assert [e.key for e in first.items + rest.items] == [k for k in matching if k >= "k010"]
+
+
+def test_standby_copies_follow_the_owner_ring_and_answer_while_a_partition_moves(
+    tmp_path: Path,
+) -> None:
+    """``standbys = 1``: a partition's copy is kept by the next live member after its
+    owner (by member id); it answers when the owner is gone or its successor still reads
+    it, and stays kept while no one owns the partition."""
+    kafka = MemoryKafka()
+    kafka.create_topic("t", PARTITIONS)
+    config = ClusterConfig(
+        mode="partitioned",
+        name="c",
+        advertised_url="http://127.0.0.1:1",
+        instance_id="m",
+        standbys=1,
+    )
+    with _store(tmp_path, kafka) as store:
+        cluster = Cluster(config, kafka, store.views, lambda view: None)  # type: ignore[arg-type]
+        cluster._group = SimpleNamespace(owned={"t": {0}})  # type: ignore[assignment]
+        view = store.view("v")
+        view.partition_count = PARTITIONS
+        view.set_owned(frozenset({0}))
+        view.mark_serving(frozenset({0}))
+        now_ms = int(time.time() * 1000)
+        cluster._read([(b"a", _record("a", [1, 2]), now_ms), (b"z", _record("z", [3]), now_ms)])
+        cluster._keep_standbys()  # ring a -> m -> z -> a: m keeps a's partitions
+        assert view.standby == frozenset({1, 2})
+        assert view.reads == frozenset({0, 1, 2})
+        assert cluster.route(view, _key_in(1)).standby is None  # not read to the end yet
+        view.mark_serving(frozenset({1, 2}))
+        assert view.standing_by == frozenset({1, 2}) and view.serving == frozenset({0})
+        owner = cluster.route(view, _key_in(1))
+        assert (owner.kind, owner.member) == ("remote", "a")
+        assert owner.standby is not None and owner.standby.kind == "local"
+        # a is gone: the copy answers, and stays kept while no one owns 1 and 2.
+        cluster._read([(b"a", None, now_ms)])
+        gone = cluster.route(view, _key_in(1))
+        assert (gone.kind, gone.copy) == ("local", True)
+        cluster._keep_standbys()  # ring m -> z -> m: m also keeps z's 3
+        assert view.standby == frozenset({1, 2, 3})
+        # z takes 1 and still reads it: the copy answers; once z answers for it, z does.
+        cluster._read([(b"z", _record("z", [1, 3], serving={"v": [3]}), now_ms)])
+        assert cluster.route(view, _key_in(1)).kind == "local"
+        cluster._read([(b"z", _record("z", [1, 3]), now_ms)])
+        moved = cluster.route(view, _key_in(1))
+        assert (moved.kind, moved.member) == ("remote", "z")
+        # Another instance's copy is found through its membership record.
+        assert cluster.route(view, _key_in(3)).kind == "remote"
+        cluster._keep_standbys()  # 1 and 3 are z's, 2 still no one's: all kept here
+        assert view.standby == frozenset({1, 2, 3})
