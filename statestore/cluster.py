@@ -333,13 +333,9 @@ class Cluster:
             return Route("refused", partition, reason=refused)
         owned = view.owned
         here = partition in view.serving or partition in view.standing_by
-        if owned is not None and partition in owned:
-            if here:
-                # Its own, or the standby copy it kept while the partition becomes its own.
-                return Route("local", partition)
-            return Route(
-                "moving", partition, reason=f"partition {partition} is loading on this instance"
-            )
+        if owned is not None and partition in owned and here:
+            # Its own, or the standby copy it kept while the partition becomes its own.
+            return Route("local", partition)
         topic = view.config.topic
         now = time.monotonic()
         with self._lock:
@@ -348,8 +344,15 @@ class Cluster:
                 for p in self._peers.values()
                 if p.member != self.member and now - p.seen <= self._stale_after
             ]
-        claims = [p for p in fresh if partition in p.owned.get(topic, ())]
         standby = self._standby_route(view, partition, fresh, here)
+        if owned is not None and partition in owned:
+            if standby is not None:
+                # Given to this instance, which reads it: another's standby copy answers.
+                return standby
+            return Route(
+                "moving", partition, reason=f"partition {partition} is loading on this instance"
+            )
+        claims = [p for p in fresh if partition in p.owned.get(topic, ())]
         if len(claims) == 1:
             owner = claims[0]
             if standby is not None and partition not in owner.serving.get(view.name, ()):
