@@ -88,7 +88,7 @@ _ANSWERED = ("content-type", "retry-after", "www-authenticate", POSITION_HEADER.
 SCAN_PATH = "/views/{view}/entities"
 BY_PATH = "/views/{view}/by/{field}/{value:anytext}"
 # A view's other reads over every partition (not gathered across instances yet).
-_WHOLE_VIEW = re.compile(r"^/views/[^/]+/(entities/$|by/|changes)")
+_WHOLE_VIEW = re.compile(r"^/views/(?P<view>[^/]+)/(entities/$|by/|changes)")
 # A gathered scan's cursor: not signed (any instance may be asked for the next page, and
 # it says no more than a `start`), checked against the request it continues.
 _CURSOR_MARK = "g1."
@@ -179,13 +179,15 @@ class ClusterRouter:
             await response(scope, receive, send)
 
     async def _whole_view(self, call: _Call) -> Response | None:
+        # The caller's token and the view are checked first, as the route would.
+        await self._view(call.request, call.store, call.match["view"])
         raise ApiError(
             501,
             "not_partitioned",
-            "this instance holds only its partitions of a partitioned view; index queries and "
+            "this instance holds only its partitions of a partitioned view; index ranges and "
             "change streams are not gathered across instances yet: read keys (GET "
-            ".../entities/{key}, POST .../lookup) or scan (GET .../entities), which any "
-            "instance answers",
+            ".../entities/{key}, POST .../lookup), scan (GET .../entities) or query an index "
+            "by value (GET .../by/{field}/{value}), which any instance answers",
         )
 
     # -- one key ---------------------------------------------------------------------------

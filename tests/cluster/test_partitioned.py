@@ -528,3 +528,5 @@ def test_index_ranges_and_change_streams_are_refused_not_partial(
         r = servers[0].http.get(path)
         assert r.status_code == 501, (path, r.text)
         assert r.json()["error"]["code"] == "not_partitioned"
+    missing = servers[0].http.get("/views/nope/changes")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_view"
