@@ -21,8 +21,10 @@ their key hashes to (:meth:`statestore.cluster.Cluster.route`):
   cursor on, in parallel; the pages are merged in key order, and the next cursor names
   the last key given, so any instance continues it, across moves (a partition no one
   answers for is a 503).
-- Index queries and the change stream are not gathered across instances yet: they
-  answer 501 ``not_partitioned`` rather than a part of the view.
+- Index queries (by value, in key order; by range, in value then key order) are
+  gathered the same way, each owner asked from the cursor's value and key on.
+- The change stream is not gathered across instances yet: it answers 501
+  ``not_partitioned`` rather than a part of the view.
 
 A forwarded request carries ``X-Statestore-Forwarded``; an instance that does not serve
 the key of such a request answers 503 instead of forwarding it again, so a routing table
@@ -35,7 +37,7 @@ import asyncio
 import base64
 import binascii
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
@@ -51,7 +53,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statestore import StateStoreError, UnknownIndexError
 from statestore.cluster import Route
-from statestore.indexes import parse_index_value
+from statestore.codecs import KeyCodec
+from statestore.indexes import encode_index_value, parse_index_value
 from statestore.position import format_position, parse_position
 from statestore.view import Page
 
@@ -87,8 +90,9 @@ _ANSWERED = ("content-type", "retry-after", "www-authenticate", POSITION_HEADER.
 # The scan route, gathered from every owner.
 SCAN_PATH = "/views/{view}/entities"
 BY_PATH = "/views/{view}/by/{field}/{value:anytext}"
+RANGE_PATH = "/views/{view}/by/{field}"
 # A view's other reads over every partition (not gathered across instances yet).
-_WHOLE_VIEW = re.compile(r"^/views/(?P<view>[^/]+)/(entities/$|by/|changes)")
+_WHOLE_VIEW = re.compile(r"^/views/(?P<view>[^/]+)/changes")
 # A gathered scan's cursor: not signed (any instance may be asked for the next page, and
 # it says no more than a `start`), checked against the request it continues.
 _CURSOR_MARK = "g1."
@@ -147,6 +151,7 @@ class ClusterRouter:
         self._lookup = compile_path(LOOKUP_PATH)[0]
         self._scan = compile_path(SCAN_PATH)[0]
         self._by = compile_path(BY_PATH)[0]
+        self._range = compile_path(RANGE_PATH)[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = scope.get("app")
@@ -165,6 +170,8 @@ class ClusterRouter:
             handler = self._scan_gather
         elif method == "GET" and (match := self._by.match(path)) is not None:
             handler = self._by_gather
+        elif method == "GET" and (match := self._range.match(path)) is not None:
+            handler = self._range_gather
         elif method in ("GET", "HEAD") and (match := _WHOLE_VIEW.match(path)) is not None:
             handler = self._whole_view
         else:
@@ -184,10 +191,10 @@ class ClusterRouter:
         raise ApiError(
             501,
             "not_partitioned",
-            "this instance holds only its partitions of a partitioned view; index ranges and "
-            "change streams are not gathered across instances yet: read keys (GET "
-            ".../entities/{key}, POST .../lookup), scan (GET .../entities) or query an index "
-            "by value (GET .../by/{field}/{value}), which any instance answers",
+            "this instance holds only its partitions of a partitioned view; change streams "
+            "are not gathered across instances yet: read keys (GET .../entities/{key}, POST "
+            ".../lookup), scan (GET .../entities) or query an index (GET .../by/...), which "
+            "any instance answers",
         )
 
     # -- one key ---------------------------------------------------------------------------
@@ -337,112 +344,146 @@ class ClusterRouter:
         name = call.match["view"]
         view = await self._view(request, store, name)
         q = request.query_params
-        prefix, end = q.get("prefix", ""), q.get("end", "")
-        fixed = {"prefix": prefix, "start": q.get("start", ""), "end": end}
+        fixed = {
+            "prefix": q.get("prefix", ""),
+            "start": q.get("start", ""),
+            "end": q.get("end", ""),
+        }
 
-        async def local(low: str, limit: int) -> Page:
-            page: Page = await run_in_threadpool(
-                store.scan, name, prefix, limit=limit, start=low or None, end=end or None
+        def local(asked: dict[str, str], limit: int) -> Page:
+            return store.scan(
+                name,
+                asked["prefix"],
+                limit=limit,
+                start=asked["start"] or None,
+                end=asked["end"] or None,
             )
-            return page
 
+        order = _by_key(view.key_codec, fixed)
         ident = {"view": name, **fixed}
-        return await self._gather(call, view, f"/views/{name}/entities", fixed, local, ident)
+        return await self._gather(call, view, f"/views/{name}/entities", order, local, ident)
 
     async def _by_gather(self, call: _Call) -> Response | None:
         """The entities whose indexed field equals a value (``GET /views/{view}/by/{field}/
         {value}``), gathered in key order."""
         request, store = call.request, call.store
-        scope = request.scope
-        if _is_forwarded(scope):
-            await self.app(scope, call.receive, call.send)
+        indexed = await self._index_of(call)
+        if indexed is None:
             return None
-        name, field = call.match["view"], call.match["field"]
-        view = await self._view(request, store, name)
-        if field not in view.config.indexes:
-            raise UnknownIndexError(name, field, view.config.indexes)
+        view, name, field = indexed
         text = exact_tail(request, f"/views/{name}/by/{field}/", call.match["value"])
         value = parse_index_value(text)
         fixed = {"start": request.query_params.get("start", "")}
 
-        async def local(low: str, limit: int) -> Page:
-            page: Page = await run_in_threadpool(
-                store.by, name, field, value, limit=limit, start=low or None
-            )
-            return page
+        def local(asked: dict[str, str], limit: int) -> Page:
+            return store.by(name, field, value, limit=limit, start=asked["start"] or None)
 
+        order = _by_key(view.key_codec, fixed)
         ident = {"view": name, "field": field, "value": text, **fixed}
-        return await self._gather(call, view, _raw_path(scope), fixed, local, ident)
+        return await self._gather(call, view, _raw_path(request.scope), order, local, ident)
+
+    async def _range_gather(self, call: _Call) -> Response | None:
+        """The entities whose indexed field lies in a range (``GET /views/{view}/by/
+        {field}``), gathered in the order of the values, then of keys."""
+        request, store = call.request, call.store
+        indexed = await self._index_of(call)
+        if indexed is None:
+            return None
+        view, name, field = indexed
+        q = request.query_params
+        fixed = {"start": q.get("start", ""), "end": q.get("end", ""), "start_key": ""}
+        if q.get("start_key"):
+            fixed["start_key"] = q["start_key"]
+
+        def local(asked: dict[str, str], limit: int) -> Page:
+            return store.by_range(
+                name,
+                field,
+                start=_bound(asked["start"]),
+                end=_bound(asked["end"]),
+                limit=limit,
+                start_key=asked["start_key"] or None,
+            )
+
+        order = _by_value(view.key_codec, view.slot.index_paths[field], fixed)
+        ident = {"view": name, "field": field, **fixed}
+        return await self._gather(call, view, f"/views/{name}/by/{field}", order, local, ident)
+
+    async def _index_of(self, call: _Call) -> tuple[View, str, str] | None:
+        """The view and indexed field an index read asks of; None when the call is an
+        owner's part of a gathered read, which the app has answered from this store."""
+        if _is_forwarded(call.request.scope):
+            await self.app(call.request.scope, call.receive, call.send)
+            return None
+        name, field = call.match["view"], call.match["field"]
+        view = await self._view(call.request, call.store, name)
+        if field not in view.config.indexes:
+            raise UnknownIndexError(name, field, view.config.indexes)
+        return view, name, field
 
     async def _gather(
         self,
         call: _Call,
         view: View,
         path: str,
-        fixed: dict[str, str],
-        local: Callable[[str, int], Awaitable[Page]],
+        order: _Order,
+        local: Callable[[dict[str, str], int], Page],
         ident: dict[str, str],
     ) -> Response:
-        """A page of a read over every partition in key order: each owner asked for its
-        keys from the cursor on (its ``start``), in parallel, the pages merged; the next
-        cursor names the last key given, so any instance continues it, and a partition
-        that moved between pages is read from its new owner. An owner answers from what
-        it stores; the keys of the partitions it answers for are kept."""
+        """A page of a read over every partition, in the read's order: each owner asked for
+        its items from the cursor on, in parallel, the pages merged; the next cursor marks
+        the last item given, so any instance continues it, and a partition that moved
+        between pages is read from its new owner. An owner answers from what it stores;
+        the items of the partitions it answers for are kept."""
         request, cluster = call.request, call.cluster
         scope = request.scope
         limit = _page_size(
             request.query_params.get("limit"), int(scope["app"].state.config.api.max_page_size)
         )
-        codec = view.key_codec
-        low = fixed.get("start", "")
         after = request.query_params.get("after")
-        if after is not None:
-            last = codec.from_text(_open_cursor(after, ident))
-            successor = codec.to_text(last + b"\x00")
-            if not low or codec.from_text(successor) > codec.from_text(low):
-                low = successor
+        asked = order.ask(None if after is None else _open_cursor(after, ident))
         owners, moving = cluster.serving_owners(view)
         if moving is not None:
             _check_routable(moving, scope)
-        params = {**fixed, "start": low, "limit": str(limit)}
-        query = urlencode({k: v for k, v in params.items() if v}).encode("latin-1")
+        query = urlencode({k: v for k, v in {**asked, "limit": str(limit)}.items() if v}).encode(
+            "latin-1"
+        )
 
         async def part(url: str | None, partitions: frozenset[int]) -> _Part:
             if url is None:
-                page = await local(low, limit)
-                kept = [e.to_dict() for e in page.items if e.partition in partitions]
-                last = page.items[-1].key if page.next is not None and page.items else None
-                return _Part(kept, last, view.position_text(), None)
-            route = Route("remote", -1, url=url, member=url)
-            answer = await self._forward(cluster, route, scope, "GET", None, path=path, query=query)
-            if answer.status_code != 200:
-                return _Part([], None, "", answer)
-            data = orjson.loads(bytes(answer.body))
-            items = data["items"]
+                page = await run_in_threadpool(local, asked, limit)
+                items = [e.to_dict() for e in page.items]
+                more, position = page.next is not None, view.position_text()
+            else:
+                route = Route("remote", -1, url=url, member=url)
+                answer = await self._forward(
+                    cluster, route, scope, "GET", None, path=path, query=query
+                )
+                if answer.status_code != 200:
+                    return _Part([], None, "", answer)
+                data = orjson.loads(bytes(answer.body))
+                items, more = data["items"], data["next"] is not None
+                position = answer.headers.get(POSITION_HEADER, "")
             kept = [i for i in items if i["partition"] in partitions]
-            last = items[-1]["key"] if data["next"] is not None and items else None
-            return _Part(kept, last, answer.headers.get(POSITION_HEADER, ""), None)
+            return _Part(kept, items[-1] if more and items else None, position, None)
 
         parts: list[_Part] = await asyncio.gather(*(part(u, ps) for u, ps in owners.items()))
         for p in parts:
             if p.failed is not None:
                 return p.failed
-        bounds = [codec.from_text(p.last) for p in parts if p.last is not None]
-        bound = min(bounds) if bounds else None
+        lasts = [p.last for p in parts if p.last is not None]
+        bound = min(lasts, key=order.sort) if lasts else None
+        ceiling = None if bound is None else order.sort(bound)
+        placed = [(order.sort(item), item) for p in parts for item in p.items]
         merged = sorted(
-            (
-                (codec.from_text(item["key"]), item)
-                for p in parts
-                for item in p.items
-                if bound is None or codec.from_text(item["key"]) <= bound
-            ),
+            (pair for pair in placed if ceiling is None or pair[0] <= ceiling),
             key=lambda pair: pair[0],
         )
-        next_key: bytes | None = bound
+        next_item = bound
         if len(merged) > limit:
             merged = merged[:limit]
-            next_key = merged[-1][0]
-        cursor = None if next_key is None else _cursor(codec.to_text(next_key), ident)
+            next_item = merged[-1][1]
+        cursor = None if next_item is None else _cursor(order.mark(next_item), ident)
         position: dict[int, int] = {}
         for p in parts:
             if p.position:
@@ -536,11 +577,11 @@ async def close_forwarding(state: Any) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Part:
-    """One owner's part of a gathered scan: the items of the partitions it answers for, the
-    last key it gave when it has more (None: it gave all), its position, or its failure."""
+    """One owner's part of a gathered read: the items of the partitions it answers for, the
+    last item it gave when it has more (None: it gave all), its position, or its failure."""
 
     items: list[dict[str, Any]]
-    last: str | None
+    last: dict[str, Any] | None
     position: str
     failed: Response | None
 
@@ -571,31 +612,104 @@ def _page_size(text: str | None, most: int) -> int:
     return limit
 
 
-def _cursor(key: str, ident: dict[str, str]) -> str:
-    data = orjson.dumps({"k": key, "q": ident})
+@dataclass(frozen=True, slots=True)
+class _Order:
+    """How a gathered read orders its items and resumes after one."""
+
+    # An item's place in the read's order (the bytes its store orders it by).
+    sort: Callable[[dict[str, Any]], bytes]
+    # What a cursor keeps of an item: enough to resume after it.
+    mark: Callable[[dict[str, Any]], Any]
+    # The read's parameters after a mark (None: the first page).
+    ask: Callable[[Any], dict[str, str]]
+
+
+def _by_key(codec: KeyCodec, fixed: dict[str, str]) -> _Order:
+    """Key order (scans, index queries by value): resumed with ``start`` past the key."""
+
+    def ask(last: Any) -> dict[str, str]:
+        asked = dict(fixed)
+        if last is not None:
+            if not isinstance(last, str):
+                raise _cursor_error()
+            successor = codec.to_text(codec.from_text(last) + b"\x00")
+            if not asked["start"] or codec.from_text(successor) > codec.from_text(asked["start"]):
+                asked["start"] = successor
+        return asked
+
+    return _Order(
+        sort=lambda item: codec.from_text(item["key"]), mark=lambda item: item["key"], ask=ask
+    )
+
+
+def _by_value(codec: KeyCodec, path: tuple[str, ...], fixed: dict[str, str]) -> _Order:
+    """Index order (value, then key; index ranges): resumed with ``start`` at the value and
+    ``start_key`` past the key."""
+
+    def sort(item: dict[str, Any]) -> bytes:
+        encoded = encode_index_value(_scalar(item["value"], path))
+        return (b"\xff" if encoded is None else encoded) + b"\x00" + codec.from_text(item["key"])
+
+    def ask(last: Any) -> dict[str, str]:
+        asked = dict(fixed)
+        if last is not None:
+            if not (isinstance(last, list) and len(last) == 2 and isinstance(last[1], str)):
+                raise _cursor_error()
+            value, key = last
+            if encode_index_value(value) is None:
+                raise _cursor_error()
+            # JSON text: read back as that value (a quoted string stays a string).
+            asked["start"] = orjson.dumps(value).decode()
+            asked["start_key"] = codec.to_text(codec.from_text(key) + b"\x00")
+        return asked
+
+    return _Order(sort=sort, mark=lambda item: [_scalar(item["value"], path), item["key"]], ask=ask)
+
+
+def _scalar(value: Any, path: tuple[str, ...]) -> Any:
+    """The scalar at *path* in an entity's value (None: absent or not a scalar)."""
+    node = value
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None if isinstance(node, (dict, list)) else node
+
+
+def _bound(text: str) -> Any:
+    """A range bound as typed in the URL; empty: open."""
+    return None if text == "" else parse_index_value(text)
+
+
+def _cursor(mark: Any, ident: dict[str, str]) -> str:
+    data = orjson.dumps({"m": mark, "q": ident})
     return _CURSOR_MARK + base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
-def _open_cursor(cursor: str, ident: dict[str, str]) -> str:
-    """The last key a gathered page gave; 422 for a cursor of another read or none."""
+def _cursor_error() -> ApiError:
+    return ApiError(
+        422, "invalid_cursor", "the cursor is not one this read gave; start from the first page"
+    )
+
+
+def _open_cursor(cursor: str, ident: dict[str, str]) -> Any:
+    """What a gathered page's cursor marks; 422 for a cursor of another read or none."""
     try:
         if not cursor.startswith(_CURSOR_MARK):
             raise ValueError("not a gathered read's cursor")
         body = cursor[len(_CURSOR_MARK) :]
         data = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        key, same = data["k"], data["q"] == ident
+        mark, same = data["m"], data["q"] == ident
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise ApiError(
-            422, "invalid_cursor", "the cursor is not one this read gave; start from the first page"
-        ) from None
-    if not same or not isinstance(key, str):
+        raise _cursor_error() from None
+    if not same:
         raise ApiError(
             422,
             "invalid_cursor",
             "the cursor belongs to another read (view, prefix, key range, index or value); "
             "pass the same ones as the page that gave it",
         )
-    return key
+    return mark
 
 
 def _raw_path(scope: Scope) -> str:

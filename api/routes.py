@@ -195,6 +195,13 @@ def find_by_range(
     start: Annotated[str, Query(description="The smallest value (inclusive), " + _BOUND_DOC)] = "",
     end: Annotated[str, Query(description="The value the range stops before, " + _BOUND_DOC)] = "",
     after: After = None,
+    start_key: Annotated[
+        str,
+        Query(
+            description="With `start`: the entities of the start value only from this key on "
+            "(inclusive), then every later value; empty: all of them."
+        ),
+    ] = "",
 ) -> Response:
     """Entities whose indexed `field` lies in [`start`, `end`), ordered by the field's value
     (numbers numerically, strings by code point), then by key; `limit` at a time. Both
@@ -207,6 +214,7 @@ def find_by_range(
         end=_index_bound(end),
         after=after,
         limit=limit,
+        start_key=start_key or None,
     )
     items = [e.to_dict() for e in page.items]
     return json_response({"items": items, "next": page.next}, headers=ctx.headers)

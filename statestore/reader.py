@@ -114,11 +114,13 @@ class ViewReader:
         end: IndexValue | None = None,
         limit: int = 100,
         after: str | None = None,
+        start_key: str | None = None,
     ) -> Page:
         """Entities whose indexed *field* lies from *start* (inclusive) to *end*
-        (exclusive), in value order then key order. A range covers one type: numbers by
-        value, strings by code point, booleans false before true."""
-        return self._view.by_range(field, start, end, after, limit)
+        (exclusive), in value order then key order (with *start_key*, those of the *start*
+        value from that key on). A range covers one type: numbers by value, strings by
+        code point, booleans false before true."""
+        return self._view.by_range(field, start, end, after, limit, start_key=start_key)
 
     def position(self) -> dict[int, int]:
         """``{partition: offset of the last applied record}`` (-1: none yet)."""

@@ -573,9 +573,12 @@ class View:
         end: IndexValue | None = None,
         after: str | None = None,
         limit: int = 100,
+        *,
+        start_key: str | None = None,
     ) -> Page:
         """A page of entities whose indexed *field* lies from *start* (inclusive) to *end*
-        (exclusive), in the order of the field's values, then of keys.
+        (exclusive), in the order of the field's values, then of keys; with *start_key*,
+        the entities of the *start* value from that key on (inclusive), then the rest.
 
         A range covers values of one type (the type of its bounds; indexes.py states the
         order); without bounds, every entity the index holds.
@@ -590,6 +593,12 @@ class View:
         cf = slot.index_cfs[field]
         scope = f"by_range:{self.name}:{slot.generation}:{field}"
         begin = self._resume(scope, after, low, high, "index range")
+        if start_key:
+            if start is None:
+                raise InvalidRangeError(
+                    f"view {self.name!r}, index {field!r}: a start key needs a start value"
+                )
+            begin = max(begin, index_value_key(start) + self.key_codec.from_text(start_key))
         path = slot.index_paths[field]
 
         def matches() -> Iterator[tuple[bytes, Entity]]:

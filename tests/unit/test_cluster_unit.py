@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from statestore import ConfigError, StateStore, ViewConfig
+from statestore import ConfigError, InvalidRangeError, StateStore, ViewConfig
 from statestore.api.cluster import _narrowed
 from statestore.api.errors import ApiError
 from statestore.cluster import Cluster
@@ -314,6 +314,7 @@ def test_a_gathered_reads_cursor_continues_only_its_own_read() -> None:
     ident = {"view": "v", "prefix": "key-0", "start": "", "end": "key-1"}
     cursor = _cursor("key-0042", ident)
     assert _open_cursor(cursor, ident) == "key-0042"
+    assert _open_cursor(_cursor([1.5, "k"], ident), ident) == [1.5, "k"]
     for name, other in (("view", "w"), ("prefix", "key-"), ("start", "a")):
         with pytest.raises(ApiError, match="another read"):
             _open_cursor(cursor, {**ident, name: other})
@@ -395,3 +396,24 @@ def test_standby_copies_follow_the_owner_ring_and_answer_while_a_partition_moves
         assert cluster.route(view, _key_in(3)).kind == "remote"
         cluster._keep_standbys()  # 1 and 3 are z's, 2 still no one's: all kept here
         assert view.standby == frozenset({1, 2, 3})
+
+
+def test_an_index_range_starts_at_a_key_of_its_start_value(tmp_path: Path) -> None:
+    """``by_range(..., start_key=)``, which a gathered index range asks of each owner:
+    the entries of the start value from that key on, then every later value."""
+    kafka = MemoryKafka()
+    by_partition = _fill(kafka)
+    with _store(tmp_path, kafka) as store:
+        store.bootstrap()
+        values = {
+            k.decode(): orjson.loads(v)["g"]
+            for held in by_partition.values()
+            for k, v in held.items()
+        }
+        ordered = sorted(values, key=lambda k: (values[k], k))
+        page = store.by_range("v", "g", start=2, end=4, limit=100, start_key="k030")
+        assert [e.key for e in page.items] == [
+            k for k in ordered if (values[k] == 2 and k >= "k030") or values[k] == 3
+        ]
+        with pytest.raises(InvalidRangeError, match="start key needs a start value"):
+            store.by_range("v", "g", start_key="k030")
