@@ -151,6 +151,11 @@ async def resolve_view(
             # A failed view is not waited for: it would never reach the position.
             _check_servable(name, view)
         await _wait(request, name, view, min_position, wait_ms)
+        # The serving copy may have been reopened while the request waited (a worker of
+        # `serve --workers N`): the wait watched the current one, and the read goes there.
+        store = get_store(request)
+        view = store.view(name)
+        request.state.view = view
     if readable:
         _check_servable(name, view)
     return ViewContext(store, name, view, _position_header(view))

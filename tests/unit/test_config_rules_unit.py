@@ -186,7 +186,8 @@ def test_every_error_of_a_file_is_listed_on_its_own_line(tmp_path: Path) -> None
             r"schema_registry\.apicurio_url: .*BASIC_AUTH_USER_INFO",
         ),
         ('[clusters]\nmode = "replicated"', r"clusters: unknown setting"),
-        ("[cluster]\nstandbys = 1", r"cluster\.standbys: unknown setting"),
+        ("[cluster]\nstandbys = 2", r"cluster\.standbys: .*less than or equal to 1"),
+        ("[cluster]\nreplicas = 1", r"cluster\.replicas: unknown setting"),
         (
             "[cluster]\nsession_timeout_ms = 10",
             r"cluster\.session_timeout_ms: .*greater than or equal to 1000",
