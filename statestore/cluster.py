@@ -82,6 +82,23 @@ class _Peer:
     misplaced: dict[str, int]
     seen: float  # time.monotonic() on this instance
 
+    @classmethod
+    def parse(cls, member: str, value: bytes, seen: float) -> _Peer | None:
+        """A membership record's fields; None for a record that is not one."""
+        try:
+            data = orjson.loads(value)
+            return cls(
+                member=member,
+                url=str(data["url"]),
+                owned={t: frozenset(int(p) for p in ps) for t, ps in data["owned"].items()},
+                serving={n: [int(p) for p in ps] for n, ps in data["serving"].items()},
+                standing_by={n: [int(p) for p in ps] for n, ps in data.get("standby", {}).items()},
+                misplaced={n: int(c) for n, c in data.get("misplaced", {}).items()},
+                seen=seen,
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return None
+
 
 class Cluster:
     """This instance's membership in a partitioned cluster, and the routing table."""
@@ -189,13 +206,13 @@ class Cluster:
                 group.poll(0.05)
                 self._read(mlog.read(0.05))
                 now = time.monotonic()
-                if self.config.standbys:
-                    self._keep_standbys()
                 if self._unsettled and now >= self._settle_at:
                     for name in sorted(self._unsettled):
                         self._on_owned(self._views[name])
                     self._unsettled.clear()
                 if now >= self._next_beat:
+                    if self.config.standbys:
+                        self._keep_standbys()
                     mlog.write(self.member.encode(), orjson.dumps(self._record()))
                     self._next_beat = now + self._heartbeat
                     self._forget_gone(mlog)
@@ -211,13 +228,7 @@ class Cluster:
         partition's copy is kept by the next live member after its owner, in member id
         order. A change is read (or dropped) once the group has been quiet."""
         assert self._group is not None
-        now = time.monotonic()
-        with self._lock:
-            peers = [
-                p
-                for p in self._peers.values()
-                if p.member != self.member and now - p.seen <= self._stale_after
-            ]
+        peers = self._fresh()
         ring = sorted([self.member, *(p.member for p in peers)])
         if len(ring) < 2:
             return
@@ -245,7 +256,9 @@ class Cluster:
                 )
                 view.set_standby(frozenset(standby))
                 self._unsettled.add(view.name)
-                self._settle_at = max(self._settle_at, now + self.config.settle_ms / 1000)
+                self._settle_at = max(
+                    self._settle_at, time.monotonic() + self.config.settle_ms / 1000
+                )
                 self._next_beat = 0.0
 
     def _record(self) -> dict[str, Any]:
@@ -270,21 +283,10 @@ class Cluster:
                 if value is None:
                     self._peers.pop(member, None)
                     continue
-                try:
-                    data = orjson.loads(value)
-                    peer = _Peer(
-                        member=member,
-                        url=str(data["url"]),
-                        owned={t: frozenset(int(p) for p in ps) for t, ps in data["owned"].items()},
-                        serving={n: [int(p) for p in ps] for n, ps in data["serving"].items()},
-                        standing_by={
-                            n: [int(p) for p in ps] for n, ps in data.get("standby", {}).items()
-                        },
-                        misplaced={n: int(c) for n, c in data.get("misplaced", {}).items()},
-                        # A record read late (at start) is as old as the broker says it is.
-                        seen=now - max(0.0, (wall - at_ms) / 1000) if at_ms > 0 else now,
-                    )
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                # A record read late (at start) is as old as the broker says it is.
+                seen = now - max(0.0, (wall - at_ms) / 1000) if at_ms > 0 else now
+                peer = _Peer.parse(member, value, seen)
+                if peer is None:
                     log.warning("cluster.bad_record member=%s", member)
                     continue
                 self._peers[member] = peer
@@ -337,13 +339,7 @@ class Cluster:
             # Its own, or the standby copy it kept while the partition becomes its own.
             return Route("local", partition)
         topic = view.config.topic
-        now = time.monotonic()
-        with self._lock:
-            fresh = [
-                p
-                for p in self._peers.values()
-                if p.member != self.member and now - p.seen <= self._stale_after
-            ]
+        fresh = self._fresh()
         standby = self._standby_route(view, partition, fresh, here)
         if owned is not None and partition in owned:
             if standby is not None:
@@ -388,13 +384,7 @@ class Cluster:
         refused = self._misplaced(view)
         if refused:
             return {}, Route("refused", -1, reason=refused)
-        now = time.monotonic()
-        with self._lock:
-            peers = [
-                p
-                for p in self._peers.values()
-                if p.member != self.member and now - p.seen <= self._stale_after
-            ]
+        peers = self._fresh()
         owners: dict[str | None, set[int]] = {}
         for partition in range(count):
             if partition in view.serving:
@@ -412,16 +402,23 @@ class Cluster:
             owners.setdefault(claims[0].url, set()).add(partition)
         return {url: frozenset(ps) for url, ps in owners.items()}, None
 
+    def _fresh(self) -> list[_Peer]:
+        """The other members whose record is recent (this instance's clock)."""
+        now = time.monotonic()
+        with self._lock:
+            return [
+                p
+                for p in self._peers.values()
+                if p.member != self.member and now - p.seen <= self._stale_after
+            ]
+
     def _misplaced(self, view: View) -> str:
         """Why reads of *view* are refused: records that sit where its partitioner does
         not put them, on this instance or another (a key routed by the partitioner could be
         answered "not found" while it exists); empty when there are none."""
         found = {self.member: view.slot.counters["misplaced"]}
-        now = time.monotonic()
-        with self._lock:
-            for p in self._peers.values():
-                if p.member != self.member and now - p.seen <= self._stale_after:
-                    found[p.member] = p.misplaced.get(view.name, 0)
+        for p in self._fresh():
+            found[p.member] = p.misplaced.get(view.name, 0)
         counted = {m: n for m, n in found.items() if n}
         if not counted:
             return ""
@@ -436,15 +433,8 @@ class Cluster:
 
     def facts(self) -> ClusterFacts:
         """The figures ``/metrics`` shows of the cluster."""
-        now = time.monotonic()
-        with self._lock:
-            alive = sum(
-                1
-                for p in self._peers.values()
-                if p.member != self.member and now - p.seen <= self._stale_after
-            )
         return ClusterFacts(
-            members_alive=alive + 1,
+            members_alive=len(self._fresh()) + 1,
             rebalances=self.rebalances,
             owned={n: len(v.owned or ()) for n, v in self._views.items()},
             serving={n: len(v.serving) for n, v in self._views.items()},
@@ -522,22 +512,18 @@ def members_of(client: KafkaClient, name: str, timeout: float = 5.0) -> list[dic
     now_ms = time.time() * 1000
     out = []
     for member, (value, at_ms) in sorted(latest.items()):
-        if value is None:
-            continue
-        try:
-            data = orjson.loads(value)
+        peer = None if value is None else _Peer.parse(member, value, 0.0)
+        if peer is not None:
             out.append(
                 {
                     "member": member,
-                    "url": str(data["url"]),
-                    "owned": {t: sorted(int(p) for p in ps) for t, ps in data["owned"].items()},
-                    "serving": data.get("serving", {}),
-                    "misplaced": data.get("misplaced", {}),
+                    "url": peer.url,
+                    "owned": {t: sorted(ps) for t, ps in peer.owned.items()},
+                    "serving": peer.serving,
+                    "misplaced": peer.misplaced,
                     "last_seen_s": round(max(0.0, now_ms - at_ms) / 1000, 1),
                 }
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-            continue
     return out
 
 

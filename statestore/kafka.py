@@ -306,7 +306,9 @@ class KafkaClient(TopicClient):
                 for msg in consumer.consume(500, 0.2):
                     if msg.error() is not None:
                         continue
-                    offset = msg.offset() or offset
+                    got = msg.offset()
+                    if got is not None:  # offset 0 is an offset
+                        offset = got
                     key = msg.key()
                     if key is not None:
                         out.append((key, msg.value(), msg.timestamp()[1]))
