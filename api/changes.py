@@ -7,6 +7,9 @@ that does not read falls behind; once the feed has more waiting for it than
 allowed it is dropped, and when it reads again it gets what was already on its
 way, then ``event: dropped``, and the stream ends.
 
+On an instance of a partitioned cluster the route answers an owner's part of a
+gathered stream (``partitions``); api/cluster_changes.py merges the parts.
+
 Tests and embedders may tune the streams with ``app.state.change_stream =
 ChangeStreamSettings(...)``.
 """
@@ -37,14 +40,25 @@ from .errors import ApiError
 from .models import ErrorBody, dumps
 from .openapi import error_responses
 
-__all__ = ["ChangeStreamSettings", "EventStreamResponse", "changes_router", "json_errors"]
+__all__ = [
+    "KEEP_ALIVE",
+    "ChangeStreamSettings",
+    "EventStreamResponse",
+    "changes_router",
+    "json_errors",
+    "sse_event",
+    "stream_settings",
+    "wake_event",
+]
 
 changes_router = APIRouter(tags=["changes"])
 
-_KEEP_ALIVE = b": keep-alive\n\n"
+KEEP_ALIVE = b": keep-alive\n\n"
 JSON = "application/json"
-# The form of event ids (`ChangeId`): ids of other streams are answered with a reset.
-ID_PATTERN = r"^([0-9a-f]{8}-[0-9]+-[0-9]+)?$"
+# The form of event ids: an instance's (`ChangeId`), or a partitioned cluster's gathered
+# stream's (api/cluster_changes.py). Ids of other streams are answered with a reset.
+ID_PATTERN = r"^([0-9a-f]{8}-[0-9]+-[0-9]+|g1\.[A-Za-z0-9_-]+)?$"
+PARTITIONS_PATTERN = r"^([0-9]{1,9}(,[0-9]{1,9})*)?$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,17 +87,23 @@ def json_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-def _event(name: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+def sse_event(name: str, data: bytes, event_id: str | None = None) -> bytes:
+    """One server-sent event: *data* is its JSON text (one line)."""
     head = f"id: {event_id}\nevent: {name}\n" if event_id is not None else f"event: {name}\n"
-    return head.encode() + b"data: " + dumps(data) + b"\n\n"
+    return head.encode() + b"data: " + data + b"\n\n"
 
 
-def _settings(request: Request) -> ChangeStreamSettings:
+def _event(name: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+    return sse_event(name, dumps(data), event_id)
+
+
+def stream_settings(request: Request) -> ChangeStreamSettings:
     settings = getattr(request.app.state, "change_stream", None)
     return settings if isinstance(settings, ChangeStreamSettings) else ChangeStreamSettings()
 
 
-async def _stream(sub: Subscription, settings: ChangeStreamSettings) -> AsyncIterator[bytes]:
+def wake_event(sub: Subscription) -> asyncio.Event:
+    """An event of this loop, set whenever *sub* has changes (the ingest thread wakes it)."""
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
 
@@ -91,6 +111,12 @@ async def _stream(sub: Subscription, settings: ChangeStreamSettings) -> AsyncIte
         loop.call_soon_threadsafe(wake.set)
 
     sub.set_waker(waker)
+    return wake
+
+
+async def _stream(sub: Subscription, settings: ChangeStreamSettings) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    wake = wake_event(sub)
     try:
         yield _event("subscribed", {"id": sub.start_id, "resumed": sub.resumed}, sub.start_id)
         last_write = loop.time()
@@ -118,7 +144,7 @@ async def _stream(sub: Subscription, settings: ChangeStreamSettings) -> AsyncIte
             except TimeoutError:
                 pass
             if loop.time() - last_write >= settings.keepalive_s:
-                yield _KEEP_ALIVE
+                yield KEEP_ALIVE
                 last_write = loop.time()
     finally:
         sub.close()
@@ -181,7 +207,9 @@ Server-sent events: `subscribed` first, then one `change` per change the view
 applies from now on (or after `Last-Event-ID`), in offset order per partition;
 `reset` when the changes cannot continue the client's copy (rescan, then go on);
 `dropped`, ending the stream, when the client read too slowly (reconnect with
-`Last-Event-ID`); `: keep-alive` comments while idle.
+`Last-Event-ID`); `: keep-alive` comments while idle. On a partitioned cluster any
+instance streams every partition, merged from each owner, with ids that resume on
+any instance (`g1.<...>`; docs/cluster.md).
 """
 
 # "type" stated here too: FastAPI merges this into its default `{"type": "string"}`.
@@ -231,6 +259,14 @@ async def stream_changes(
         str,
         Header(description="Resume after this event id; wins over `last_id`.", pattern=ID_PATTERN),
     ] = "",
+    partitions: Annotated[
+        str,
+        Query(
+            description="Only changes of records from these partitions, comma-separated "
+            "(default: every partition).",
+            pattern=PARTITIONS_PATTERN,
+        ),
+    ] = "",
 ) -> EventStreamResponse:
     """The view's changes as server-sent events; see docs/queries.md."""
     if ctx.store.read_only:
@@ -243,7 +279,7 @@ async def stream_changes(
             "--workers N) and has no change stream: stream from the ingesting process "
             "([api] primary_port), or serve with [api] workers = 1",
         )
-    settings = _settings(request)
+    settings = stream_settings(request)
     try:
         feed = ctx.store.change_feed(
             ctx.name, buffer=settings.buffer, buffer_bytes=settings.buffer_bytes
@@ -252,6 +288,7 @@ async def stream_changes(
             prefix=prefix,
             last_id=last_event_id or last_id or None,
             max_pending=settings.max_pending,
+            partitions=frozenset(int(p) for p in partitions.split(",")) if partitions else None,
         )
     except InvalidKeyError as exc:
         raise ApiError(422, "invalid_key", f"query.prefix: {exc}") from None

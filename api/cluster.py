@@ -23,8 +23,9 @@ their key hashes to (:meth:`statestore.cluster.Cluster.route`):
   answers for is a 503).
 - Index queries (by value, in key order; by range, in value then key order) are
   gathered the same way, each owner asked from the cursor's value and key on.
-- The change stream is not gathered across instances yet: it answers 501
-  ``not_partitioned`` rather than a part of the view.
+- The change stream (``GET /views/{view}/changes``) follows every partition's owner:
+  this instance's feed and the other owners' streams, merged, with ids that resume on
+  any instance (:mod:`api.cluster_changes`).
 
 A forwarded request carries ``X-Statestore-Forwarded``; an instance that does not serve
 the key of such a request answers 503 instead of forwarding it again, so a routing table
@@ -59,6 +60,8 @@ from statestore.position import format_position, parse_position
 from statestore.view import Page
 
 from .auth import authenticate_request, require_view
+from .changes import stream_settings
+from .cluster_changes import gathered_changes
 from .deps import DEFAULT_PAGE_SIZE, DEFAULT_WAIT_MS, get_store, resolve_view
 from .entities import ENTITY_PATH, LOOKUP_PATH, exact_tail
 from .errors import ApiError, handled_error
@@ -91,8 +94,7 @@ _ANSWERED = ("content-type", "retry-after", "www-authenticate", POSITION_HEADER.
 SCAN_PATH = "/views/{view}/entities"
 BY_PATH = "/views/{view}/by/{field}/{value:anytext}"
 RANGE_PATH = "/views/{view}/by/{field}"
-# A view's other reads over every partition (not gathered across instances yet).
-_WHOLE_VIEW = re.compile(r"^/views/(?P<view>[^/]+)/changes")
+CHANGES_PATH = "/views/{view}/changes"
 # A gathered scan's cursor: not signed (any instance may be asked for the next page, and
 # it says no more than a `start`), checked against the request it continues.
 _CURSOR_MARK = "g1."
@@ -152,6 +154,7 @@ class ClusterRouter:
         self._scan = compile_path(SCAN_PATH)[0]
         self._by = compile_path(BY_PATH)[0]
         self._range = compile_path(RANGE_PATH)[0]
+        self._changes = compile_path(CHANGES_PATH)[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = scope.get("app")
@@ -172,8 +175,8 @@ class ClusterRouter:
             handler = self._by_gather
         elif method == "GET" and (match := self._range.match(path)) is not None:
             handler = self._range_gather
-        elif method in ("GET", "HEAD") and (match := _WHOLE_VIEW.match(path)) is not None:
-            handler = self._whole_view
+        elif method == "GET" and (match := self._changes.match(path)) is not None:
+            handler = self._changes_gather
         else:
             await self.app(scope, receive, send)
             return
@@ -185,16 +188,20 @@ class ClusterRouter:
         if response is not None:  # None: the app answered
             await response(scope, receive, send)
 
-    async def _whole_view(self, call: _Call) -> Response | None:
-        # The caller's token and the view are checked first, as the route would.
-        await self._view(call.request, call.store, call.match["view"])
-        raise ApiError(
-            501,
-            "not_partitioned",
-            "this instance holds only its partitions of a partitioned view; change streams "
-            "are not gathered across instances yet: read keys (GET .../entities/{key}, POST "
-            ".../lookup), scan (GET .../entities) or query an index (GET .../by/...), which "
-            "any instance answers",
+    async def _changes_gather(self, call: _Call) -> Response | None:
+        """The change stream of every partition, gathered from their owners; an owner's
+        part (a forwarded call) is the app's stream of its own feed."""
+        request = call.request
+        if _is_forwarded(request.scope):
+            await self.app(request.scope, call.receive, call.send)
+            return None
+        view = await self._view(request, call.store, call.match["view"])
+        headers = {FORWARDED_HEADER: call.cluster.member, "accept": "text/event-stream"}
+        for name, value in request.scope.get("headers", ()):
+            if name in (b"authorization", b"x-request-id"):
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+        return await gathered_changes(
+            request, call.store, call.cluster, view, stream_settings(request), headers
         )
 
     # -- one key ---------------------------------------------------------------------------

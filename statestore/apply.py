@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from .codecs import NO_KEY, not_utf8
 from .errors import CodecError
 from .indexes import index_changes
@@ -31,6 +33,7 @@ from .records import (
     Record,
     applied_at_key,
     counter_key,
+    dropping_key,
     misplaced_key,
     misplaced_report,
     pack_header,
@@ -265,8 +268,10 @@ def drop_partitions(
     """Delete every entity whose stored record came from one of *partitions*, with its
     index entries, and forget those partitions' positions (a partitioned instance gave
     them up). Written in batches of *chunk* keys, each with the counters as they then
-    stand; the positions go in the last one, so an interrupted drop is finished by the
-    next (the partitions are still not owned).
+    stand. The partitions are marked as being dropped first (``slot.dropping`` once the
+    store is opened again), and the mark goes with the positions in the last batch: a
+    drop cut short, or a snapshot taken during one, is finished by the next read of the
+    slot's partitions (ingest.py), whoever owns them then.
 
     Returns ``(keys deleted, change of each schema's count)``; the caller updates the
     slot's in-memory counters and positions.
@@ -285,6 +290,10 @@ def drop_partitions(
             total = slot.schema_counts.get(schema_id, 0) + change
             batch.put(META, schema_count_key(sid, schema_id), pack_int(total))
 
+    batch = storage.batch()
+    marked = sorted(set(partitions) | slot.dropping)
+    batch.put(META, dropping_key(sid), orjson.dumps(marked))
+    storage.write(batch)
     batch = storage.batch()
     pending = 0
     for stored_key, data in storage.scan(cf, cache=False):
@@ -305,6 +314,10 @@ def drop_partitions(
             pending = 0
     for partition in partitions:
         batch.delete(META, position_key(sid, partition))
+    if slot.dropping <= partitions:
+        batch.delete(META, dropping_key(sid))
+    else:
+        batch.put(META, dropping_key(sid), orjson.dumps(sorted(slot.dropping - partitions)))
     counters(batch)
     storage.write(batch)
     return deleted, schema_delta

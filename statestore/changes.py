@@ -46,6 +46,7 @@ from .view import View
 __all__ = [
     "DEFAULT_BUFFER",
     "DEFAULT_BUFFER_BYTES",
+    "GATHERED_MARK",
     "IDLE_CHECK_S",
     "Change",
     "ChangeFeed",
@@ -54,6 +55,7 @@ __all__ = [
     "FellBehindError",
     "Reset",
     "Subscription",
+    "is_gathered_id",
     "key_matcher",
 ]
 
@@ -70,6 +72,8 @@ _ID = re.compile(r"([0-9a-f]{8})-([0-9]+)-([0-9]+)")
 # (stored key, partition, offset, stored record or None for a delete), as in Applied.changes.
 RawChange = tuple[bytes, int, int, bytes | None]
 KeyMatch = Callable[[bytes], bool]
+# Whether a subscriber is sent a change (its key prefix, its partitions).
+Accept = Callable[[RawChange], bool]
 _by_position = itemgetter(1, 2)
 
 
@@ -93,6 +97,15 @@ class ChangeId:
                 f"{text[:80]!r} is not a change id (<stream>-<generation>-<seq>, as sent in `id:`)"
             )
         return cls(found[1], int(found[2]), int(found[3]))
+
+
+# The mark of an id of a partitioned cluster's gathered stream (api/cluster_changes.py).
+GATHERED_MARK = "g1."
+
+
+def is_gathered_id(text: str) -> bool:
+    """Whether *text* is an id of a partitioned cluster's gathered change stream."""
+    return text.startswith(GATHERED_MARK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,9 +400,15 @@ class ChangeFeed:
     # -- the subscriber side -----------------------------------------------------------
 
     def open(
-        self, *, prefix: str = "", last_id: str | None = None, max_pending: int | None = None
+        self,
+        *,
+        prefix: str = "",
+        last_id: str | None = None,
+        max_pending: int | None = None,
+        partitions: frozenset[int] | None = None,
     ) -> Subscription:
-        """Subscribe to the changes whose key text starts with *prefix*.
+        """Subscribe to the changes whose key text starts with *prefix* (and, given
+        *partitions*, whose record came from one of them).
 
         With *last_id* (the ``id`` of the last change seen), resume right after it, or
         start with a :class:`Reset` when that is no longer possible. *max_pending*
@@ -397,8 +416,18 @@ class ChangeFeed:
         (default: as many as the feed buffers).
         """
         match = key_matcher(self.view.key_codec, prefix)
-        after = ChangeId.parse(last_id) if last_id else None
-        return self.subscribe(after=after, match=match, max_pending=max_pending)
+        reset = None
+        after = None
+        if last_id and is_gathered_id(last_id):
+            reset = (
+                f"{last_id[:40]}... is an id of a partitioned cluster's gathered stream, "
+                f"not of this instance's stream of view {self.view_name!r}; resync from a scan"
+            )
+        elif last_id:
+            after = ChangeId.parse(last_id)
+        return self.subscribe(
+            after=after, match=match, max_pending=max_pending, partitions=partitions, reset=reset
+        )
 
     def subscribe(
         self,
@@ -406,8 +435,11 @@ class ChangeFeed:
         after: ChangeId | None = None,
         match: KeyMatch | None = None,
         max_pending: int | None = None,
+        partitions: frozenset[int] | None = None,
+        reset: str | None = None,
     ) -> Subscription:
-        """A subscription to changes after *after* (default: from now on)."""
+        """A subscription to changes after *after* (default: from now on); with *reset*,
+        one that starts with a reset for that reason."""
         if max_pending is not None and max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         with self._lock:
@@ -416,13 +448,14 @@ class ChangeFeed:
                     f"the change feed of view {self.view_name!r} is closed (its store closed)"
                 )
             wake = self._check_generation()
-            seq, reset = self._head, None
+            seq = self._head
             if after is not None:
                 reset = self._why_not_after(after)
                 if reset is None:
                     seq = after.seq
             cursor = FeedCursor(seq, max_pending, reset)
-            sub = Subscription(self, cursor, match, resumed=after is not None and reset is None)
+            accept = _accepting(match, partitions)
+            sub = Subscription(self, cursor, accept, resumed=after is not None and reset is None)
             self._cursors.add(cursor)
         self._wake_all(wake)
         return sub
@@ -503,13 +536,13 @@ class Subscription(Closing):
     """
 
     def __init__(
-        self, feed: ChangeFeed, cursor: FeedCursor, match: KeyMatch | None, *, resumed: bool
+        self, feed: ChangeFeed, cursor: FeedCursor, accept: Accept | None, *, resumed: bool
     ) -> None:
         self.feed = feed
         # True when the subscription continues right after the id it was given.
         self.resumed = resumed
         self._cursor = cursor
-        self._match = match
+        self._accept = accept
         self._event = threading.Event()
         cursor.waker = self._event.set
         self.start_id = feed.id_at(cursor.seq)
@@ -531,12 +564,12 @@ class Subscription(Closing):
         """The events ready now (never blocks); after an empty poll the waker is armed."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        match = self._match
+        accept = self._accept
         while True:
             raw, start, prefix, reset = self.feed.take(self._cursor, limit)
             events: list[Change | Reset] = [] if reset is None else [reset]
             for seq, change in enumerate(raw, start):
-                if change is not None and (match is None or match(change[0])):
+                if change is not None and (accept is None or accept(change)):
                     events.append(self._decode(prefix + str(seq), change))
             if events or not raw:
                 return events
@@ -590,6 +623,15 @@ class Subscription(Closing):
     @property
     def closed(self) -> bool:
         return self._cursor.closed
+
+
+def _accepting(match: KeyMatch | None, partitions: frozenset[int] | None) -> Accept | None:
+    """The test of changes for a key test and a set of partitions (None: every change)."""
+    if partitions is None:
+        return None if match is None else (lambda change: match(change[0]))
+    if match is None:
+        return lambda change: change[1] in partitions
+    return lambda change: change[1] in partitions and match(change[0])
 
 
 def _size(change: RawChange) -> int:

@@ -402,6 +402,23 @@ class Cluster:
             owners.setdefault(claims[0].url, set()).add(partition)
         return {url: frozenset(ps) for url, ps in owners.items()}, None
 
+    def owners(self, view: View) -> dict[int, tuple[str, str | None] | None]:
+        """The group's owner of each partition of *view* as the members' records say:
+        ``(member, url)`` (url None: this instance), None where no live member or more
+        than one claims it (it is moving). A change stream follows the owners (a partition
+        being read by its new owner included), not who answers reads now."""
+        topic = view.config.topic
+        peers = self._fresh()
+        found: dict[int, tuple[str, str | None] | None] = {}
+        for partition in range(view.partition_count):
+            claims: list[tuple[str, str | None]] = [
+                (p.member, p.url) for p in peers if partition in p.owned.get(topic, ())
+            ]
+            if view.owned is not None and partition in view.owned:
+                claims.append((self.member, None))
+            found[partition] = claims[0] if len(claims) == 1 else None
+        return found
+
     def _fresh(self) -> list[_Peer]:
         """The other members whose record is recent (this instance's clock)."""
         now = time.monotonic()
@@ -476,16 +493,12 @@ class Cluster:
             )
         views: dict[str, Any] = {}
         for name, view in self._views.items():
-            topic = view.config.topic
-            owners: dict[str, str | None] = {}
-            for partition in range(view.partition_count):
-                if view.owned is not None and partition in view.owned:
-                    owners[str(partition)] = self.member
-                    continue
-                claims = [p.member for p in alive if partition in p.owned.get(topic, ())]
-                owners[str(partition)] = claims[0] if len(claims) == 1 else None
+            owners = {
+                str(partition): None if owner is None else owner[0]
+                for partition, owner in self.owners(view).items()
+            }
             views[name] = {
-                "topic": topic,
+                "topic": view.config.topic,
                 "partitions": view.partition_count,
                 "partitioner": view.config.partitioner,
                 "owners": owners,

@@ -499,10 +499,6 @@ class Config(_Frozen):
                 )
         if self.api.workers > 1:
             raise ValueError("a partitioned cluster serves from one process: [api] workers = 1")
-        if self.snapshots.dest is not None or self.store.seed is not None:
-            raise ValueError(
-                "snapshots hold whole views: a partitioned instance takes none and seeds from none"
-            )
         return self
 
     @field_validator("kafka")

@@ -541,7 +541,9 @@ class Ingestor:
         view = self.view
         self.close()
         reads = view.reads or frozenset()
-        gone = {p for p in view.slot.positions if p not in reads}
+        # What it holds and no longer reads, and what a drop cut short left (read again,
+        # from the log start, when it is read at all).
+        gone = {p for p in view.slot.positions if p not in reads} | view.slot.dropping
         if gone:
             deleted = view.drop_partitions(gone)
             log.info(

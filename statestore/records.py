@@ -33,6 +33,7 @@ __all__ = [
     "bulk_key",
     "caught_up_key",
     "counter_key",
+    "dropping_key",
     "entity_family",
     "family_owner",
     "fingerprint_key",
@@ -250,6 +251,13 @@ def misplaced_key(slot: str) -> bytes:
     """The first record the follow path found in another partition than the view's
     partitioner gives its key (JSON: partition, offset, key, expected)."""
     return f"t/{slot}/misplaced".encode()
+
+
+def dropping_key(slot: str) -> bytes:
+    """The partitions a partitioned instance is deleting from the slot (JSON list), set
+    before the first key goes and deleted with their positions: a drop that was cut
+    short (a crash, a checkpoint taken meanwhile) is finished before anything else."""
+    return f"t/{slot}/dropping".encode()
 
 
 def bulk_key(slot: str) -> bytes:

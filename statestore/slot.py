@@ -29,6 +29,7 @@ from .records import (
     bulk_key,
     caught_up_key,
     counter_key,
+    dropping_key,
     entity_family,
     fingerprint_key,
     generation_key,
@@ -131,6 +132,11 @@ class Slot:
         self.tracks_schemas = config.uses_registry
 
         self.positions = stored_positions(storage, self.id)
+        # Partitions whose drop was cut short (apply.drop_partitions): finished first.
+        raw = storage.get(META, dropping_key(self.id))
+        self.dropping: frozenset[int] = (
+            frozenset(int(p) for p in orjson.loads(raw)) if raw is not None else frozenset()
+        )
         self.counters = {
             name: meta_int(self.storage, counter_key(self.id, name)) or 0 for name in COUNTERS
         }

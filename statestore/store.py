@@ -320,6 +320,9 @@ class StateStore(Closing):
         thread = self._threads.get(view.name)
         if thread is None or not thread.is_alive():
             if not self._stop.is_set():
+                # Its first step drops what the store holds of other partitions (kept
+                # from an earlier assignment, or seeded from a snapshot).
+                self._ingestor(view.name).reassigned.set()
                 self._follow(view.name)
         else:
             self._ingestor(view.name).reassigned.set()

@@ -388,6 +388,7 @@ class View:
                 slot.schema_counts[schema_id] = slot.schema_counts.get(schema_id, 0) + change
             for p in partitions:
                 slot.positions.pop(p, None)
+            slot.dropping = slot.dropping - partitions
             self._applied_batches += 1
             self._changed()
         return deleted

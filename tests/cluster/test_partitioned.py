@@ -10,6 +10,7 @@ per key. Nothing here computes a hash or asks the store how it routes.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -524,17 +525,212 @@ def test_a_scan_is_gathered_from_every_owner_in_key_order(
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_index"
 
 
-def test_change_streams_are_refused_not_partial(
+class Events:
+    """One client of a change stream, read in a thread: the events as they come."""
+
+    def __init__(self, server: Server, **params: str) -> None:
+        self.events: list[tuple[str, str | None, dict[str, Any]]] = []
+        self.status: int | None = None
+        self.position = ""
+        headers = _headers()
+        if "last_event_id" in params:
+            headers["Last-Event-ID"] = params.pop("last_event_id")
+        self._client = httpx.Client(base_url=server.url, timeout=httpx.Timeout(30, read=None))
+        self._ask = (f"/views/{VIEW}/changes", params, headers)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        path, params, headers = self._ask
+        try:
+            with self._client.stream("GET", path, params=params, headers=headers) as r:
+                self.status = r.status_code
+                self.position = r.headers.get("x-statestore-position", "")
+                name, event_id = "message", None
+                for line in r.iter_lines():
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("id: "):
+                        event_id = line[4:]
+                    elif line.startswith("data: "):
+                        self.events.append((name, event_id, json.loads(line[6:])))
+                        name, event_id = "message", None
+        except httpx.HTTPError:
+            pass  # closed by the test
+
+    def named(self, name: str) -> list[tuple[str | None, dict[str, Any]]]:
+        return [(i, d) for n, i, d in list(self.events) if n == name]
+
+    def changes(self) -> list[tuple[str | None, dict[str, Any]]]:
+        return self.named("change")
+
+    def close(self) -> None:
+        self._client.close()
+        self._thread.join(30)
+
+
+def _new_keys(produce: Callable[..., Any], topic: str, tag: str, n: int = 60) -> Any:
+    """*n* new keys, once each (a batch sends a key's last change only)."""
+    records = [(f"{tag}-{i:04d}", f'{{"i": {i}, "tag": "{tag}"}}') for i in range(n)]
+    return produce(topic, records, partitioner="murmur2_random")
+
+
+def _as_produced(produced: Any) -> set[tuple[int, int, str, str]]:
+    """(partition, offset, key, value as canonical JSON text) of each record produced."""
+    return {(p, o, k.decode(), _canonical(json.loads(v))) for p, o, k, v in produced.records}
+
+
+def _seen(events: list[tuple[str | None, dict[str, Any]]]) -> set[tuple[int, int, str, str]]:
+    return {(d["partition"], d["offset"], d["key"], _canonical(d["value"])) for _, d in events}
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def test_the_change_stream_is_gathered_from_every_owner(
     instances: Instances, produce: Callable[..., Any]
 ) -> None:
-    """A change stream of a partitioned view would see one instance's partitions only: a
-    501 that says so (after the token and the view are checked)."""
-    _produce_keys(produce, instances.topic)
-    servers = instances.start(1)
+    """One instance's change stream carries the changes of every partition, whichever
+    instance owns it: each produced record once, each partition in offset order. Its last
+    id resumes on another instance with exactly the changes after it; a prefix filters on
+    every owner; an id of an older owner map resumes with a reset. When an instance dies
+    and its partitions move, the stream sends a reset once they have new owners, then
+    the changes of every partition again."""
+    servers, _, _ = instances.serving(produce, 3, check=False)
+    first = Events(servers[0])
+    prefixed = Events(servers[2], prefix="b-000")
+    try:
+        eventually(lambda: first.named("subscribed") and prefixed.named("subscribed"), "subs", 30)
+        assert first.status == 200 and prefixed.status == 200
+        assert sorted(int(p.split(":")[0]) for p in first.position.split(",")) == list(
+            range(PARTITIONS)
+        )
+        ((start_id, subscribed),) = first.named("subscribed")
+        assert subscribed == {"id": start_id, "resumed": False}
+        assert start_id is not None and start_id.startswith("g1.")
+        sent = _as_produced(_new_keys(produce, instances.topic, "a"))
+        assert len({p for p, *_ in sent}) == PARTITIONS
+        eventually(lambda: len(first.changes()) >= len(sent), "every change gathered", 60)
+        got = first.changes()
+        assert _seen(got) == sent and len(got) == len(sent)
+        for partition in range(PARTITIONS):
+            offsets = [d["offset"] for _, d in got if d["partition"] == partition]
+            assert offsets == sorted(offsets)
+        assert all(i is not None and i.startswith("g1.") for i, _ in got)
+        # The 20th change's id, given to another instance: the changes after it, once each.
+        more = _as_produced(_new_keys(produce, instances.topic, "b"))
+        eventually(lambda: len(first.changes()) >= len(sent) + len(more), "more", 60)
+        got = first.changes()
+        resumed = Events(servers[1], last_event_id=str(got[19][0]))
+        try:
+            eventually(lambda: len(resumed.changes()) >= len(got) - 20, "resumed changes", 60)
+            assert resumed.named("subscribed")[0][1]["resumed"] is True
+            assert resumed.named("reset") == []
+            assert _seen(resumed.changes()) == _seen(got[20:])
+            assert len(resumed.changes()) == len(got) - 20
+        finally:
+            resumed.close()
+        wanted = {r for r in more if r[2].startswith("b-000")}
+        eventually(lambda: _seen(prefixed.changes()) == wanted, "prefixed changes", 60)
+        # An id from another owner map (a forged epoch): subscribed, not resumed, a reset.
+        stale = "g1.eyJlIjoiMDAwMDAwMDAwMDAwIiwibSI6e319"
+        other = Events(servers[1], last_id=stale)
+        try:
+            eventually(lambda: other.named("reset"), "a reset for an old map", 30)
+            assert other.named("subscribed")[0][1]["resumed"] is False
+        finally:
+            other.close()
+        bad = servers[0].http.get(f"/views/{VIEW}/changes", params={"last_id": "g1.bm9uZQ"})
+        assert bad.status_code == 422, bad.text
+        # An instance dies: once its partitions have new owners, a reset; then every change.
+        servers[2].popen.kill()
+        servers[2].popen.wait(30)
+        wait_settled(servers[:2])
+        eventually(lambda: first.named("reset"), "a reset after the move", 60)
+        (_, reset), *_ = first.named("reset")
+        assert "moved between instances" in reset["reason"]
+        before = len(first.changes())
+        after = _as_produced(_new_keys(produce, instances.topic, "c"))
+        eventually(lambda: _seen(first.changes()[before:]) >= after, "changes after the move", 60)
+        assert first.named("dropped") == []
+    finally:
+        first.close()
+        prefixed.close()
+
+
+def _expected_at(*produced: Any) -> tuple[dict[str, Any], dict[str, int]]:
+    """The reduction of everything *produced* (key -> decoded value), and each live key's
+    partition as the producer's delivery reports say."""
+    both = type(produced[0])()
+    both.records = [r for p in produced for r in p.records]
+    partition_of = {k.decode(): p for p, _, k, _ in both.records}
+    expected = expected_of(both)
+    return expected, {k: partition_of[k] for k in expected}
+
+
+def _owned(server: Server, topic: str) -> set[int]:
+    table = _table(server)
+    assert table is not None
+    me = next(m for m in table["members"] if m["self"])
+    return set(me["owned"].get(topic, []))
+
+
+def _read_from_kafka(server: Server) -> list[int]:
+    """The records each load of the view set out to read (``bootstrap.start ... expected``)."""
+    found = re.findall(r"bootstrap\.start view=v .*?expected=(\d+)", server.output())
+    return [int(n) for n in found]
+
+
+def test_instances_seeded_from_a_snapshot_read_only_its_tail(
+    instances: Instances, produce: Callable[..., Any]
+) -> None:
+    """A replicated store's snapshot seeds two partitioned instances: each keeps the
+    partitions the group gives it (the others' keys dropped), reads only what came after
+    the snapshot, and every key is answered as the whole log's reduction. A partitioned
+    instance's own snapshot holds its partitions alone; a third instance seeded from it
+    joins, reads from the log start only what the snapshot lacks, and answers too."""
+    first = _produce_keys(produce, instances.topic)
+    whole = instances.root / "whole"
+    whole.mkdir()
+    config = write_config(whole, [{"name": VIEW, "topic": instances.topic, "indexes": ["round"]}])
+    snaps = instances.root / "snaps"
+    for args in (["bootstrap"], ["snapshot", "create", str(snaps), "--json"]):
+        done = run(["-c", config, *args], whole)
+        assert done.returncode == 0, done.stderr
+    tail = produce(
+        instances.topic,
+        [("key-0001", '{"i": 1, "round": 9}'), ("key-0004", None)]
+        + [(f"tail-{i:03d}", f'{{"i": {i}, "round": 9}}') for i in range(30)],
+        partitioner="murmur2_random",
+    )
+    expected, partition_of = _expected_at(first, tail)
+    instances.store = {"seed": str(snaps)}
+    servers = instances.start(2)
     wait_settled(servers)
-    for path in (f"/views/{VIEW}/changes",):
-        r = servers[0].http.get(path)
-        assert r.status_code == 501, (path, r.text)
-        assert r.json()["error"]["code"] == "not_partitioned"
-    missing = servers[0].http.get("/views/nope/changes")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_view"
+    for server in servers:
+        eventually(lambda s=server: not check_reads(s, sorted(expected), expected), "keys", 60)
+        assert check_reads(server, [*all_keys(), "tail-000"], expected) == []
+        log = server.output()
+        assert "snapshot.restored" in log
+        # Only the tail: never more than what came after the snapshot.
+        assert _read_from_kafka(server) and max(_read_from_kafka(server)) <= len(tail.records)
+        owned = _owned(server, instances.topic)
+        held = server.http.get(f"/views/{VIEW}", headers=_headers()).json()["keys"]
+        assert held == sum(1 for k in expected if partition_of[k] in owned)
+    # A partitioned instance's snapshot: its own partitions' positions, its keys.
+    taken = servers[0].http.post(
+        "/admin/snapshot", json={"dest": str(instances.root / "own")}, headers=_headers()
+    )
+    assert taken.status_code == 201, taken.text
+    positions = taken.json()["views"][VIEW]["positions"]
+    assert {int(p) for p in positions} == _owned(servers[0], instances.topic)
+    instances.store = {"seed": str(instances.root / "own")}
+    (third,) = instances.start(1)
+    wait_settled(instances.live())
+    for server in instances.live():
+        eventually(lambda s=server: not check_reads(s, sorted(expected), expected), "keys", 60)
+    assert "snapshot.restored" in third.output()
+    owned = _owned(third, instances.topic)
+    held = third.http.get(f"/views/{VIEW}", headers=_headers()).json()["keys"]
+    assert held == sum(1 for k in expected if partition_of[k] in owned)

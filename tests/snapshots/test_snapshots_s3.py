@@ -12,17 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+import snapshot_support as snap
 from s3_support import FaultProxy
-from snapshot_support import (
-    VIEW,
-    assert_each_refused,
-    assert_no_leftovers,
-    config_file,
-    damaged_archives,
-    produce_range,
-    snapshot_of_new_store,
-    view_spec,
-)
 
 from tests.support.kafka import high_watermarks
 from tests.support.oracle import latest, read_log
@@ -45,7 +36,7 @@ def _cli(*args: str | Path, cwd: Path, **env: str) -> Any:
 
 def assert_equals_log(config: Path, topic: str) -> None:
     """The view stored by *config* is the log of *topic* reduced, up to its end."""
-    assert stored(config, VIEW)[1] == latest(read_log(topic), high_watermarks(topic))
+    assert stored(config, snap.VIEW)[1] == latest(read_log(topic), high_watermarks(topic))
 
 
 def test_snapshots_in_s3_from_the_cli_and_a_server_seed_replicas_equal_to_the_log(
@@ -54,11 +45,11 @@ def test_snapshots_in_s3_from_the_cli_and_a_server_seed_replicas_equal_to_the_lo
     """Snapshots written to S3 by the CLI and by a running server are listed in order and
     verified, and a replica seeded from the newest equals the log."""
     dest = f"s3://{bucket}/statestore/orders"
-    src, first = snapshot_of_new_store(topic, tmp_path / "src", dest)
+    src, first = snap.snapshot_of_new_store(topic, tmp_path / "src", dest)
     assert first["url"].startswith(f"{dest}/snapshot-") and first["url"].endswith(".tar")
 
     # A running server writes the next one while it ingests.
-    produce_range(topic, 3000, 3600)
+    snap.produce_range(topic, 3000, 3600)
     server = start_server(src, tmp_path / "src", env=clean_env())
     try:
         answer = httpx.post(f"{server.url}/admin/snapshot", json={"dest": dest}, timeout=120)
@@ -73,8 +64,8 @@ def test_snapshots_in_s3_from_the_cli_and_a_server_seed_replicas_equal_to_the_lo
     assert verified.returncode == 0, verified.stderr
     assert second["name"] in verified.stdout
 
-    produce_range(topic, 3600, 4000)
-    replica = config_file(tmp_path / "replica", [view_spec(topic)], seed=dest)
+    snap.produce_range(topic, 3600, 4000)
+    replica = snap.config_file(tmp_path / "replica", [snap.view_spec(topic)], seed=dest)
     seeded = _cli("-c", replica, "bootstrap", cwd=tmp_path)
     assert seeded.returncode == 0, seeded.stderr
     assert f"snapshot.restored name={second['name']}" in seeded.stderr
@@ -88,7 +79,7 @@ def test_a_download_cut_mid_archive_resumes_and_repeated_5xx_fail_with_no_store(
     not listening fails the seed with a clear error and no store (with [store] seed, the
     views bootstrap from Kafka instead)."""
     dest = f"s3://{bucket}/snaps"
-    _, info = snapshot_of_new_store(topic, tmp_path / "src", dest)
+    _, info = snap.snapshot_of_new_store(topic, tmp_path / "src", dest)
 
     def seed_through_the_proxy(config: Path) -> Any:
         return _cli(
@@ -104,7 +95,7 @@ def test_a_download_cut_mid_archive_resumes_and_repeated_5xx_fail_with_no_store(
     # Cut twice in the middle of the archive (a close, then a reset): resumed each time.
     fault_proxy.cut_next_get(info["size"] // 3, path_contains=".tar")
     fault_proxy.cut_next_get(info["size"] // 3, reset=True, path_contains=".tar")
-    replica = config_file(tmp_path / "cut", [view_spec(topic)])
+    replica = snap.config_file(tmp_path / "cut", [snap.view_spec(topic)])
     seeded = seed_through_the_proxy(replica)
     assert seeded.returncode == 0, seeded.stderr
     archive_gets = [g for g in fault_proxy.gets() if ".tar" in g.path]
@@ -114,17 +105,17 @@ def test_a_download_cut_mid_archive_resumes_and_repeated_5xx_fail_with_no_store(
 
     # The server answers 503 to every read of the archive: the seed fails, no store.
     fault_proxy.fail_next_gets(50, path_contains=".tar")
-    failing = config_file(tmp_path / "503", [view_spec(topic)])
+    failing = snap.config_file(tmp_path / "503", [snap.view_spec(topic)])
     result = seed_through_the_proxy(failing)
     assert result.returncode == 1
     assert info["url"] in result.stderr and "503" in result.stderr, result.stderr
     store = tmp_path / "503" / "store"
     assert not store.exists()
-    assert_no_leftovers(store)
+    snap.assert_no_leftovers(store)
 
     # Nothing listens at the endpoint: a clear error, no store; with [store] seed the
     # views bootstrap from Kafka instead, and the failure is reported.
-    down = config_file(tmp_path / "down", [view_spec(topic)], seed=dest)
+    down = snap.config_file(tmp_path / "down", [snap.view_spec(topic)], seed=dest)
     closed = "http://127.0.0.1:9"
     result = _cli("-c", down, "bootstrap", cwd=tmp_path, AWS_ENDPOINT_URL=closed)
     assert result.returncode == 0, result.stderr
@@ -137,10 +128,12 @@ def test_damaged_archives_in_s3_are_refused_and_leave_no_store(
 ) -> None:
     """Each damaged archive in S3 fails verify and seed with what is wrong, and no store."""
     local = tmp_path / "snaps"
-    snapshot_of_new_store(topic, tmp_path / "src", local, records=2000)
+    snap.snapshot_of_new_store(topic, tmp_path / "src", local, records=2000)
     (archive,) = local.glob("*.tar")
     urls: dict[str | Path, str] = {}
-    for path, expected in damaged_archives(archive, tmp_path / "bad").items():
+    for path, expected in snap.damaged_archives(archive, tmp_path / "bad").items():
         s3_admin.put_object(Bucket=bucket, Key=f"bad/{path.name}", Body=path.read_bytes())
         urls[f"s3://{bucket}/bad/{path.name}"] = expected
-    assert_each_refused(urls, config_file(tmp_path / "dst", [view_spec(topic)]), tmp_path)
+    snap.assert_each_refused(
+        urls, snap.config_file(tmp_path / "dst", [snap.view_spec(topic)]), tmp_path
+    )

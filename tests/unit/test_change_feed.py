@@ -209,6 +209,30 @@ def test_the_prefix_filters_on_key_text(store: StateStore) -> None:
     assert seqs(list(got)) == [1, 3]
 
 
+def test_a_partition_filter_keeps_the_changes_of_those_partitions(store: StateStore) -> None:
+    """Given partitions, only the changes of records from them are sent (with the prefix,
+    both hold); ids stay those of the whole stream."""
+    view = store.view("v")
+    feed = store.change_feed("v")
+    with feed.open(partitions=frozenset({0, 2}), prefix="a") as sub:
+        view.apply([put(0, 0, "a0", 0), put(1, 0, "a1", 1), put(2, 0, "a2", 2), put(2, 1, "b2", 3)])
+        got = changes(sub.poll())
+    assert [(c.key, c.partition) for c in got] == [("a0", 0), ("a2", 2)]
+    assert seqs(list(got)) == [1, 3]
+
+
+def test_an_id_of_a_gathered_stream_gets_a_reset(store: StateStore) -> None:
+    """An id a partitioned cluster's gathered stream wrote, given to one instance's feed:
+    a reset that says so, then the changes from now on."""
+    feed = store.change_feed("v")
+    with feed.open(last_id="g1.eyJlIjoiYWJjIiwibSI6e319") as sub:
+        assert not sub.resumed
+        (reset,) = sub.poll()
+        assert isinstance(reset, Reset) and "gathered stream" in reset.reason
+        store.view("v").apply([put(0, 0, "k", 1)])
+        assert [c.key for c in changes(sub.poll())] == ["k"]
+
+
 def test_bytes_keys_filter_on_their_hex_text(store: StateStore) -> None:
     """For bytes keys the prefix is hex text, odd lengths and upper case included."""
     view = store.view("b")

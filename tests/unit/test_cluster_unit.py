@@ -21,6 +21,7 @@ import pytest
 from statestore import ConfigError, InvalidRangeError, StateStore, ViewConfig
 from statestore.api.cluster import _narrowed
 from statestore.api.errors import ApiError
+from statestore.apply import drop_partitions
 from statestore.cluster import Cluster
 from statestore.config import ClusterConfig, load_config
 from statestore.ingest import Ingestor
@@ -97,16 +98,21 @@ def test_a_view_reads_only_its_partitions_and_drops_those_given_up(tmp_path: Pat
         ingestor.close()
 
 
+def _owning_all(view: View, kafka: MemoryKafka) -> Ingestor:
+    """*view* given every partition and caught up: its ingestor."""
+    view.set_owned(frozenset(range(PARTITIONS)))
+    ingestor = Ingestor(view, kafka)
+    assert ingestor.catch_up(threading.Event())
+    return ingestor
+
+
 def test_a_drop_survives_a_restart(tmp_path: Path) -> None:
     """What a drop wrote is the store's: reopened, the counters and positions agree."""
     kafka = MemoryKafka()
     by_partition = _fill(kafka)
-    stop = threading.Event()
     with _store(tmp_path, kafka) as store:
         view = store.view("v")
-        view.set_owned(frozenset(range(PARTITIONS)))
-        ingestor = Ingestor(view, kafka)
-        assert ingestor.catch_up(stop)
+        ingestor = _owning_all(view, kafka)
         view.set_owned(frozenset({3}))
         ingestor.take_assignment()
         ingestor.close()
@@ -115,6 +121,48 @@ def test_a_drop_survives_a_restart(tmp_path: Path) -> None:
         assert _keys(view) == set(by_partition[3])
         assert view.slot.counters["keys"] == len(by_partition[3])
         assert sorted(view.slot.positions) == [3]
+
+
+def test_a_drop_cut_short_is_finished_before_the_partition_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """A drop that stopped after its first batch (a crash; or a snapshot taken meanwhile)
+    left part of the partition's keys and its position. Reopened, the store knows; given
+    the partition again, the instance finishes the drop and reads it from the log start,
+    rather than take the remains for the whole partition."""
+    kafka = MemoryKafka()
+    by_partition = _fill(kafka)
+    with _store(tmp_path, kafka) as store:
+        view = store.view("v")
+        _owning_all(view, kafka).close()
+        storage = view.slot.storage
+        real_write = storage.write
+        writes = []
+
+        def cut_short(batch: Any) -> None:
+            if len(writes) == 2:  # the mark, then one batch of keys
+                raise OSError("the process died here")
+            writes.append(batch)
+            real_write(batch)
+
+        storage.write = cut_short  # type: ignore[method-assign]
+        with pytest.raises(OSError, match="died"):
+            drop_partitions(view.slot, {0}, chunk=2)
+        storage.write = real_write  # type: ignore[method-assign]
+    with _store(tmp_path, kafka) as store:
+        view = store.view("v")
+        assert view.slot.dropping == frozenset({0})
+        assert 0 in view.slot.positions  # the remains look whole but for the mark
+        assert len(_keys(view) & set(by_partition[0])) == len(by_partition[0]) - 2
+        view.set_owned(frozenset(range(PARTITIONS)))
+        ingestor = Ingestor(view, kafka)
+        ingestor.take_assignment()
+        assert view.slot.dropping == frozenset()
+        assert ingestor.catch_up(threading.Event())
+        _assert_holds(view, by_partition, list(range(PARTITIONS)))
+        ingestor.close()
+    with _store(tmp_path, kafka) as store:
+        assert store.view("v").slot.dropping == frozenset()
 
 
 # -- the routing table -------------------------------------------------------------------
@@ -237,6 +285,8 @@ GOOD = 'mode = "partitioned"\nname = "c"\nadvertised_url = "http://10.0.0.5:8000
 def test_a_partitioned_cluster_loads(tmp_path: Path) -> None:
     _load(tmp_path, GOOD)
     _load(tmp_path, 'mode = "replicated"', view="")  # the default needs nothing
+    # Snapshots of its share, and a seed (docs/cluster.md, "Snapshots").
+    _load(tmp_path, GOOD, extra='[snapshots]\ndest = "/tmp/s"\n[store]\nseed = "/tmp/s"')
 
 
 @pytest.mark.parametrize(
@@ -246,7 +296,6 @@ def test_a_partitioned_cluster_loads(tmp_path: Path) -> None:
         (GOOD, "", "", "declares its partitioner"),
         (GOOD, 'partitioner = "murmur2"\nkey = "json"', "", "string or bytes keys"),
         (GOOD, 'partitioner = "murmur2"', "[api]\nworkers = 2", "workers = 1"),
-        (GOOD, 'partitioner = "murmur2"', '[snapshots]\ndest = "/tmp/s"', "snapshots hold"),
         (
             'mode = "partitioned"\nname = "c"\nadvertised_url = "ftp://x"',
             'partitioner = "murmur2"',
