@@ -16,13 +16,13 @@ buffers them; an owner that cannot (it restarted, its buffer moved on) sends a r
 passed on.
 
 **Moves.** When the owner map changes (an instance joined, left or died, and the
-group moved partitions), the stream waits until every partition has an owner again,
-subscribes to the new owners, and only then sends ``event: reset``: the client
-rescans, and every change after the rescan's start is in the stream (a new owner
-still reading a partition answers the rescan's reads of it with 503 until it has
-read it). Changes applied while a partition moved are in that rescan, not in the
-stream. An owner that cannot be reached while the map still names it is asked again
-every second, with its last id.
+group moved partitions), the stream waits until every partition's owner answers for
+it (has read it), subscribes to the new owners, and only then sends ``event: reset``:
+the client rescans, reading every partition from its owner, and every change after
+the rescan's start is in the stream. Changes applied while a partition moved are in
+that rescan, not in the stream. An owner that cannot be reached while the map still
+names it is asked again, from its last id, once every partition is answered by its
+owner (a restarted owner reading its partitions again is waited for the same way).
 
 The merged stream reads no faster than its client: each owner's stream waits while
 the client does, and an owner whose buffer its reader falls behind drops it
@@ -192,8 +192,12 @@ class _Gather:
     # -- opening ----------------------------------------------------------------------------
 
     def owners(self) -> Owners | None:
-        """The owner map now; None while a partition has no owner (or two)."""
-        owners = self.cluster.owners(self.view)
+        """The owner map now; None while a partition has no owner (or two), or its owner
+        does not answer for it yet. A client rescans after a reset: that rescan must read
+        every partition from its owner, whose stream carries what came after, not from a
+        standby copy that may be behind what the owner loaded in bulk (no stream has
+        that)."""
+        owners = self.cluster.owners(self.view, serving=True)
         return owners if owners and None not in owners.values() else None
 
     async def open(self, owners: Owners, resume: GatheredId | None) -> list[dict[str, Any]]:
@@ -446,7 +450,9 @@ class _Gather:
         owners first), or broken owners' streams asked again; None when nothing changed."""
         owners = self.owners()
         if owners is None:
-            return None  # a partition is moving: wait for its new owner
+            # A partition is moving (or an owner reading it): wait until each is answered
+            # by its owner, then subscribe to them (an owner lost meanwhile included).
+            return None
         if owner_epoch(owners) != self.epoch:
             try:
                 await self.open(owners, None)
@@ -511,7 +517,8 @@ async def gathered_changes(
             raise ApiError(
                 503,
                 "partition_moving",
-                f"a partition of view {view.name!r} has no owner now (it is moving); retry shortly",
+                f"a partition of view {view.name!r} has no owner answering for it now (it is "
+                "moving); retry shortly",
                 headers={"Retry-After": "1"},
             )
         try:

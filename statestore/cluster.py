@@ -402,21 +402,27 @@ class Cluster:
             owners.setdefault(claims[0].url, set()).add(partition)
         return {url: frozenset(ps) for url, ps in owners.items()}, None
 
-    def owners(self, view: View) -> dict[int, tuple[str, str | None] | None]:
+    def owners(
+        self, view: View, *, serving: bool = False
+    ) -> dict[int, tuple[str, str | None] | None]:
         """The group's owner of each partition of *view* as the members' records say:
         ``(member, url)`` (url None: this instance), None where no live member or more
-        than one claims it (it is moving). A change stream follows the owners (a partition
-        being read by its new owner included), not who answers reads now."""
+        than one claims it (it is moving) and, with *serving*, where its owner does not
+        answer for it yet (it is still reading it; a standby copy may answer meanwhile)."""
         topic = view.config.topic
         peers = self._fresh()
         found: dict[int, tuple[str, str | None] | None] = {}
         for partition in range(view.partition_count):
-            claims: list[tuple[str, str | None]] = [
-                (p.member, p.url) for p in peers if partition in p.owned.get(topic, ())
+            # (member, url, answers for it now)
+            claims: list[tuple[str, str | None, bool]] = [
+                (p.member, p.url, partition in p.serving.get(view.name, ()))
+                for p in peers
+                if partition in p.owned.get(topic, ())
             ]
             if view.owned is not None and partition in view.owned:
-                claims.append((self.member, None))
-            found[partition] = claims[0] if len(claims) == 1 else None
+                claims.append((self.member, None, partition in view.serving))
+            one = len(claims) == 1 and (claims[0][2] or not serving)
+            found[partition] = (claims[0][0], claims[0][1]) if one else None
         return found
 
     def _fresh(self) -> list[_Peer]:

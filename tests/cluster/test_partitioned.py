@@ -531,6 +531,7 @@ class Events:
     def __init__(self, server: Server, **params: str) -> None:
         self.events: list[tuple[str, str | None, dict[str, Any]]] = []
         self.status: int | None = None
+        self.refused = ""  # the body of an answer other than 200
         self.position = ""
         headers = _headers()
         if "last_event_id" in params:
@@ -546,6 +547,9 @@ class Events:
             with self._client.stream("GET", path, params=params, headers=headers) as r:
                 self.status = r.status_code
                 self.position = r.headers.get("x-statestore-position", "")
+                if r.status_code != 200:
+                    self.refused = r.read().decode()
+                    return
                 name, event_id = "message", None
                 for line in r.iter_lines():
                     if line.startswith("event: "):
@@ -567,6 +571,19 @@ class Events:
     def close(self) -> None:
         self._client.close()
         self._thread.join(30)
+
+
+def streamable(server: Server) -> bool:
+    """*server* sees every member answering for each partition it owns (its stream then
+    subscribes to every owner; before, it answers 503 partition_moving)."""
+    table = _table(server)
+    if table is None:
+        return False
+    return all(
+        sorted(m["serving"].get(VIEW, [])) == sorted(next(iter(m["owned"].values()), []))
+        for m in table["members"]
+        if m["alive"]
+    )
 
 
 def _new_keys(produce: Callable[..., Any], topic: str, tag: str, n: int = 60) -> Any:
@@ -598,11 +615,14 @@ def test_the_change_stream_is_gathered_from_every_owner(
     and its partitions move, the stream sends a reset once they have new owners, then
     the changes of every partition again."""
     servers, _, _ = instances.serving(produce, 3, check=False)
+    for server in servers:
+        eventually(lambda s=server: streamable(s), "every owner seen answering", 30)
     first = Events(servers[0])
     prefixed = Events(servers[2], prefix="b-000")
     try:
-        eventually(lambda: first.named("subscribed") and prefixed.named("subscribed"), "subs", 30)
-        assert first.status == 200 and prefixed.status == 200
+        for events in (first, prefixed):
+            eventually(lambda e=events: e.named("subscribed") or e.refused, "subscribed", 30)
+            assert events.status == 200, events.refused
         assert sorted(int(p.split(":")[0]) for p in first.position.split(",")) == list(
             range(PARTITIONS)
         )

@@ -232,6 +232,27 @@ def test_each_partition_resolves_to_one_owner_or_moves(owning_0: tuple[View, Clu
     assert cluster.route(view, _key_in(1)).member == "a"
 
 
+def test_a_change_stream_follows_owners_that_answer_for_their_partitions(
+    owning_0: tuple[View, Cluster],
+) -> None:
+    """The owner map a change stream follows: each partition's one live owner; with
+    ``serving``, only once that owner answers for it (this instance included)."""
+    view, cluster = owning_0
+    now_ms = int(time.time() * 1000)
+    loading = orjson.dumps(
+        {"member": "b", "url": "http://b:8000", "owned": {"t": [2, 3]}, "serving": {"v": [2]}}
+    )
+    cluster._read([(b"a", _record("a", [1]), now_ms), (b"b", loading, now_ms)])
+    me = cluster.member
+    owners = {0: (me, None), 1: ("a", "http://a:8000"), 2: ("b", "http://b:8000")}
+    assert cluster.owners(view) == {**owners, 3: ("b", "http://b:8000")}
+    assert cluster.owners(view, serving=True) == {**owners, 0: None, 3: None}
+    view.mark_serving(frozenset({0}))
+    assert cluster.owners(view, serving=True) == {**owners, 3: None}
+    cluster._read([(b"c", _record("c", [3]), now_ms)])  # two claims: moving
+    assert cluster.owners(view)[3] is None
+
+
 def test_misplaced_records_anywhere_refuse_every_key(owning_0: tuple[View, Cluster]) -> None:
     view, cluster = owning_0
     view.mark_serving(frozenset({0}))
