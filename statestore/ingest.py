@@ -269,6 +269,11 @@ class Ingestor:
     def _catch_up_once(self, stop: threading.Event, progress: ProgressCallback | None) -> bool:
         view = self.view
         topic = view.config.topic
+        if view.slot.dropping:
+            # A drop cut short (a store seeded from a partitioned instance's snapshot taken
+            # during one): its remains are not the partition; it is read from the start.
+            deleted = view.drop_partitions(set(view.slot.dropping))
+            log.info("ingest.drop_finished view=%s keys=%d", view.name, deleted)
         if view.state != "rebuilding":
             view.set_state("bootstrapping", view.reason if view.servable else self.kafka_trouble)
         partitions = self.client.partitions(topic)

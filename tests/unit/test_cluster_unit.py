@@ -25,6 +25,8 @@ from statestore.apply import drop_partitions
 from statestore.cluster import Cluster
 from statestore.config import ClusterConfig, load_config
 from statestore.ingest import Ingestor
+from statestore.records import dropping_key
+from statestore.storage import META
 from statestore.testing import MemoryKafka
 from statestore.view import View
 from tests.support.config import store_config
@@ -163,6 +165,32 @@ def test_a_drop_cut_short_is_finished_before_the_partition_is_read_again(
         ingestor.close()
     with _store(tmp_path, kafka) as store:
         assert store.view("v").slot.dropping == frozenset()
+
+
+def test_a_replicated_store_finishes_a_drop_it_was_seeded_with(tmp_path: Path) -> None:
+    """A replicated view whose store holds a drop cut short (seeded from a partitioned
+    instance's snapshot taken during one) deletes the remains and reads that partition
+    from the log start before it answers."""
+    kafka = MemoryKafka()
+    by_partition = _fill(kafka)
+    with _store(tmp_path, kafka) as store:
+        view = store.view("v")
+        _owning_all(view, kafka).close()
+        storage = view.slot.storage
+        batch = storage.batch()
+        batch.put(META, dropping_key(view.slot.id), orjson.dumps([1]))
+        for key in list(by_partition[1])[:3]:
+            batch.delete(view.slot.entity_cf, key)  # what the cut-short drop deleted
+        storage.write(batch)
+    with _store(tmp_path, kafka) as store:
+        view = store.view("v")
+        assert view.slot.dropping == frozenset({1})
+        assert view.owned is None  # replicated
+        ingestor = Ingestor(view, kafka)
+        assert ingestor.catch_up(threading.Event())
+        assert view.slot.dropping == frozenset()
+        assert _keys(view) == {k for p in by_partition.values() for k in p}
+        ingestor.close()
 
 
 # -- the routing table -------------------------------------------------------------------
