@@ -108,6 +108,16 @@ def _owning_all(view: View, kafka: MemoryKafka) -> Ingestor:
     return ingestor
 
 
+def _whole_store(tmp_path: Path) -> tuple[MemoryKafka, dict[int, dict[bytes, bytes]]]:
+    """A store under *tmp_path* that read every partition of a filled topic, closed: the
+    topic, and per partition its reduction."""
+    kafka = MemoryKafka()
+    by_partition = _fill(kafka)
+    with _store(tmp_path, kafka) as store:
+        _owning_all(store.view("v"), kafka).close()
+    return kafka, by_partition
+
+
 def test_a_drop_survives_a_restart(tmp_path: Path) -> None:
     """What a drop wrote is the store's: reopened, the counters and positions agree."""
     kafka = MemoryKafka()
@@ -132,11 +142,9 @@ def test_a_drop_cut_short_is_finished_before_the_partition_is_read_again(
     left part of the partition's keys and its position. Reopened, the store knows; given
     the partition again, the instance finishes the drop and reads it from the log start,
     rather than take the remains for the whole partition."""
-    kafka = MemoryKafka()
-    by_partition = _fill(kafka)
+    kafka, by_partition = _whole_store(tmp_path)
     with _store(tmp_path, kafka) as store:
         view = store.view("v")
-        _owning_all(view, kafka).close()
         storage = view.slot.storage
         real_write = storage.write
         writes = []
@@ -171,11 +179,9 @@ def test_a_replicated_store_finishes_a_drop_it_was_seeded_with(tmp_path: Path) -
     """A replicated view whose store holds a drop cut short (seeded from a partitioned
     instance's snapshot taken during one) deletes the remains and reads that partition
     from the log start before it answers."""
-    kafka = MemoryKafka()
-    by_partition = _fill(kafka)
+    kafka, by_partition = _whole_store(tmp_path)
     with _store(tmp_path, kafka) as store:
         view = store.view("v")
-        _owning_all(view, kafka).close()
         storage = view.slot.storage
         batch = storage.batch()
         batch.put(META, dropping_key(view.slot.id), orjson.dumps([1]))
